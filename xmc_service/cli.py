@@ -1,0 +1,86 @@
+"""xmc-serve: serve an artifact over HTTP (flags override XMC_* environment variables)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from xmc_service.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xmc-serve",
+        description="Serve an XMC-GAN artifact: OpenAI-compatible Images API, native "
+        "/v1/generate, a web page at /. Other settings come from XMC_* environment variables "
+        "(see docs/service.md).",
+    )
+    parser.add_argument("--model", metavar="DIR", help="artifact folder (default: the bundled one)")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1; XMC_HOST)")
+    parser.add_argument("--port", type=int, help="port (default 8000; XMC_PORT)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="XMC_DEVICE")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Environment first, then the flags that were given."""
+    overrides = {
+        "model_dir": args.model,
+        "host": args.host,
+        "port": args.port,
+        "device": args.device,
+    }
+    return Settings(**{key: value for key, value in overrides.items() if value is not None})
+
+
+def check_model_dir(model_dir: str | None) -> str | None:
+    """A human sentence for a model folder that cannot be an artifact, else None."""
+    if model_dir is None:
+        return None
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        return f"--model {model_dir}: no such folder"
+    if not (folder / "config.json").is_file():
+        return f"--model {model_dir}: not an artifact folder (no config.json; see xmc-export)"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors()
+        )
+        print(f"xmc-serve: invalid settings: {problems}", file=sys.stderr)
+        return 2
+    problem = check_model_dir(settings.model_dir)
+    if problem:
+        print(f"xmc-serve: {problem}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
+    )
+
+    import uvicorn
+
+    from xmc_service.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

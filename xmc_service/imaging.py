@@ -1,0 +1,74 @@
+"""Image encoding, and the short-lived store behind response_format=url."""
+
+from __future__ import annotations
+
+import base64
+import io
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+def encode_image(pixels: np.ndarray, output_format: str) -> bytes:
+    """(H, W, 3) uint8 -> the bytes of a PNG, JPEG or WebP file."""
+    buffer = io.BytesIO()
+    image = Image.fromarray(np.ascontiguousarray(pixels))  # (H, W, 3) uint8 -> RGB
+    if output_format == "png":
+        image.save(buffer, format="PNG", compress_level=1)  # small images: speed over bytes
+    elif output_format == "jpeg":
+        image.save(buffer, format="JPEG", quality=95)
+    elif output_format == "webp":
+        image.save(buffer, format="WEBP", lossless=True)
+    else:
+        raise ValueError(f"unsupported output format {output_format!r}")
+    return buffer.getvalue()
+
+
+def to_base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    data: bytes
+    media_type: str
+    expires: float
+
+
+class ImageStore:
+    """Images kept for `ttl_s` seconds under unguessable ids, at most `capacity` of them."""
+
+    def __init__(self, ttl_s: float, capacity: int) -> None:
+        self._ttl_s = ttl_s
+        self._capacity = capacity
+        self._images: OrderedDict[str, StoredImage] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, data: bytes, output_format: str) -> str:
+        """Store the bytes; returns the id, a file name such as '3fa...c1.png'."""
+        image_id = f"{secrets.token_urlsafe(16)}.{output_format}"
+        stored = StoredImage(data, MEDIA_TYPES[output_format], time.monotonic() + self._ttl_s)
+        with self._lock:
+            self._images[image_id] = stored
+            self._evict()
+        return image_id
+
+    def get(self, image_id: str) -> StoredImage | None:
+        with self._lock:
+            self._evict()
+            return self._images.get(image_id)
+
+    def _evict(self) -> None:
+        now = time.monotonic()
+        while self._images:
+            oldest_id, oldest = next(iter(self._images.items()))
+            if oldest.expires > now and len(self._images) <= self._capacity:
+                break
+            del self._images[oldest_id]

@@ -1,0 +1,82 @@
+"""What both generation endpoints share: seeds, the model check, queueing, client disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+from fastapi import Request
+
+from xmc_service.batcher import Batcher, GeneratedImage, QueueFull
+from xmc_service.errors import APIError
+from xmc_service.imaging import encode_image
+
+
+def check_model(requested: str | None, batcher: Batcher) -> None:
+    served = batcher.pipeline.model_id
+    if requested is not None and requested != served:
+        raise APIError(
+            404,
+            f"The model '{requested}' does not exist; this server serves '{served}'.",
+            param="model",
+            code="model_not_found",
+        )
+
+
+def random_seeds(count: int) -> list[int]:
+    return [secrets.randbelow(2**32) for _ in range(count)]
+
+
+async def _until_disconnected(request: Request) -> None:
+    """Returns once the client has gone (the body is read by then, so only that can arrive)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def generate_or_drop(
+    request: Request,
+    batcher: Batcher,
+    captions: list[str],
+    seeds: list[int],
+    truncation: float,
+    attention: bool = False,
+) -> list[GeneratedImage]:
+    """Queue the images and wait; a full queue is 429, a departed client drops its work."""
+    if len(captions) > batcher.max_queue_images:
+        raise APIError(
+            400,
+            f"The request asks for {len(captions)} images; this server queues at most "
+            f"{batcher.max_queue_images}.",
+            param="n",
+            code="too_many_images",
+        )
+    work = asyncio.ensure_future(batcher.generate(captions, seeds, truncation, attention))
+    gone = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not work.done():
+            work.cancel()  # the batcher drops the images that have not started
+    if not work.done() or work.cancelled():
+        raise APIError(499, "The client closed the request.", code="client_disconnected")
+    try:
+        return work.result()
+    except QueueFull as full:
+        raise APIError(
+            429,
+            f"The server is busy ({batcher.queued_images} images queued); retry after "
+            f"{full.retry_after_s} s.",
+            kind="rate_limit_error",
+            code="queue_full",
+            headers={"Retry-After": str(full.retry_after_s)},
+        ) from None
+
+
+async def encode_all(images: list[GeneratedImage], output_format: str) -> list[bytes]:
+    """Encode off the event loop (PIL and zlib release the GIL)."""
+    return await asyncio.to_thread(
+        lambda: [encode_image(image.pixels, output_format) for image in images]
+    )

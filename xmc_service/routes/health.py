@@ -1,0 +1,36 @@
+"""Liveness, readiness and Prometheus metrics; open even when API keys are set."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from xmc_service.deps import StateDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health/live")
+async def live() -> dict[str, str]:
+    """200 while the process serves HTTP."""
+    return {"status": "ok"}
+
+
+@router.get("/health/ready", responses={503: {"description": "Loading, or failed to load."}})
+async def ready(state: StateDep) -> JSONResponse:
+    """200 once the model is loaded and warmed up; 503 before (or if loading failed)."""
+    body: dict[str, object] = {"status": state.status}
+    if state.status == "ready" and state.batcher is not None:
+        body["model"] = state.batcher.pipeline.model_id
+        body["queued_images"] = state.batcher.queued_images
+    if state.error:
+        body["error"] = state.error
+    return JSONResponse(body, status_code=200 if state.status == "ready" else 503)
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+async def metrics(state: StateDep) -> Response:
+    if state.batcher is not None:
+        state.metrics.queue_images.set(state.batcher.queued_images)
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

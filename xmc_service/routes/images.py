@@ -1,0 +1,93 @@
+"""OpenAI-compatible Images API: POST /v1/images/generations, and the short-lived image files."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from xmc_service.deps import BatcherDep, StateDep, require_api_key
+from xmc_service.errors import APIError
+from xmc_service.imaging import to_base64
+from xmc_service.routes._generation import (
+    check_model,
+    encode_all,
+    generate_or_drop,
+    random_seeds,
+)
+from xmc_service.schemas import ErrorResponse, ImageData, ImageGenerationRequest, ImagesResponse
+
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 503)}
+
+router = APIRouter(prefix="/v1/images", tags=["images"])
+
+
+def check_size(size: str | None, resolution: int) -> None:
+    native = f"{resolution}x{resolution}"
+    if size in (None, "auto", native):
+        return
+    raise APIError(
+        400,
+        f"Invalid 'size': {size!r}. This model draws {native} images; use 'auto' or '{native}'.",
+        param="size",
+        code="invalid_size",
+    )
+
+
+@router.post(
+    "/generations",
+    response_model=ImagesResponse,
+    responses=ERRORS,
+    dependencies=[Depends(require_api_key)],
+)
+async def create_images(
+    body: ImageGenerationRequest, request: Request, batcher: BatcherDep, state: StateDep
+) -> ImagesResponse:
+    """Draw `n` images of `prompt` (the OpenAI Images API, plus `seed` and `truncation`)."""
+    started = time.perf_counter()
+    check_model(body.model, batcher)
+    check_size(body.size, batcher.pipeline.resolution)
+    if body.stream:
+        raise APIError(400, "Streaming is not supported.", param="stream", code="unsupported")
+    count = body.n or 1
+    seeds = (
+        [body.seed + index for index in range(count)]
+        if body.seed is not None
+        else random_seeds(count)
+    )
+    if seeds[-1] >= 2**63:
+        raise APIError(400, "Invalid 'seed': seed + n - 1 must be below 2**63.", param="seed")
+    images = await generate_or_drop(request, batcher, [body.prompt] * count, seeds, body.truncation)
+    output_format = body.output_format or "png"
+    files = await encode_all(images, output_format)
+    data = []
+    for image, file in zip(images, files):
+        if body.response_format == "url":
+            image_id = state.images.put(file, output_format)
+            url = str(request.url_for("get_image_file", image_id=image_id))
+            data.append(ImageData(url=url, revised_prompt=body.prompt, seed=image.seed))
+        else:
+            data.append(
+                ImageData(b64_json=to_base64(file), revised_prompt=body.prompt, seed=image.seed)
+            )
+    state.metrics.images_generated.inc(len(images))
+    state.metrics.request_seconds.labels(endpoint="images").observe(time.perf_counter() - started)
+    return ImagesResponse(created=int(time.time()), data=data)
+
+
+@router.get(
+    "/files/{image_id}",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorResponse}},
+)
+async def get_image_file(image_id: str, state: StateDep) -> Response:
+    """An image from a `response_format=url` answer, for `image_ttl_s` seconds after it."""
+    stored = state.images.get(image_id)
+    if stored is None:
+        raise APIError(
+            404, "No such image (it may have expired).", param="image_id", code="not_found"
+        )
+    max_age = max(0, int(stored.expires - time.monotonic()))
+    headers = {"Cache-Control": f"private, max-age={max_age}"}
+    return Response(stored.data, media_type=stored.media_type, headers=headers)

@@ -1,0 +1,17 @@
+"""GET /v1/models: the one model this server serves, in OpenAI's list shape."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from xmc_service.deps import BatcherDep, StateDep, require_api_key
+from xmc_service.schemas import ModelCard, ModelList
+
+router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(require_api_key)])
+
+
+@router.get("/models", response_model=ModelList)
+async def list_models(batcher: BatcherDep, state: StateDep) -> ModelList:
+    pipeline = batcher.pipeline
+    card = ModelCard(id=pipeline.model_id, created=state.created, resolution=pipeline.resolution)
+    return ModelList(data=[card])

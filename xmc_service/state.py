@@ -1,0 +1,51 @@
+"""What the app holds while it runs, and how the model gets loaded (in the lifespan)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from xmc_service.batcher import Batcher, Pipeline
+from xmc_service.imaging import ImageStore
+from xmc_service.metrics import Metrics
+from xmc_service.settings import Settings
+
+logger = logging.getLogger("xmc_service")
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    metrics: Metrics
+    images: ImageStore
+    status: Literal["loading", "ready", "failed"] = "loading"
+    error: str | None = None
+    batcher: Batcher | None = None
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+def resolve_device(requested: str) -> str:
+    """'auto' -> 'cuda' when a GPU is present, else 'cpu'; 'cuda' without a GPU is an error."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("XMC_DEVICE=cuda but no CUDA GPU is visible to torch")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def load_pipeline(settings: Settings) -> Pipeline:
+    """Load the artifact named by the settings (None: the bundled default) on its device."""
+    from models import XMCGANPipeline  # the service reaches `models` only through the pipeline
+
+    device = resolve_device(settings.device)
+    pipeline = XMCGANPipeline.from_pretrained(settings.model_dir, device=device)
+    where = settings.model_dir or "the bundled default artifact"
+    if device == "cpu":
+        logger.warning("no GPU in use: serving %s on the CPU (slower)", where)
+    else:
+        logger.info("serving %s on %s", where, device)
+    return pipeline

@@ -1,0 +1,158 @@
+"""save_pretrained / from_pretrained: config.json + safetensors, strict keys, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.artifacts import CONFIG_NAME, WEIGHTS_NAME, ArtifactError
+from models.discriminator import Discriminator
+from models.generator import Generator
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def generator_inputs(generator: Generator, batch: int = 2):
+    rng = torch.Generator().manual_seed(0)
+    c = generator.config
+    words = torch.randn(batch, 6, c.word_dim, generator=rng)
+    mask = torch.arange(6)[None, :] < torch.tensor([4, 6])[:batch, None]
+    return torch.randn(batch, c.z_dim, generator=rng), torch.randn(batch, c.sentence_dim,
+                                                                   generator=rng), words, mask
+
+
+def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    state_a, state_b = a.state_dict(), b.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert torch.equal(state_a[key], state_b[key]), key
+
+
+@pytest.fixture()
+def saved_generator(tmp_path: Path) -> tuple[Generator, Path]:
+    torch.manual_seed(1)
+    generator = Generator.from_preset("tiny")
+    generator(*generator_inputs(generator))  # train-mode step: non-default BN running stats
+    generator.eval()
+    generator.save_pretrained(tmp_path)
+    return generator, tmp_path
+
+
+def test_generator_round_trip(saved_generator) -> None:
+    generator, directory = saved_generator
+    loaded = Generator.from_pretrained(directory)
+    assert not loaded.training
+    assert loaded.config == generator.config
+    assert_same_state(generator, loaded)
+    assert (generator.spatial_blocks[0].norm1.norm.running_mean != 0).any()  # stats travelled
+    inputs = generator_inputs(generator)
+    with torch.no_grad():
+        assert torch.equal(loaded(*inputs), generator(*inputs))
+
+
+def test_discriminator_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    discriminator = Discriminator.from_preset("tiny", infomax=True)
+    images, sentence = torch.rand(2, 3, 32, 32), torch.randn(2, 384)
+    discriminator(images, sentence)  # train mode: one power iteration moves the SN vectors
+    discriminator.eval()
+    discriminator.save_pretrained(tmp_path)
+    loaded = Discriminator.from_pretrained(tmp_path)
+    assert loaded.config == discriminator.config and loaded.config.infomax
+    assert_same_state(discriminator, loaded)
+    assert any(k.endswith("_u") for k in loaded.state_dict())  # spectral-norm state saved
+    with torch.no_grad():
+        a, b = discriminator(images, sentence), loaded(images, sentence)
+    for name in ("logits", "features", "sentence", "regions", "infomax_local", "infomax_global"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_artifact_is_config_json_and_safetensors_only(saved_generator) -> None:
+    generator, directory = saved_generator
+    assert sorted(p.name for p in directory.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    config = json.loads((directory / CONFIG_NAME).read_text())
+    assert config["kind"] == "generator"
+    assert config["generator"]["resolution"] == 32
+    assert config["generator"]["channel_multipliers"] == [4, 2, 1]
+    # safetensors: an 8-byte little-endian header length, then a JSON header (no pickle opcode)
+    raw = (directory / WEIGHTS_NAME).read_bytes()
+    header_length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8: 8 + header_length])
+    assert set(header) - {"__metadata__"} == set(generator.state_dict())
+
+
+def rewrite_weights(directory: Path, edit) -> None:
+    state = load_file(str(directory / WEIGHTS_NAME))
+    edit(state)
+    save_file(state, str(directory / WEIGHTS_NAME))
+
+
+def test_missing_key_is_named(saved_generator) -> None:
+    _, directory = saved_generator
+    rewrite_weights(directory, lambda state: state.pop("stem.weight"))
+    with pytest.raises(ArtifactError, match=r"missing keys \['stem.weight'\], unexpected keys \[\]"):
+        Generator.from_pretrained(directory)
+
+
+def test_unexpected_key_is_named(saved_generator) -> None:
+    _, directory = saved_generator
+    rewrite_weights(directory, lambda state: state.update(extra_head=torch.zeros(3)))
+    with pytest.raises(ArtifactError, match=r"missing keys \[\], unexpected keys \['extra_head'\]"):
+        Generator.from_pretrained(directory)
+
+
+def test_shape_mismatch_is_an_artifact_error(saved_generator) -> None:
+    _, directory = saved_generator
+    rewrite_weights(directory, lambda state: state.update({"stem.bias": torch.zeros(5)}))
+    with pytest.raises(ArtifactError, match="stem.bias"):
+        Generator.from_pretrained(directory)
+
+
+def test_wrong_kind_is_an_artifact_error(saved_generator, tmp_path: Path) -> None:
+    _, directory = saved_generator
+    with pytest.raises(ArtifactError, match="holds no 'discriminator' config .*'generator'"):
+        Discriminator.from_pretrained(directory)
+    Discriminator.from_preset("tiny").save_pretrained(tmp_path / "d")
+    with pytest.raises(ArtifactError, match="holds no 'generator' config .*'discriminator'"):
+        Generator.from_pretrained(tmp_path / "d")
+
+
+def test_missing_files_are_artifact_errors(saved_generator, tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="config.json not found"):
+        Generator.from_pretrained(tmp_path / "nowhere")
+    _, directory = saved_generator
+    (directory / WEIGHTS_NAME).unlink()
+    with pytest.raises(ArtifactError, match="model.safetensors not found"):
+        Generator.from_pretrained(directory)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"generator": {"resolution": 32,', "is not valid JSON"),
+    ('{"generator": {"resolution": 32, "colour": "red"}}', r"unknown keys \['colour'\]"),
+    ('{"generator": {"resolution": 48}}', "power of two"),
+    ('{"generator": {"resolution": 64, "channel_multipliers": [4, 2, 1]}}',
+     "needs 4 channel multipliers"),
+    ('{"kind": "generator"}', "holds no 'generator' config"),
+])
+def test_malformed_config_is_an_artifact_error(saved_generator, text: str, message: str) -> None:
+    _, directory = saved_generator
+    (directory / CONFIG_NAME).write_text(text)
+    with pytest.raises(ArtifactError, match=message) as error:
+        Generator.from_pretrained(directory)
+    assert str(directory / CONFIG_NAME) in str(error.value)
+
+
+@pytest.mark.xfail(strict=True, raises=AttributeError,
+                   reason="models bug reported to the lead: a config.json that is not a JSON "
+                          "object, or a non-integer resolution, escapes as AttributeError; "
+                          "remove this marker once read_config / the configs check types")
+@pytest.mark.parametrize("text", ["[]", '"a string"', '{"generator": {"resolution": "32"}}'])
+def test_config_of_the_wrong_type_is_an_artifact_error(saved_generator, text: str) -> None:
+    _, directory = saved_generator
+    (directory / CONFIG_NAME).write_text(text)
+    with pytest.raises(ArtifactError, match="config.json"):
+        Generator.from_pretrained(directory)

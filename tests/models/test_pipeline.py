@@ -1,0 +1,123 @@
+"""XMCGANPipeline: loading, caption-major output, seeds, word attention, bundled model, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.artifacts import ArtifactError
+from models.config import GeneratorConfig
+from models.generator import Generator
+from models.pipeline import BUNDLED_DIR, XMCGANPipeline
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+RED, BLUE = "a red circle above a blue square", "a green triangle left of a yellow star"
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_artifact: Path) -> XMCGANPipeline:
+    return XMCGANPipeline.from_pretrained(tiny_artifact, device=None)
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def max_difference(a: Image.Image, b: Image.Image) -> int:
+    return int(np.abs(pixels(a) - pixels(b)).max())
+
+
+def test_loads_the_artifact(pipe: XMCGANPipeline, tiny_artifact: Path) -> None:
+    assert pipe.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert pipe.resolution == 32
+    assert pipe.model_id == "xmc-tiny"
+    assert not pipe.generator.training and not pipe.text_encoder.training
+    config = json.loads((tiny_artifact / "config.json").read_text())
+    assert config["kind"] == "pipeline"
+    assert config["text_encoder"]["name_or_path"] == pipe.text_encoder.config.name_or_path
+    assert sorted(p.name for p in tiny_artifact.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_images_are_caption_major(pipe: XMCGANPipeline) -> None:
+    images = pipe([RED, BLUE], seed=3, num_images_per_caption=2)
+    assert len(images) == 4
+    for image in images:
+        assert isinstance(image, Image.Image)
+        assert image.size == (32, 32) and image.mode == "RGB"
+    # image k of caption c uses seed 3 + 2c + k: rebuild each alone
+    alone = [pipe(caption, seed=seed)[0] for caption, seed in
+             [(RED, 3), (RED, 4), (BLUE, 5), (BLUE, 6)]]
+    assert all(max_difference(a, b) <= 1 for a, b in zip(images, alone))
+    assert max_difference(images[0], images[2]) > 1  # the rows are not all one caption
+    assert max_difference(images[0], images[1]) > 1  # nor all one seed
+
+
+def test_same_seed_and_caption_alone_or_in_a_batch(pipe: XMCGANPipeline) -> None:
+    alone = pipe(BLUE, seed=11)[0]
+    features = pipe.encode_text([RED, BLUE, RED])
+    batch = pipe.to_pil(pipe.generate(features, [5, 11, 7]))
+    assert max_difference(alone, batch[1]) <= 1
+    assert max_difference(pipe(BLUE, seed=11)[0], alone) == 0
+
+
+def test_different_seeds_differ(pipe: XMCGANPipeline) -> None:
+    first, second = pipe([RED, RED], seed=0)  # seeds 0 and 1
+    assert max_difference(first, second) > 8
+    assert max_difference(pipe(RED, seed=0)[0], first) <= 1
+
+
+def test_truncation(pipe: XMCGANPipeline) -> None:
+    full, truncated = pipe(RED, seed=4)[0], pipe(RED, seed=4, truncation=0.5)[0]
+    assert max_difference(full, truncated) > 1
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match=r"truncation must be in \(0, 1\]"):
+            pipe(RED, seed=0, truncation=bad)
+
+
+def test_word_attention(pipe: XMCGANPipeline) -> None:
+    image, tokens, maps = pipe.word_attention(RED, seed=9)
+    assert tokens == ["[CLS]", "a", "red", "circle", "above", "a", "blue", "square", "[SEP]"]
+    assert maps.shape == (len(tokens), 16, 16)
+    assert torch.allclose(maps.sum(0), torch.ones(16, 16), atol=1e-5)
+    assert (maps >= 0).all()
+    assert max_difference(image, pipe(RED, seed=9)[0]) <= 1
+
+
+def test_bad_arguments(pipe: XMCGANPipeline) -> None:
+    features = pipe.encode_text([RED])
+    with pytest.raises(ValueError, match="got 2 seeds for 1 captions"):
+        pipe.generate(features, [1, 2])
+    with pytest.raises(ValueError, match="num_images_per_caption must be >= 1"):
+        pipe(RED, seed=0, num_images_per_caption=0)
+
+
+def test_text_encoder_must_match_the_generator(text_encoder) -> None:
+    config = GeneratorConfig(resolution=32, gf_dim=4, channel_multipliers=(4, 2, 1))  # 768-d
+    with pytest.raises(ArtifactError, match="expects 768-d words .* gives 384-d"):
+        XMCGANPipeline(Generator(config), text_encoder, device="cpu")
+
+
+def test_directory_without_an_artifact(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="config.json not found"):
+        XMCGANPipeline.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"kind": "discriminator", "discriminator": {}}')
+    with pytest.raises(ArtifactError, match="holds no generator config"):
+        XMCGANPipeline.from_pretrained(tmp_path)
+
+
+def test_bundled_default_model() -> None:
+    """Without an argument: the bundled shapes-64 model if it is installed, else a clear error."""
+    if (BUNDLED_DIR / "model.safetensors").is_file():
+        bundled = XMCGANPipeline.from_pretrained()
+        images = bundled(RED, seed=0, num_images_per_caption=2)
+        assert [image.size for image in images] == [(64, 64), (64, 64)]
+    else:
+        with pytest.raises(ArtifactError, match="bundled") as error:
+            XMCGANPipeline.from_pretrained()
+        assert "pass an artifact directory" in str(error.value)

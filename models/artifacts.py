@@ -35,9 +35,12 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"{path} not found: an artifact directory holds {CONFIG_NAME} "
                             f"and {WEIGHTS_NAME} (written by save_pretrained / xmc-export)")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path} must hold a JSON object")
+    return data
 
 
 def save_state(module: torch.nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:

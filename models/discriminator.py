@@ -83,6 +83,10 @@ class Discriminator(nn.Module, ArtifactMixin):
         if images.shape[1:] != (3, c.resolution, c.resolution):
             raise ValueError(f"expected images (B, 3, {c.resolution}, {c.resolution}), "
                              f"got {tuple(images.shape)}")
+        if (sentence.dim() != 2 or sentence.shape[1] != c.sentence_dim or sentence.shape[0] == 0
+                or images.shape[0] % sentence.shape[0]):
+            raise ValueError(f"expected sentence (b, {c.sentence_dim}) with the image batch "
+                             f"({images.shape[0]}) a multiple of b; got {tuple(sentence.shape)}")
         x = self.stem(images)
         region_map = x
         for i, block in enumerate(self.blocks, start=1):

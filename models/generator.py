@@ -72,11 +72,16 @@ class Generator(nn.Module, ArtifactMixin):
         """
         c = self.config
         batch = z.shape[0]
-        if sentence.shape != (batch, c.sentence_dim) or words.shape[::2] != (batch, c.word_dim):
+        if (z.shape != (batch, c.z_dim) or sentence.shape != (batch, c.sentence_dim)
+                or words.dim() != 3 or words.shape[::2] != (batch, c.word_dim)
+                or word_mask.shape != words.shape[:2]):
             raise ValueError(
-                f"expected sentence ({batch}, {c.sentence_dim}) and words ({batch}, T, "
-                f"{c.word_dim}), got {tuple(sentence.shape)} and {tuple(words.shape)}"
-            )
+                f"expected z ({batch}, {c.z_dim}), sentence ({batch}, {c.sentence_dim}), words "
+                f"({batch}, T, {c.word_dim}) and word_mask ({batch}, T); got "
+                f"{tuple(z.shape)}, {tuple(sentence.shape)}, {tuple(words.shape)}, "
+                f"{tuple(word_mask.shape)}")
+        if not torch.compiler.is_compiling() and not bool(word_mask.any(dim=1).all()):
+            raise ValueError("every caption needs at least one valid token in word_mask")
         g = torch.cat([self.sentence_projection(sentence), z], dim=1)  # (B, 2Z)
         x = self.stem(z).view(batch, -1, 4, 4)
         for block in self.global_blocks:

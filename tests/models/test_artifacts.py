@@ -146,10 +146,6 @@ def test_malformed_config_is_an_artifact_error(saved_generator, text: str, messa
     assert str(directory / CONFIG_NAME) in str(error.value)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="models bug reported to the lead: a config.json that is not a JSON "
-                          "object, or a non-integer resolution, escapes as AttributeError; "
-                          "remove this marker once read_config / the configs check types")
 @pytest.mark.parametrize("text", ["[]", '"a string"', '{"generator": {"resolution": "32"}}'])
 def test_config_of_the_wrong_type_is_an_artifact_error(saved_generator, text: str) -> None:
     _, directory = saved_generator

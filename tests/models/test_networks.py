@@ -167,11 +167,18 @@ def test_generator_conditions_on_noise_and_sentence(name: str, small_networks) -
 
 def test_generator_rejects_mismatched_text() -> None:
     generator = Generator.from_preset("tiny")
+    z_dim = generator.config.z_dim
     sentence, words, mask = text_inputs(2, 5, 384, [5, 5])
-    with pytest.raises(ValueError, match="expected sentence"):
-        generator(torch.randn(2, 128), sentence[:, :100], words, mask)
-    with pytest.raises(ValueError, match="expected sentence"):
-        generator(torch.randn(2, 128), sentence, words[:1], mask)
+    with pytest.raises(ValueError, match="sentence"):
+        generator(torch.randn(2, z_dim), sentence[:, :100], words, mask)
+    with pytest.raises(ValueError, match="words"):
+        generator(torch.randn(2, z_dim), sentence, words[:1], mask)
+    with pytest.raises(ValueError, match="expected z"):
+        generator(torch.randn(2, z_dim + 1), sentence, words, mask)
+    with pytest.raises(ValueError, match="word_mask"):
+        generator(torch.randn(2, z_dim), sentence, words, mask[:, :3])
+    with pytest.raises(ValueError, match="at least one valid token"):
+        generator(torch.randn(2, z_dim), sentence, words, torch.zeros_like(mask))
 
 
 # ---------------------------------------------------------------- discriminator
@@ -251,6 +258,13 @@ def test_discriminator_rejects_wrong_image_size() -> None:
     discriminator = Discriminator.from_preset("tiny")
     with pytest.raises(ValueError, match=r"expected images \(B, 3, 32, 32\)"):
         discriminator(torch.rand(2, 3, 64, 64), torch.randn(2, 384))
+
+
+@pytest.mark.parametrize(("images", "sentences", "dim"), [(3, 2, 384), (2, 4, 384), (2, 2, 100)])
+def test_discriminator_rejects_mismatched_sentences(images: int, sentences: int, dim: int) -> None:
+    discriminator = Discriminator.from_preset("tiny")
+    with pytest.raises(ValueError, match="expected sentence"):
+        discriminator(torch.rand(images, 3, 32, 32), torch.randn(sentences, dim))
 
 
 # ---------------------------------------------------------------- configuration errors

@@ -13,15 +13,15 @@ from xmc_service.settings import Settings
 from xmc_service.state import ServiceState
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
     return request.app.state.service
 
 
-def get_settings(state: Annotated[ServiceState, Depends(get_state)]) -> Settings:
+async def get_settings(state: Annotated[ServiceState, Depends(get_state)]) -> Settings:
     return state.settings
 
 
-def get_batcher(state: Annotated[ServiceState, Depends(get_state)]) -> Batcher:
+async def get_batcher(state: Annotated[ServiceState, Depends(get_state)]) -> Batcher:
     """The model's batcher, or 503 while the model is still loading (or failed to load)."""
     if state.status != "ready" or state.batcher is None:
         message = (
@@ -41,7 +41,9 @@ def _bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+async def require_api_key(
+    request: Request, settings: Annotated[Settings, Depends(get_settings)]
+) -> None:
     """Bearer authentication when API keys are configured; compared in constant time."""
     if not settings.api_keys:
         return

@@ -1,0 +1,300 @@
+"""Benchmark: the real server (uvicorn, in a subprocess) against the model's in-process limit.
+
+    python -m xmc_service.bench [--model DIR] [--seconds 15] [--max-batch-images 32]
+
+Prints, from one run: the in-process batched images/s (the limit) and single-image latency;
+the service's images/s and p50/p99 latency under 1, 8 and 64 closed-loop clients; the service
+with batching off (max batch 1, the naive peer) under 64 clients; and the three goal ratios.
+
+Throughput of a level = images completed / time of the last completion before the deadline
+(all clients start together), which does not depend on where the deadline falls between two
+batches. Requests still in flight at the deadline are cancelled (and dropped by the server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CAPTIONS = [
+    f"a {size} {color} {shape} {where}"
+    for size, color, shape, where in zip(
+        ["small", "large", "tiny", "big"] * 4,
+        ["red", "blue", "green", "yellow", "purple", "orange", "white", "gray"] * 2,
+        ["circle", "square", "triangle", "star"] * 4,
+        ["on the left", "on the right", "at the top", "at the bottom"] * 4,
+    )
+]  # 16 distinct captions; the service caches their text features, as in-process does
+
+
+@dataclass(frozen=True)
+class Level:
+    clients: int
+    images_per_s: float
+    p50_ms: float
+    p99_ms: float
+    images: int
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def in_process(
+    model_dir: str | None, device: str, batch: int, seconds: float
+) -> tuple[float, float]:
+    """(batched images/s, single-image p50 ms) of pipe.generate with cached text features."""
+    import torch
+
+    from models import XMCGANPipeline
+
+    pipe = XMCGANPipeline.from_pretrained(model_dir, device=None if device == "auto" else device)
+    captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(batch)]
+    feats, single = pipe.encode_text(captions), pipe.encode_text(captions[:1])
+    with torch.inference_mode():
+        pipe.generate(feats, list(range(batch)))  # warm-up, as the service does
+        pipe.generate(single, [0])
+        images, started, seed = 0, time.perf_counter(), 0
+        while images < 2 * batch or time.perf_counter() - started < seconds:
+            pipe.generate(feats, list(range(seed, seed + batch)))
+            images, seed = images + batch, seed + batch
+        throughput = images / (time.perf_counter() - started)
+        latencies = []
+        deadline = time.perf_counter() + seconds / 3
+        while len(latencies) < 5 or time.perf_counter() < deadline:
+            tick = time.perf_counter()
+            pipe.generate(single, [len(latencies)])
+            latencies.append((time.perf_counter() - tick) * 1000)
+    return throughput, _percentile(latencies, 50)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`python -m xmc_service` in a subprocess with the given batching settings."""
+
+    def __init__(self, model_dir: str | None, device: str, batch: int, wait_ms: float) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "XMC_DEVICE": device,
+            "XMC_MAX_BATCH_IMAGES": str(batch),
+            "XMC_MAX_WAIT_MS": str(wait_ms),
+            "XMC_MAX_QUEUE_IMAGES": "4096",
+            "XMC_API_KEYS": "",
+        }
+        command = [sys.executable, "-m", "xmc_service", "--port", str(self.port)]
+        command += ["--log-level", "warning"] + (["--model", model_dir] if model_dir else [])
+        self.process = subprocess.Popen(command, env=env)
+
+    def wait_ready(self, timeout_s: float = 600.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with code {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.base}/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the server was not ready after {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+async def _client_loop(client, number: int, done: list[tuple[float, float]]) -> None:
+    seed = number * 1_000_000
+    while True:
+        body = {"prompt": CAPTIONS[seed % len(CAPTIONS)], "seed": seed}
+        tick = time.perf_counter()
+        response = await client.post("/v1/images/generations", json=body)
+        if response.status_code != 200 or len(response.json()["data"]) != 1:
+            raise RuntimeError(f"bench request failed: {response.status_code} {response.text}")
+        now = time.perf_counter()
+        done.append((now, (now - tick) * 1000))
+        seed += 1
+
+
+async def _measure(base: str, clients: int, seconds: float) -> Level:
+    import httpx
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as client:
+        await client.post("/v1/images/generations", json={"prompt": CAPTIONS[0]})  # connect
+        done: list[tuple[float, float]] = []
+        started = time.perf_counter()
+        tasks = [asyncio.create_task(_client_loop(client, i, done)) for i in range(clients)]
+        while time.perf_counter() - started < seconds or not done:
+            await asyncio.sleep(0.05)
+            for task in tasks:
+                if task.done() and task.exception():
+                    raise task.exception()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    last = max(finished for finished, _ in done)
+    latencies = [latency for _, latency in done]
+    return Level(
+        clients,
+        len(done) / (last - started),
+        _percentile(latencies, 50),
+        _percentile(latencies, 99),
+        len(done),
+    )
+
+
+def serve_and_measure(
+    model_dir: str | None,
+    device: str,
+    batch: int,
+    wait_ms: float,
+    levels: list[int],
+    seconds: float,
+) -> list[Level]:
+    server = Server(model_dir, device, batch, wait_ms)
+    try:
+        server.wait_ready()
+        return [asyncio.run(_measure(server.base, clients, seconds)) for clients in levels]
+    finally:
+        server.stop()
+
+
+def random_artifact(preset: str, directory: Path) -> str:
+    """A random-weight artifact of `preset` (the bench measures speed, not quality)."""
+    from models import Generator, TextEncoder, XMCGANPipeline, get_preset
+
+    chosen = get_preset(preset)
+    pipe = XMCGANPipeline(
+        Generator(chosen.generator),
+        TextEncoder.from_config(chosen.text_encoder),
+        device="cpu",
+        model_id=f"xmc-{preset}-random",
+    )
+    pipe.save_pretrained(directory)
+    return str(directory)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m xmc_service.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        metavar="DIR",
+        help="artifact (default: the bundled one, else a random shapes-64 generator)",
+    )
+    parser.add_argument(
+        "--random-preset",
+        metavar="NAME",
+        help="bench a random-weight generator of this preset instead",
+    )
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--seconds", type=float, default=15.0, help="per measured level")
+    parser.add_argument("--max-batch-images", type=int, default=32)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--clients", default="1,8,64", help="comma-separated levels")
+    return parser
+
+
+def _pick_model(args: argparse.Namespace, scratch: Path) -> tuple[str | None, str]:
+    from models.pipeline import BUNDLED_DIR
+
+    if args.model:
+        return args.model, args.model
+    if args.random_preset is None and (BUNDLED_DIR / "model.safetensors").is_file():
+        return None, f"the bundled artifact ({BUNDLED_DIR.name})"
+    preset = args.random_preset or "shapes-64"
+    return random_artifact(preset, scratch / preset), f"a random-weight {preset} generator"
+
+
+def _report(
+    described: str,
+    device: str,
+    args: argparse.Namespace,
+    limit: float,
+    single_ms: float,
+    batched: list[Level],
+    naive: Level,
+) -> str:
+    import torch
+
+    top, one = batched[-1], batched[0]
+    batch, wait = args.max_batch_images, args.max_wait_ms
+    threads, cpus = torch.get_num_threads(), os.cpu_count()
+    lines = [f"model: {described}; device: {device}; torch threads: {threads}; cpus: {cpus}"]
+    lines.append(
+        f"in-process, batch {batch}: {limit:.2f} images/s (the limit); single image "
+        f"p50 {single_ms:.1f} ms"
+    )
+    lines.append(f"service, batching on (max batch {batch}, max wait {wait:g} ms):")
+    lines.append("  clients   images/s     p50 ms     p99 ms   images")
+    for level in batched:
+        lines.append(
+            f"  {level.clients:7d} {level.images_per_s:10.2f} {level.p50_ms:10.1f} "
+            f"{level.p99_ms:10.1f} {level.images:8d}"
+        )
+    lines.append(
+        f"service, batching off (max batch 1), {naive.clients} clients: "
+        f"{naive.images_per_s:.2f} images/s, p50 {naive.p50_ms:.1f} ms, "
+        f"p99 {naive.p99_ms:.1f} ms"
+    )
+    lines.append(
+        f"service / in-process at {top.clients} clients: "
+        f"{top.images_per_s / limit:.2f} (goal >= 0.90)"
+    )
+    lines.append(
+        f"batched / naive at {top.clients} clients: "
+        f"{top.images_per_s / naive.images_per_s:.1f}x (goal >= 8x)"
+    )
+    lines.append(
+        f"single-request overhead, p50: {one.p50_ms - single_ms:.1f} ms (goal <= 15 ms; "
+        f"includes the {wait:g} ms batch wait)"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    levels = [int(level) for level in args.clients.split(",")]
+    from xmc_service.state import resolve_device
+
+    device = resolve_device(args.device)
+    with tempfile.TemporaryDirectory() as scratch:
+        model_dir, described = _pick_model(args, Path(scratch))
+        print(f"benchmarking {described} on {device} ...", flush=True)
+        limit, single_ms = in_process(model_dir, device, args.max_batch_images, args.seconds)
+        batched = serve_and_measure(
+            model_dir, device, args.max_batch_images, args.max_wait_ms, levels, args.seconds
+        )
+        naive = serve_and_measure(model_dir, device, 1, 0.0, levels[-1:], args.seconds)[0]
+    print(_report(described, device, args, limit, single_ms, batched, naive))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -254,7 +254,7 @@ class Batcher:
                 self._arrived.clear()
                 try:
                     await asyncio.wait_for(self._arrived.wait(), remaining)
-                except TimeoutError:
+                except asyncio.TimeoutError:  # not the builtin TimeoutError on Python 3.10
                     break
             batch = self._take_batch()
             if batch:

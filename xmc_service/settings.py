@@ -19,7 +19,9 @@ MAX_CAPTIONS_PER_REQUEST = 16
 class Settings(BaseSettings):
     """Everything the service reads from its environment, each with the `XMC_` prefix."""
 
-    model_config = SettingsConfigDict(env_prefix="XMC_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="XMC_", extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
 
     model_dir: str | None = None
     """Artifact folder (config.json + *.safetensors); None serves the bundled default artifact."""

@@ -1,0 +1,60 @@
+"""Fixtures of the trainer tests: one tiny shapes set per session and a shared text encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32 px shapes benchmark: 64 train, 8 val, 8 held-out images (about a second)."""
+    from training.shapes import make_benchmark
+
+    root = tmp_path_factory.mktemp("shapes") / "data"
+    make_benchmark(root, size=32, seed=0, n_train=64, n_val=8, n_test_heldout=8, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 train images: three batches of 8 per epoch, so a few steps cross an epoch."""
+    from training.shapes import make_benchmark
+
+    root = tmp_path_factory.mktemp("shapes-small") / "data"
+    make_benchmark(root, size=32, seed=1, n_train=24, n_val=8, n_test_heldout=8, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def shared_text_encoder(text_encoder, single_thread: None) -> Iterator[None]:
+    """Every Trainer of the module reuses the session's MiniLM instead of loading its own
+    (about 3 s each on this machine); the encoder is frozen, so sharing it changes nothing."""
+    import training.trainer
+    from models.text_encoder import TextEncoder
+
+    class CachedTextEncoder:
+        @staticmethod
+        def from_config(config):
+            return text_encoder if config == text_encoder.config else TextEncoder.from_config(config)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training.trainer, "TextEncoder", CachedTextEncoder)
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> Callable[..., object]:
+    """TrainConfig factory: the tiny preset, batch 8 (two sub-batches of 4), no workers."""
+    from training.config import TrainConfig
+
+    def make(data: Path, **overrides: object) -> TrainConfig:
+        values = {"preset": "tiny", "data": str(data), "steps": 2, "batch_size": 8, "d_steps": 2,
+                  "num_workers": 0, "log_every": 1, "sample_every": 1000,
+                  "checkpoint_every": 1000}
+        values.update(overrides)
+        return TrainConfig(**values)
+
+    return make

@@ -1,0 +1,199 @@
+"""`xmc-train` and `xmc-export`: flags, errors, bit-exact resume, SIGTERM, and the exported
+artifact generating through the pipeline. Tiny preset, CPU, a few steps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.training.states import assert_identical, trained_state
+
+pytestmark = pytest.mark.usefixtures("shared_text_encoder")
+
+
+def _flags(data: Path, steps: int) -> list[str]:
+    return ["--preset", "tiny", "--data", str(data), "--steps", str(steps), "--batch-size", "8",
+            "--num-workers", "0", "--no-progress", "--set", "log_every=1",
+            "--set", "sample_every=1000"]
+
+
+def _load(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+
+
+def _train(args: list[str], capsys) -> tuple[int, str, str]:
+    from training.cli import train_main
+
+    code = train_main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory, shapes_root) -> dict[str, Path]:
+    """Through the CLI: 4 straight steps, and 2 steps resumed to 4 (stderr kept)."""
+    from training.cli import train_main
+
+    root = tmp_path_factory.mktemp("cli-runs")
+    straight, resumed = root / "straight", root / "resumed"
+    assert train_main([str(straight)] + _flags(shapes_root, 4)) == 0
+    assert train_main([str(resumed)] + _flags(shapes_root, 2)) == 0
+    assert _load(resumed)["step"] == 2
+    # resuming needs only the run directory and the new step count
+    assert train_main([str(resumed), "--steps", "4", "--no-progress"]) == 0
+    return {"straight": straight, "resumed": resumed}
+
+
+def test_cli_resume_is_bit_exact(cli_runs):
+    straight, resumed = _load(cli_runs["straight"]), _load(cli_runs["resumed"])
+    assert resumed["step"] == 4
+    assert_identical(trained_state(straight), trained_state(resumed))
+
+
+def test_resume_message_names_the_step(cli_runs, capsys):
+    code, _, err = _train([str(cli_runs["resumed"]), "--steps", "4", "--no-progress"], capsys)
+    assert code == 0
+    assert f"resuming {cli_runs['resumed']} at step 4" in err and "done: 4 steps" in err
+
+
+def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, out, _ = _train([str(run_dir), "--preset", "tiny", "--losses", "sent,word",
+                           "--infomax", "--set", "lr_d=2e-4", "--set", "gf_dim=8",
+                           "--set", "random_flip=false", "--batch-size", "12",
+                           "--dry-run"], capsys)
+    assert code == 0
+    described = json.loads(out)
+    train = described["train"]
+    assert train["preset"] == "tiny" and train["lr_d"] == 2e-4 and train["batch_size"] == 12
+    assert train["losses"] == ["sent", "word"] and train["infomax"] is True
+    assert train["random_flip"] is False and train["lr_g"] == 1e-4  # untouched default
+    assert described["generator"]["gf_dim"] == 8 and described["discriminator"]["df_dim"] == 4
+    assert described["discriminator"]["infomax"] is True
+    assert described["text_encoder"]["hidden_size"] == described["generator"]["word_dim"]
+    assert not run_dir.exists()  # a dry run writes nothing
+
+
+def test_dry_run_of_a_run_shows_its_saved_config(cli_runs, capsys):
+    code, out, _ = _train([str(cli_runs["straight"]), "--set", "lr_g=3e-4", "--dry-run"], capsys)
+    assert code == 0
+    train = json.loads(out)["train"]
+    assert train["preset"] == "tiny" and train["steps"] == 4 and train["lr_g"] == 3e-4
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--preset", "coco-512"], "unknown preset 'coco-512'"),
+    (["--losses", "sent,pixel"], "unknown losses ['pixel']"),
+    (["--set", "learning_rate=1"], "--set 'learning_rate=1'"),
+    (["--set", "lr_d"], "expected KEY=VALUE"),
+    (["--set", "steps=many"], "many"),
+    (["--set", "infomax=maybe"], "expected true/false"),
+    (["--batch-size", "9"], "batch_size (9) must split into d_steps (2)"),
+    (["--adversarial", "wasserstein"], "adversarial must be"),
+])
+def test_bad_flags_give_one_line_and_exit_2(flags, message, tmp_path, capsys):
+    code, out, err = _train([str(tmp_path / "run"), "--preset", "tiny", "--dry-run"] + flags,
+                            capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("xmc-train: error: ") and err.count("\n") == 1, err
+    assert message in err and "Traceback" not in err
+
+
+def test_malformed_flag_value_is_an_argparse_error(tmp_path, capsys):
+    from training.cli import train_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([str(tmp_path / "run"), "--steps", "ten"])
+    assert exit_info.value.code == 2
+    assert "--steps: invalid int value: 'ten'" in capsys.readouterr().err
+
+
+def test_missing_data_dir_is_named(tmp_path, capsys):
+    missing = tmp_path / "no-such-data"
+    code, _, err = _train([str(tmp_path / "run"), "--preset", "tiny", "--data", str(missing),
+                           "--no-progress"], capsys)
+    assert code == 2 and str(missing) in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+    code, _, err = _train([str(tmp_path / "run"), "--preset", "tiny", "--no-progress"], capsys)
+    assert code == 2 and "--data" in err
+
+
+@pytest.mark.parametrize("flags, part", [(["--set", "gf_dim=8"], "generator"),
+                                         (["--infomax"], "discriminator")])
+def test_resuming_with_another_architecture_is_refused(flags, part, cli_runs, capsys):
+    run_dir = cli_runs["straight"]
+    saved = (run_dir / "config.json").read_text()
+    code, _, err = _train([str(run_dir), "--no-progress"] + flags, capsys)
+    assert code == 2 and f"different {part}" in err and str(run_dir) in err
+    assert (run_dir / "config.json").read_text() == saved
+    assert _load(run_dir)["step"] == 4
+
+
+def test_sigterm_saves_a_checkpoint_then_the_run_resumes(shapes_root, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from training.cli import train_main; raise SystemExit(train_main())",
+         str(run_dir)] + _flags(shapes_root, 1000),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        stats = run_dir / "stats.jsonl"
+        deadline = time.monotonic() + 150
+        while not (stats.exists() and stats.read_text().strip()):
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "no training step logged in 150 s"
+            time.sleep(0.2)
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err
+    checkpoint = _load(run_dir)
+    step = checkpoint["step"]
+    assert 0 < step < 1000 and "Traceback" not in err
+    assert f"interrupted at step {step}; checkpoint saved to {run_dir / 'checkpoint.pt'}" in err
+    assert not list(run_dir.glob("*.tmp"))
+    code, _, err = _train([str(run_dir), "--steps", str(step + 1), "--no-progress"], capsys)
+    assert code == 0 and f"at step {step}" in err
+    assert _load(run_dir)["step"] == step + 1
+
+
+def test_export_writes_an_artifact_the_pipeline_generates_with(cli_runs, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from models.pipeline import XMCGANPipeline
+    from training.cli import export_main
+
+    out = tmp_path / "artifact"
+    assert export_main([str(cli_runs["resumed"]), str(out)]) == 0
+    assert "model.safetensors" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_id"] == "resumed" and config["training"]["steps"] == 4
+    assert config["training"]["images"] == 32
+    ema = _load(cli_runs["resumed"])["ema"]
+    assert_identical(load_file(str(out / "model.safetensors")), ema)
+    pipe = XMCGANPipeline.from_pretrained(out, device="cpu")
+    assert_identical(pipe.generator.state_dict(), ema)
+    images = pipe(["a small red circle left of a blue square"], seed=0, num_images_per_caption=2)
+    assert [(im.size, im.mode) for im in images] == [((32, 32), "RGB")] * 2
+    assert images[0].tobytes() != images[1].tobytes()  # two seeds, two images
+
+
+def test_export_of_a_non_run_is_a_clear_error(tmp_path, capsys):
+    from training.cli import export_main
+
+    assert export_main([str(tmp_path), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xmc-export: error: ") and "not a training run" in err
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,62 @@
+"""Two CPU processes under torchrun (gloo): both ranks must end with the same G and D."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.training.states import assert_identical
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+
+
+@pytest.fixture(scope="module")
+def two_rank_runs(shapes_root, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ddp")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2]),
+                                           os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(WORKER), str(shapes_root), str(out)],
+        check=False, capture_output=True, text=True, env=env,
+        timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
+
+
+def _rank(out: Path, case: str, rank: int) -> dict:
+    return torch.load(out / f"{case}-rank{rank}.pt", map_location="cpu", weights_only=True)
+
+
+def _parameters(state: dict, module: str, buffers_too: bool) -> dict:
+    """G's BN running statistics are per-rank (each rank normalises its own batch), so for G
+    and the EMA only the parameters must agree; D has no BN and must agree entirely."""
+    return {k: v for k, v in state[module].items() if buffers_too or "running" not in k
+            and "num_batches_tracked" not in k}
+
+
+@pytest.mark.parametrize("case", ["local-negatives", "gathered-negatives"])
+def test_both_ranks_end_with_the_same_networks(two_rank_runs, case):
+    rank0, rank1 = _rank(two_rank_runs, case, 0), _rank(two_rank_runs, case, 1)
+    assert rank0["step"] == rank1["step"] == 2 and rank0["world_size"] == 2
+    assert_identical(rank0["discriminator"], rank1["discriminator"], "discriminator")
+    for module in ("generator", "ema"):
+        assert_identical(_parameters(rank0, module, False), _parameters(rank1, module, False),
+                         module)
+    # the ranks did train (on different halves of the data), not sit at the initialisation
+    checkpoint = torch.load(two_rank_runs / case / "checkpoint.pt", weights_only=True)
+    assert checkpoint["world_size"] == 2 and checkpoint["step"] == 2
+    assert_identical(checkpoint["discriminator"], rank0["discriminator"])
+    assert float(next(iter(checkpoint["opt_d"]["state"].values()))["step"]) == 4
+
+
+def test_gathered_negatives_change_the_training(two_rank_runs):
+    local = _rank(two_rank_runs, "local-negatives", 0)["discriminator"]
+    gathered = _rank(two_rank_runs, "gathered-negatives", 0)["discriminator"]
+    assert not all(torch.equal(local[k], gathered[k]) for k in local)

@@ -1,0 +1,286 @@
+"""`xmc-eval`: faithfulness on the shapes benchmark, FID, KID and CLIP R-precision.
+
+    xmc-eval faithfulness --model DIR --data ROOT --split val [--num N] [--clip PATH]
+    xmc-eval fid --model DIR --data ROOT --split val --inception-weights PATH
+    xmc-eval kid --model DIR --data ROOT --split val --inception-weights PATH
+
+Every image of the split (or its first N) is generated from one of its captions (drawn
+with --seed). Faithfulness is printed beside the same score for the real images (the
+ceiling) and for an untrained generator of the same config (the floor), as the spec asks.
+Each command writes `{command}_{split}.json` and `{command}_{split}_samples.png` (rows:
+real, generated, untrained) into --out, so runs can be compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from training import faithfulness as faith
+from training import feature_metrics as metrics
+from training.data import CaptionedImage, DatasetError, load_captions_file, load_rgb
+from training.segmentation import ImageInputError
+from training.shape_classifier import ShapeClassifierError, load_or_train
+from training.shapes import BenchmarkError
+
+score_images = faith.score_images  # the public API: score_images(images, attributes, size)
+
+
+class EvaluationError(ValueError):
+    """Bad arguments or data for an evaluation, explained for the user."""
+
+
+def load_split(data_root: str | Path, split: str, num: int | None = None,
+               need_attributes: bool = False) -> list[CaptionedImage]:
+    """The split's images with their captions, sorted by id, the first `num` if given."""
+    root = Path(data_root)
+    records = load_captions_file(root / "annotations" / f"captions_{split}.json", root / split)
+    if num is not None:
+        if num < 1:
+            raise EvaluationError(f"--num must be >= 1, got {num}")
+        records = records[:num]
+    if not records:
+        raise EvaluationError(f"split {split!r} of {root} holds no captioned image")
+    if need_attributes and any(record.attributes is None for record in records):
+        raise EvaluationError(f"split {split!r} of {root} has no scene attributes: "
+                              "faithfulness needs the shapes benchmark, not COCO")
+    return records
+
+
+def pick_captions(records: Sequence[CaptionedImage], seed: int) -> list[str]:
+    """One caption per image, drawn from an RNG seeded by (seed, image id)."""
+    return [random.Random(f"xmc-eval/{seed}/{record.image_id}").choice(record.captions)
+            for record in records]
+
+
+def generate(pipeline: Any, captions: Sequence[str], seed: int, batch_size: int = 32,
+             progress: bool = False, desc: str = "generate") -> torch.Tensor:
+    """(N, 3, R, R) uint8 images, image i drawn with z seed `seed * 1_000_003 + i`."""
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise EvaluationError(f"--batch-size must be >= 1, got {batch_size}")
+    batches = []
+    starts = range(0, len(captions), batch_size)
+    for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
+        chunk = list(captions[start:start + batch_size])
+        seeds = [seed * 1_000_003 + start + i for i in range(len(chunk))]
+        images = pipeline.generate(pipeline.encode_text(chunk), seeds)  # (B, 3, R, R) in [0, 1]
+        batches.append(metrics.as_uint8(images))
+    return torch.cat(batches)
+
+
+def real_images(records: Sequence[CaptionedImage], resolution: int) -> torch.Tensor:
+    """(N, 3, R, R) uint8: the split's images, box-resized to R if they differ."""
+    rows = []
+    for record in records:
+        image = load_rgb(record.path)
+        if image.size != (resolution, resolution):
+            image = image.resize((resolution, resolution), Image.Resampling.BOX)
+        rows.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1))
+    return torch.stack(rows)
+
+
+def untrained_pipeline(pipeline: Any, seed: int = 0) -> Any:
+    """The same pipeline with a freshly initialised generator of the same config (the floor)."""
+    from models import Generator, XMCGANPipeline
+
+    with torch.random.fork_rng(devices=[]):
+        # Any fixed seed would do; this one avoids the small seeds that test artifacts use.
+        torch.manual_seed(1_000_003 + seed)
+        generator = Generator(pipeline.generator.config)
+    return XMCGANPipeline(generator, pipeline.text_encoder, device=pipeline.device,
+                          model_id=f"{pipeline.model_id}-untrained")
+
+
+def score_in_chunks(images: torch.Tensor, attributes: Sequence[dict[str, Any]], size: int,
+                    classifier: Any, progress: bool = False, desc: str = "score",
+                    chunk: int = 256) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    per_image: list[dict[str, list[bool]]] = []
+    for start in tqdm(range(0, len(images), chunk), desc=desc, unit="chunk",
+                      disable=not progress, leave=False):
+        result = faith.score_images(images[start:start + chunk], attributes[start:start + chunk],
+                                    size, shape_classifier=classifier, return_details=True)
+        per_image.extend(result["per_image"])
+    return faith.summarize(per_image)
+
+
+def faithfulness(pipeline: Any, data_root: str | Path, split: str = "val", num: int | None = None,
+                 batch_size: int = 32, seed: int = 0, reference: bool = True,
+                 progress: bool = False, cache_dir: str | Path | None = None,
+                 return_images: bool = False) -> dict[str, Any]:
+    """Faithfulness of `pipeline` on a shapes-benchmark split.
+
+    Returns {"generated": scores, "real": scores, "untrained": scores, ...}, each scores as
+    `score_images` returns them ("real" and "untrained" only with `reference`). With
+    return_images, also "images": {"real", "generated", "untrained"} uint8 tensors.
+    Raises ShapeClassifierError before generating anything if the classifier misses 98%.
+    """
+    records = load_split(data_root, split, num, need_attributes=True)
+    size = pipeline.resolution
+    classifier = load_or_train(size, cache_dir=cache_dir, data_root=data_root, progress=progress)
+    attributes = [record.attributes for record in records]
+    captions = pick_captions(records, seed)
+    images = {"generated": generate(pipeline, captions, seed, batch_size, progress)}
+    if reference:
+        images["real"] = real_images(records, size)
+        images["untrained"] = generate(untrained_pipeline(pipeline, seed), captions, seed,
+                                       batch_size, progress, desc="generate (untrained)")
+    result: dict[str, Any] = {
+        "model_id": pipeline.model_id, "split": split, "resolution": size,
+        "num_images": len(records), "seed": seed,
+        "shape_classifier_val_accuracy": classifier.val_accuracy,
+    }
+    for name, batch in images.items():
+        result[name] = score_in_chunks(batch, attributes, size, classifier, progress, f"score {name}")
+    if return_images:
+        result["images"] = images
+    return result
+
+
+def feature_metric(pipeline: Any, data_root: str | Path, split: str, feature: torch.nn.Module,
+                   metric: str = "fid", num: int | None = None, batch_size: int = 32, seed: int = 0,
+                   progress: bool = False, return_images: bool = False) -> dict[str, Any]:
+    """FID or KID of N generated images against the split's real images."""
+    records = load_split(data_root, split, num)
+    real = real_images(records, pipeline.resolution)
+    fake = generate(pipeline, pick_captions(records, seed), seed, batch_size, progress)
+    result: dict[str, Any] = {"model_id": pipeline.model_id, "split": split, "seed": seed,
+                              "resolution": pipeline.resolution, "num_images": len(records)}
+    if metric == "fid":
+        result["fid"] = metrics.frechet_distance(real, fake, feature)
+    else:
+        result["kid_mean"], result["kid_std"] = metrics.kernel_distance(real, fake, feature)
+    if return_images:
+        result["images"] = {"real": real, "generated": fake}
+    return result
+
+
+def save_grid(rows: Sequence[torch.Tensor], path: Path, columns: int = 8, pad: int = 2) -> None:
+    """Rows of (N, 3, R, R) uint8 images -> one PNG, `columns` images per row."""
+    size = rows[0].shape[-1]
+    grid = Image.new("RGB", (columns * (size + pad) + pad, len(rows) * (size + pad) + pad),
+                     (255, 255, 255))
+    for r, row in enumerate(rows):
+        for c, image in enumerate(metrics.to_pil(row[:columns])):
+            grid.paste(image, (pad + c * (size + pad), pad + r * (size + pad)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+
+
+def write_results(result: dict[str, Any], out: Path, name: str) -> tuple[Path, Path]:
+    """`{name}.json` beside `{name}_samples.png` under `out`."""
+    images = result.pop("images")
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, grid_path = out / f"{name}.json", out / f"{name}_samples.png"
+    order = [key for key in ("real", "generated", "untrained") if key in images]
+    save_grid([images[key] for key in order], grid_path)
+    result["grid"] = {"file": grid_path.name, "rows": order}
+    json_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return json_path, grid_path
+
+
+def format_table(result: dict[str, Any]) -> str:
+    columns = [key for key in ("generated", "real", "untrained") if key in result]
+    heads = {"generated": result["model_id"], "real": "real (ceiling)",
+             "untrained": "untrained (floor)"}
+    width = max(len(heads[key]) for key in columns) + 2
+    lines = ["attribute   " + "".join(heads[key].rjust(width) for key in columns)]
+    for attribute in (*faith.ATTRIBUTES, "mean"):
+        cells = [result[key][attribute] for key in columns]
+        text = ["-" if cell is None else f"{cell:.3f}" for cell in cells]
+        lines.append(f"{attribute:<12}" + "".join(cell.rjust(width) for cell in text))
+    counts = result["generated"]["counts"]
+    lines.append(f"({result['num_images']} images of {result['split']}: "
+                 + ", ".join(f"{counts[name]} {name}" for name in faith.ATTRIBUTES) + " checks)")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xmc-eval", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("faithfulness", "attribute accuracy on the shapes benchmark"),
+                       ("fid", "Frechet Inception distance"),
+                       ("kid", "kernel Inception distance")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--model", help="artifact folder (default: the bundled model)")
+        command.add_argument("--data", required=True, metavar="ROOT", help="dataset root")
+        command.add_argument("--split", default="val", help="split name (default val)")
+        command.add_argument("--num", type=int, help="first N images of the split (default all)")
+        command.add_argument("--batch-size", type=int, default=32)
+        command.add_argument("--seed", type=int, default=0, help="caption choice and z seeds")
+        command.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+        command.add_argument("--out", type=Path, default=Path("eval_results"),
+                             help="folder for the JSON and the sample grid")
+        command.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name == "faithfulness":
+            command.add_argument("--cache-dir", type=Path,
+                                 help="shape classifier cache (default ROOT/.xmc_eval)")
+            command.add_argument("--clip", metavar="PATH",
+                                 help="local CLIP checkpoint: also report CLIP R-precision")
+        else:
+            command.add_argument("--inception-weights", required=True, metavar="PATH",
+                                 help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid)")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    from models import XMCGANPipeline
+
+    pipeline = XMCGANPipeline.from_pretrained(args.model, device=args.device)
+    common = {"num": args.num, "batch_size": args.batch_size, "seed": args.seed,
+              "progress": not args.quiet, "return_images": True}
+    if args.command == "faithfulness":
+        result = faithfulness(pipeline, args.data, args.split, cache_dir=args.cache_dir, **common)
+        if args.clip:
+            records = load_split(args.data, args.split, args.num)
+            pool = [(r.image_id, caption) for r in load_split(args.data, args.split)
+                    for caption in r.captions]
+            result["clip_r_precision"] = metrics.clip_r_precision(
+                result["images"]["generated"], pick_captions(records, args.seed),
+                [r.image_id for r in records], pool, args.clip, pipeline.device, seed=args.seed)
+        print(format_table(result))
+        if "clip_r_precision" in result:
+            print(f"CLIP R-precision (1 of 100): {result['clip_r_precision']:.3f}")
+    else:
+        from training.inception import FIDInceptionV3
+
+        feature = FIDInceptionV3.from_file(args.inception_weights).to(pipeline.device)
+        result = feature_metric(pipeline, args.data, args.split, feature, args.command, **common)
+        result["inception_weights"] = Path(args.inception_weights).name
+        print(f"{args.command.upper()} over {result['num_images']} images of {args.split}: "
+              + (f"{result['fid']:.3f}" if args.command == "fid"
+                 else f"{result['kid_mean']:.5f} ± {result['kid_std']:.5f}"))
+    json_path, grid_path = write_results(result, args.out, f"{args.command}_{args.split}")
+    print(f"wrote {json_path} and {grid_path}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from models.artifacts import ArtifactError
+    from models.text_encoder import TextEncoderLoadError
+    from training.inception import InceptionWeightsError
+
+    args = _parser().parse_args(argv)
+    try:
+        _run(args)
+    except (EvaluationError, ShapeClassifierError, InceptionWeightsError, ArtifactError,
+            TextEncoderLoadError, DatasetError, BenchmarkError, faith.AttributesError,
+            ImageInputError, metrics.MetricInputError, OSError) as error:
+        print(f"xmc-eval: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

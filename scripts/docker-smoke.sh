@@ -8,9 +8,10 @@
 #   3. `buildah run` of the image's own CMD with API keys set; wait for /health/ready; run the
 #      image's HEALTHCHECK command; check that a request without a key gets 401 and that a caption
 #      POSTed with the key comes back as a PNG;
-#   4. the same with a tiny artifact mounted read-only at /models (XMC_MODEL_DIR=/models).
+#   4. the same with a tiny artifact (written by the image's own models.testing) mounted
+#      read-only at /models (XMC_MODEL_DIR=/models), checking that the service loaded it.
 #
-# Needs root, buildah, debootstrap, curl, and python3 with this project and torch importable.
+# Needs root, buildah, debootstrap, curl and python3 (with torch, unless XMC_SMOKE_TORCH_WHEEL is set).
 # Idempotent: the base image and the build's layer cache are reused across runs; containers are
 # removed on exit. Exit status 0 only when every check passed.
 #
@@ -81,8 +82,6 @@ preflight() {
         command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y buildah debootstrap curl)"
     done
     [[ -f "$CA_BUNDLE" ]] || die "CA bundle $CA_BUNDLE not found (set XMC_SMOKE_CA_BUNDLE)"
-    python3 -c "import models.testing" 2>/dev/null \
-        || die "python3 cannot import this project (pip install -e . first)"
     if curl -s -o /dev/null -m 2 "$URL/"; then
         die "something already answers on $URL; stop it first"
     fi
@@ -261,8 +260,13 @@ smoke_bundled() {
 smoke_mounted() {
     step "run the image's CMD with an artifact mounted read-only at /models"
     rm -rf "$WORK/tiny-artifact"
-    python3 -c "from models.testing import make_tiny_artifact; make_tiny_artifact('$WORK/tiny-artifact')" \
-        || die "could not write the tiny artifact"
+    mkdir -p "$WORK/tiny-artifact"
+    buildah rm xmc-smoke-health >/dev/null 2>&1 || true
+    buildah from --name xmc-smoke-health "$IMAGE" >/dev/null
+    buildah run --isolation chroot --user 0:0 --volume "$WORK/tiny-artifact:/out" xmc-smoke-health -- \
+        python -c "from models.testing import make_tiny_artifact; make_tiny_artifact('/out')" \
+        || die "the image could not write a tiny artifact"
+    buildah rm xmc-smoke-health >/dev/null
     # A model id of its own, so that the service's answer shows which artifact it loaded.
     local model_id="smoke-mounted-$$"
     python3 - "$WORK/tiny-artifact/config.json" "$model_id" <<'PY'

@@ -13,7 +13,7 @@ from torch import nn
 
 from models.artifacts import ArtifactMixin
 from models.config import GeneratorConfig, get_preset
-from models.layers import GenBlock, LocalConditionalBatchNorm, init_glorot, l2_normalize, upsample
+from models.layers import GenBlock, LocalConditionalBatchNorm, init_glorot, l2_normalize
 
 
 def word_attention(regions: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor,
@@ -90,11 +90,11 @@ class Generator(nn.Module, ArtifactMixin):
         regions = self.word_projection(x).flatten(2).transpose(1, 2)  # (B, 256, D_w)
         context, attention = word_attention(regions, words, word_mask, c.rho0)
         context = context.to(x.dtype).transpose(1, 2).reshape(batch, c.word_dim, side, side)
+        # m = [context, g] (B, D_w + 2Z, 16, 16); the local norms upsample it (nearest) to
+        # each block's size, as the official code does before every GenSpatialBlock
         m = torch.cat([context, g[:, :, None, None].expand(-1, -1, side, side)], dim=1)
         for block in self.spatial_blocks:
-            m_up = upsample(m)
-            x = block(x, m, m_up)
-            m = m_up
+            x = block(x, m)
         x = self.head_conv(F.relu(self.head_norm(x, m)))
         images = (torch.tanh(x) + 1.0) / 2.0
         if return_attention:

@@ -59,7 +59,12 @@ class ConditionalBatchNorm(nn.Module):
 
 
 class LocalConditionalBatchNorm(nn.Module):
-    """BN without affine, then per-pixel gamma/beta from a spatial condition by 1x1 convs."""
+    """BN without affine, then per-pixel gamma/beta from a spatial condition by 1x1 convs.
+
+    The condition may be coarser than x by an integer factor: it stands for its nearest-neighbour
+    upsampling (as in the official code), and since a 1x1 conv commutes with nearest upsampling,
+    gamma and beta are computed at the coarse size and upsampled, never the wide condition.
+    """
 
     def __init__(self, channels: int, cond_channels: int, momentum: float, eps: float) -> None:
         super().__init__()
@@ -68,8 +73,12 @@ class LocalConditionalBatchNorm(nn.Module):
         self.beta = nn.Conv2d(cond_channels, channels, 1)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        # x (B, C, H, W), cond (B, cond_channels, H, W)
-        return self.norm(x) * (1.0 + self.gamma(cond)) + self.beta(cond)
+        # x (B, C, H, W), cond (B, cond_channels, H / k, W / k) for an integer k >= 1
+        gamma, beta = self.gamma(cond), self.beta(cond)
+        if cond.shape[-2:] != x.shape[-2:]:
+            gamma = F.interpolate(gamma, size=x.shape[-2:], mode="nearest")
+            beta = F.interpolate(beta, size=x.shape[-2:], mode="nearest")
+        return self.norm(x) * (1.0 + gamma) + beta
 
 
 class GenBlock(nn.Module):
@@ -85,11 +94,11 @@ class GenBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.shortcut = nn.Conv2d(in_ch, out_ch, 1)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor,
-                cond_up: torch.Tensor | None = None) -> torch.Tensor:
-        # x (B, in, H, W) -> (B, out, 2H, 2W); a local block takes cond at H and cond_up at 2H
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        # x (B, in, H, W) -> (B, out, 2H, 2W); cond (B, D) for a global block, or a spatial
+        # (B, D, h, w) map for a local one, upsampled to H and then 2H inside the norms
         h = self.conv1(upsample(F.relu(self.norm1(x, cond))))
-        h = self.conv2(F.relu(self.norm2(h, cond if cond_up is None else cond_up)))
+        h = self.conv2(F.relu(self.norm2(h, cond)))
         return h + self.shortcut(upsample(x))
 
 

@@ -55,6 +55,13 @@ class EpochSampler(torch.utils.data.Sampler):
         return (self.batches_per_epoch() - self.start) * self.batch
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the main process, which saves and stops
+    (a Ctrl-C or `kill` of the process group would otherwise kill them mid-batch)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def image_grid(images: torch.Tensor, columns: int) -> torch.Tensor:
     """(N, 3, H, W) -> (3, rows*H, columns*W) with a 2px white gutter."""
     n, c, h, w = images.shape
@@ -187,6 +194,7 @@ class Trainer:
             loader = torch.utils.data.DataLoader(
                 self.dataset, batch_size=c.batch_size, sampler=sampler, drop_last=True,
                 num_workers=c.num_workers, persistent_workers=False,
+                worker_init_fn=_ignore_stop_signals if c.num_workers else None,
                 pin_memory=self.device.type == "cuda")
             for batch in loader:
                 self.batch_in_epoch += 1
@@ -323,7 +331,13 @@ class Trainer:
                 if any_flag(self.stop_requested, self.info, self.device):
                     interrupted = True
                     break
-                batch = next(batches)
+                try:
+                    batch = next(batches)
+                except RuntimeError:
+                    if not self.stop_requested:
+                        raise
+                    interrupted = True  # a worker stopped by the same signal: stop cleanly
+                    break
                 mid_step = True
                 for k, v in self.train_step(batch).items():
                     sums[k] += v

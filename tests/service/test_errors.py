@@ -152,3 +152,15 @@ def test_not_ready_is_503_with_retry_after(make_client: Any, tiny_artifact: Any)
         error = error_of(broken.post(IMAGES, json={"prompt": "x"}), 503)
         assert error["code"] == "model_not_ready"
         assert broken.get("/health/live").status_code == 200
+
+
+def test_a_model_failure_is_an_openai_shaped_500_without_a_trace(make_client: Any) -> None:
+    from tests.service.fakes import FakePipeline
+
+    with make_client(FakePipeline(fail=True), warmup=False) as failing:
+        response = failing.post(IMAGES, json={"prompt": "x"}, headers={"x-request-id": "r-500"})
+        error = error_of(response, 500)
+        assert (error["type"], error["code"]) == ("server_error", "internal_error")
+        assert "fake model failed" not in error["message"]
+        assert response.headers["x-request-id"] == "r-500"
+        assert failing.get("/health/live").status_code == 200

@@ -38,6 +38,7 @@ def check_size(size: str | None, resolution: int) -> None:
 @router.post(
     "/generations",
     response_model=ImagesResponse,
+    response_model_exclude_none=True,
     responses=ERRORS,
     dependencies=[Depends(require_api_key)],
 )

@@ -133,6 +133,16 @@ def _token_attention(attn: torch.Tensor, tokens: list[list[str]]) -> list[np.nda
     return [maps[row, : len(row_tokens)] for row, row_tokens in enumerate(tokens)]
 
 
+def warmup_sizes(max_batch_images: int) -> list[int]:
+    """1, 2, 4, ... up to max_batch_images, and max_batch_images itself."""
+    sizes = {max_batch_images}
+    size = 1
+    while size < max_batch_images:
+        sizes.add(size)
+        size *= 2
+    return sorted(sizes)
+
+
 class Batcher:
     """Queue + batch former + the single model worker thread."""
 
@@ -185,8 +195,10 @@ class Batcher:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     async def warmup(self) -> None:
-        """A forward at batch 1 and at full batch, so the first request pays no start-up cost."""
-        for size in sorted({1, self.max_batch_images}):
+        """Forwards at batch 1, 2, 4, ... and the full batch: the first call of a batch size
+        builds its kernels (about a forward's time again on the CPU), so no request pays that
+        for the common sizes."""
+        for size in warmup_sizes(self.max_batch_images):
             await self.run_in_worker(self._warm, size)
 
     def _warm(self, size: int) -> None:

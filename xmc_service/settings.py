@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     image_store_size: int = Field(2048, ge=1)
     """The most images kept for url responses; the oldest go first."""
     warmup: bool = True
-    """Run one forward pass before /health/ready turns 200."""
+    """Run warm-up forwards (batch 1, 2, 4, ... and the full batch) before /health/ready is 200."""
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod

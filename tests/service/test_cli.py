@@ -82,10 +82,10 @@ def test_the_lifespan_loads_the_model_folder_and_warms_up(tiny_artifact: Path) -
     assert app.state.service.batcher is None  # the lifespan stopped the worker on shutdown
 
 
-@pytest.mark.parametrize(("warmup", "batches"), [(True, [1, 4]), (False, [])])
+@pytest.mark.parametrize(("warmup", "batches"), [(True, [1, 2, 4, 6]), (False, [])])
 def test_ready_only_after_the_warm_up_forwards(warmup: bool, batches: list[int]) -> None:
     fake = FakePipeline()
-    app = create_app(Settings(max_batch_images=4, warmup=warmup), pipeline=fake)
+    app = create_app(Settings(max_batch_images=6, warmup=warmup), pipeline=fake)
     with TestClient(app) as client:
         wait_ready(client)
         assert fake.batch_sizes == batches

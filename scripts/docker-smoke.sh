@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the project's real Dockerfile without a Docker engine and run the image it makes.
 #
-#   1. a local base image: debootstrap a Debian with Python, add this machine's CA bundle and a
-#      pip.conf naming it (PyPI may sit behind a TLS-inspecting proxy), import it with buildah;
+#   1. a local base image: debootstrap a Debian with Python into a buildah scratch container, add
+#      this machine's CA bundle and a pip.conf naming it (PyPI may sit behind a TLS-inspecting
+#      proxy), commit it;
 #   2. `buildah bud --isolation chroot` of ./Dockerfile with BASE_IMAGE set to that base and
 #      torch taken from a CPU wheel on a build-time mount (the only differences from a user build);
 #   3. `buildah run` of the image's own CMD with API keys set; wait for /health/ready; run the
@@ -117,8 +118,10 @@ base_image() {
         return
     fi
     step "base image $BASE_IMAGE: debootstrap $SUITE with Python"
-    local rootfs="$WORK/rootfs"
-    rm -rf "$rootfs" "$WORK/base.tar"
+    # debootstrap writes straight into a mounted scratch container: no tarball, no copy.
+    buildah from --name xmc-smoke-base-import scratch >/dev/null
+    local rootfs
+    rootfs="$(buildah mount xmc-smoke-base-import)"
     debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
         "$SUITE" "$rootfs" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
         || { tail -n 20 "$WORK/debootstrap.log"; die "debootstrap failed (log: $WORK/debootstrap.log)"; }
@@ -126,15 +129,12 @@ base_image() {
     install -m 0644 "$CA_BUNDLE" "$rootfs/etc/ssl/smoke-ca-bundle.crt"
     printf '[global]\ncert = /etc/ssl/smoke-ca-bundle.crt\n' >"$rootfs/etc/pip.conf"
     rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb
-    tar -C "$rootfs" --numeric-owner -cf "$WORK/base.tar" .
-    step "base image $BASE_IMAGE: import"
-    buildah from --name xmc-smoke-base-import scratch >/dev/null
-    buildah add xmc-smoke-base-import "$WORK/base.tar" / >/dev/null
+    buildah umount xmc-smoke-base-import >/dev/null
+    step "base image $BASE_IMAGE: commit"
     buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         --cmd '["/bin/bash"]' xmc-smoke-base-import
     buildah rmi "$BASE_IMAGE" >/dev/null 2>&1 || true
     buildah commit --quiet --rm xmc-smoke-base-import "$BASE_IMAGE" >/dev/null
-    rm -rf "$rootfs" "$WORK/base.tar"
     info "$(buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$BASE_IMAGE")"
 }
 

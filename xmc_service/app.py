@@ -38,6 +38,8 @@ async def _load_and_warm(state: ServiceState, pipeline: Pipeline | None) -> None
             text_cache_size=settings.text_cache_size,
             metrics=state.metrics,
         )
+        if settings.torch_threads is not None:
+            await batcher.set_threads(settings.torch_threads)
         if settings.warmup:
             await batcher.warmup()
         batcher.start()

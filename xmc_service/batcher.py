@@ -194,6 +194,10 @@ class Batcher:
         """Run `function(*args)` on the model's thread (loading, warm-up)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
+    async def set_threads(self, threads: int) -> None:
+        """The model's intra-op CPU threads, set on its own thread (OpenMP's count is per thread)."""
+        await self.run_in_worker(torch.set_num_threads, threads)
+
     async def warmup(self) -> None:
         """Forwards at batch 1, 2, 4, ... and the full batch: the first call of a batch size
         builds its kernels (about a forward's time again on the CPU), so no request pays that

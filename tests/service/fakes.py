@@ -21,6 +21,7 @@ class FakePipeline:
         self.batch_sizes: list[int] = []
         self.encoded: list[list[str]] = []
         self.started = threading.Event()
+        self.threads_seen: list[int] = []  # torch's intra-op thread count at each generate
 
     def encode_text(self, captions: list[str]) -> TextFeatures:
         self.encoded.append(list(captions))
@@ -38,6 +39,7 @@ class FakePipeline:
         return_attention: bool = False,
     ):
         self.started.set()
+        self.threads_seen.append(torch.get_num_threads())
         if self.gate is not None:
             self.gate.wait(timeout=30)
         if self.fail:

@@ -91,6 +91,21 @@ def test_ready_only_after_the_warm_up_forwards(warmup: bool, batches: list[int])
         assert fake.batch_sizes == batches
 
 
+def test_torch_threads_apply_on_the_model_thread() -> None:
+    import torch
+
+    fake = FakePipeline()
+    before = torch.get_num_threads()
+    try:
+        app = create_app(Settings(max_batch_images=2, torch_threads=1), pipeline=fake)
+        with TestClient(app) as client:
+            wait_ready(client)
+            client.post("/v1/images/generations", json={"prompt": "x"})
+    finally:
+        torch.set_num_threads(before)
+    assert fake.threads_seen == [1, 1, 1]  # warm-up at 1 and 2, then the request
+
+
 def test_cuda_without_a_gpu_fails_readiness_not_the_process(tiny_artifact: Path) -> None:
     import torch
 

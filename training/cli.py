@@ -98,7 +98,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
     try:
         trainer = Trainer(config, args.run_dir, progress=not args.no_progress)
-    except (RunError, DatasetError, TextEncoderLoadError, ValueError) as e:
+    except (RunError, DatasetError, TextEncoderLoadError, ValueError, OSError) as e:
         print(f"xmc-train: error: {e}", file=sys.stderr)
         return 2
     if trainer.step:

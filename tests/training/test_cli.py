@@ -126,6 +126,25 @@ def test_missing_data_dir_is_named(tmp_path, capsys):
     assert code == 2 and "--data" in err
 
 
+def test_missing_image_encoder_dir_is_a_clear_error(shapes_root, tmp_path, capsys):
+    missing = tmp_path / "no-resnet"
+    code, _, err = _train([str(tmp_path / "run"), "--image-encoder", str(missing)]
+                          + _flags(shapes_root, 1), capsys)
+    assert code == 2 and err.startswith("xmc-train: error: ") and str(missing) in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.xfail(strict=True,
+                   reason="reported to the lead: TrainConfig checks batch_size % d_steps before "
+                          "d_steps >= 1, and --dry-run does not catch TextEncoderLoadError")
+@pytest.mark.parametrize("flags", [["--set", "d_steps=0"], ["--text-encoder", "/nonexistent"]],
+                         ids=["d_steps=0", "missing-text-encoder"])
+def test_more_bad_flags_give_one_line_and_exit_2(flags, tmp_path, capsys):
+    code, _, err = _train([str(tmp_path / "run"), "--preset", "tiny", "--dry-run"] + flags,
+                          capsys)
+    assert code == 2 and err.startswith("xmc-train: error: ") and err.count("\n") == 1
+
+
 @pytest.mark.parametrize("flags, part", [(["--set", "gf_dim=8"], "generator"),
                                          (["--infomax"], "discriminator")])
 def test_resuming_with_another_architecture_is_refused(flags, part, cli_runs, capsys):

@@ -142,7 +142,7 @@ build_image() {
     step "buildah bud of $REPO/Dockerfile -> $IMAGE"
     local cache=()
     [[ "$FRESH" == 1 ]] && cache=(--no-cache)
-    buildah bud --isolation chroot --format docker --layers "${cache[@]}" \
+    buildah bud --isolation chroot --format docker --layers --force-rm "${cache[@]}" \
         --build-arg "BASE_IMAGE=$BASE_IMAGE" \
         --build-arg "TORCH_REQUIREMENT=$WHEEL_MOUNT/$WHEEL" \
         --volume "$WORK/wheels:$WHEEL_MOUNT:ro" \

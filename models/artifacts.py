@@ -20,13 +20,22 @@ class ArtifactError(ValueError):
     """An artifact directory that cannot be loaded: missing files, wrong kind, key mismatch."""
 
 
+def _publish(tmp: str, path: Path) -> None:
+    """Give a temp file the permissions a plain open() would (mkstemp makes it 0600), then
+    rename it over `path` atomically."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
-    os.replace(tmp, path)
+    _publish(tmp, path)
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
@@ -50,7 +59,7 @@ def save_state(module: torch.nn.Module, path: Path, metadata: dict[str, str] | N
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     save_file(state, tmp, metadata=metadata)
-    os.replace(tmp, path)
+    _publish(tmp, path)
 
 
 def load_state(module: torch.nn.Module, path: Path, prefix: str = "") -> None:

@@ -152,3 +152,19 @@ def test_config_of_the_wrong_type_is_an_artifact_error(saved_generator, text: st
     (directory / CONFIG_NAME).write_text(text)
     with pytest.raises(ArtifactError, match="config.json"):
         Generator.from_pretrained(directory)
+
+
+def test_artifact_files_are_readable_by_other_users(tmp_path) -> None:
+    """A container user other than the exporter (e.g. uid 10001) must read a mounted export."""
+    import os
+    import stat
+
+    generator = Generator.from_preset("tiny")
+    old = os.umask(0o022)
+    try:
+        generator.save_pretrained(tmp_path)
+    finally:
+        os.umask(old)
+    for name in (CONFIG_NAME, "model.safetensors"):
+        mode = (tmp_path / name).stat().st_mode
+        assert mode & stat.S_IROTH and mode & stat.S_IRGRP, oct(mode)

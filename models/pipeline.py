@@ -19,7 +19,7 @@ from models.config import GeneratorConfig, TextEncoderConfig, config_from_dict, 
 from models.generator import Generator
 from models.text_encoder import TextEncoder, TextFeatures
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "bundled" / "xmc-shapes-64"
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled" / "default"
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:

@@ -112,12 +112,20 @@ def test_directory_without_an_artifact(tmp_path: Path) -> None:
 
 
 def test_bundled_default_model() -> None:
-    """Without an argument: the bundled shapes-64 model if it is installed, else a clear error."""
-    if (BUNDLED_DIR / "model.safetensors").is_file():
-        bundled = XMCGANPipeline.from_pretrained()
-        images = bundled(RED, seed=0, num_images_per_caption=2)
-        assert [image.size for image in images] == [(64, 64), (64, 64)]
-    else:
-        with pytest.raises(ArtifactError, match="bundled") as error:
-            XMCGANPipeline.from_pretrained()
-        assert "pass an artifact directory" in str(error.value)
+    """Without an argument: the bundled model that ships in the package, with its model card."""
+    assert (BUNDLED_DIR / "model.safetensors").is_file(), "the bundled model is not installed"
+    assert (BUNDLED_DIR / "MODEL_CARD.md").is_file()
+    bundled = XMCGANPipeline.from_pretrained()
+    assert bundled.model_id == "xmc-shapes-32"
+    images = bundled(RED, seed=0, num_images_per_caption=2)
+    assert [image.size for image in images] == [(32, 32), (32, 32)]
+    assert images[0].tobytes() != images[1].tobytes()
+
+
+def test_missing_bundled_model_is_a_clear_error(monkeypatch, tmp_path: Path) -> None:
+    import models.pipeline
+
+    monkeypatch.setattr(models.pipeline, "BUNDLED_DIR", tmp_path / "default")
+    with pytest.raises(ArtifactError, match="bundled") as error:
+        XMCGANPipeline.from_pretrained()
+    assert "pass an artifact directory" in str(error.value)

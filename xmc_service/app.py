@@ -9,13 +9,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from xmc_service.batcher import Batcher, Pipeline
 from xmc_service.errors import install_error_handlers
 from xmc_service.imaging import ImageStore
 from xmc_service.metrics import make_metrics
-from xmc_service.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from xmc_service.middleware import (
+    BodyLimitMiddleware,
+    OpenAICORSMiddleware,
+    RequestIdMiddleware,
+)
 from xmc_service.routes import generate, health, images, models, page
 from xmc_service.settings import Settings
 from xmc_service.state import ServiceState, load_pipeline
@@ -99,7 +102,7 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            OpenAICORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["authorization", "content-type", "x-request-id"],

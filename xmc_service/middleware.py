@@ -8,7 +8,10 @@ import re
 import uuid
 from typing import Any
 
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from xmc_service.errors import error_body
@@ -120,3 +123,16 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     headers = [(b"content-type", b"application/json")]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+
+class OpenAICORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered in the OpenAI error shape."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        message = f"{bytes(response.body).decode()}."
+        headers = {k: v for k, v in response.headers.items() if k.lower().startswith("access-")}
+        body = error_body(message, "invalid_request_error", None, "cors_refused")
+        return JSONResponse(body, status_code=response.status_code, headers=headers)

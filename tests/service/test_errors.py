@@ -131,6 +131,8 @@ def test_cors_allow_list(make_client: Any) -> None:
         assert allowed.headers["access-control-allow-origin"] == "https://good.example"
         denied = cors.options(IMAGES, headers={**headers, "origin": "https://evil.example"})
         assert "access-control-allow-origin" not in denied.headers
+        assert error_of(denied, 400)["code"] == "cors_refused"
+        assert "origin" in denied.json()["error"]["message"]
         simple = cors.get("/health/live", headers={"origin": "https://good.example"})
         assert "x-request-id" in simple.headers["access-control-expose-headers"]
 

@@ -1,0 +1,44 @@
+"""training.bench: the quick GEMM section runs and bad overrides are one-line errors."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def restore_process_state(monkeypatch) -> Iterator[None]:
+    """main() sets CUDA_VISIBLE_DEVICES, HF_HUB_OFFLINE and the torch thread count."""
+    for name in ("CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE"):
+        monkeypatch.setenv(name, "1")
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_gemm_section_prints_a_measured_peak(capsys):
+    from training.bench import main
+
+    assert main(["--only", "gemm", "--quick", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    match = re.search(r"GEMM peak \(float32 mm 2048x2048, best of 3\): ([\d.]+) GFLOP/s", out)
+    assert match and float(match.group(1)) > 0.1
+    assert "torch threads 1" in out
+
+
+def test_bad_override_is_a_one_line_error(capsys):
+    from training.bench import main
+
+    assert main(["--only", "gemm", "--set", "learning_rate=1"]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("training.bench: error: --set 'learning_rate=1'") and out.count("\n") == 1
+
+
+def test_table_aligns_columns():
+    from training.bench import _table
+
+    lines = _table(["name", "s"], [["a", "1.00"], ["longer", "12.50"]]).splitlines()
+    assert lines == ["name        s", "------  -----", "a        1.00", "longer  12.50"]

@@ -46,8 +46,8 @@ def run_row(name: str, overrides: dict, args: argparse.Namespace) -> dict:
                          log_every=max(args.steps // 10, 1), **overrides)
     start = time.perf_counter()
     trainer = Trainer(config, run_dir, progress=not args.quiet)
-    if trainer.step < config.steps:
-        trainer.fit()
+    if trainer.step < config.steps and trainer.fit()["interrupted"]:
+        raise SystemExit(f"interrupted during {name!r}; run the same command again to resume")
     seconds = time.perf_counter() - start
     export = export_run(run_dir, run_dir / "export", model_id=slug(name))
     pipe = XMCGANPipeline.from_pretrained(export, device="cpu")

@@ -1,11 +1,12 @@
 """Benchmark: the real server (uvicorn, in a subprocess) against the model's in-process limit.
 
-    python -m xmc_service.bench [--model DIR] [--seconds 15] [--max-batch-images 32]
+    python -m xmc_service.bench [--model DIR] [--seconds 24] [--max-batch-images 32]
 
 Prints, from one run: the service's images/s and p50/p99 latency under 1, 8 and 64 closed-loop
 clients; the service with batching off (max batch 1, the naive peer) under 64 clients; beside
-each, the model's in-process batched images/s (the limit), measured just before and just after
-that level so that a shared machine's drifting load weighs on both alike; and the three goals.
+each, the model's in-process batched images/s (the limit); and the three goals. Each level
+alternates rounds of service and in-process runs (medians reported), so that a shared
+machine's drifting load weighs on both sides alike.
 
 Throughput of a level = images completed / time of the last completion before the deadline
 (all clients start together), which does not depend on where the deadline falls between two
@@ -42,9 +43,14 @@ CAPTIONS = [
 class Level:
     clients: int
     images_per_s: float
-    p50_ms: float
-    p99_ms: float
-    images: int
+    latencies_ms: tuple[float, ...]
+
+    @property
+    def images(self) -> int:
+        return len(self.latencies_ms)
+
+    def percentile(self, q: float) -> float:
+        return _percentile(list(self.latencies_ms), q)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -178,45 +184,54 @@ async def _measure(base: str, clients: int, seconds: float) -> Level:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # queued after whatever batch is still running: the model is idle once this returns
+        await client.post("/v1/images/generations", json={"prompt": CAPTIONS[0]})
     last = max(finished for finished, _ in done)
-    latencies = [latency for _, latency in done]
-    return Level(
-        clients,
-        len(done) / (last - started),
-        _percentile(latencies, 50),
-        _percentile(latencies, 99),
-        len(done),
-    )
+    return Level(clients, len(done) / (last - started), tuple(latency for _, latency in done))
 
 
 @dataclass(frozen=True)
 class Paired:
-    """A service level and the in-process figures measured just before and just after it
-    (their mean), so that a shared machine's drifting load hits both sides alike."""
+    """A service level and the in-process figures, measured in alternating rounds so that a
+    shared machine's drifting load weighs on both alike; figures are medians over rounds."""
 
-    level: Level
+    clients: int
+    images_per_s: float  # the service
+    latencies_ms: tuple[float, ...]  # every request of every round
     limit: float  # in-process batched images/s
     single_ms: float  # in-process one-image p50
+    ratio: float  # service / in-process, the median of the rounds' ratios
+
+    def percentile(self, q: float) -> float:
+        return _percentile(list(self.latencies_ms), q)
+
+
+def measure_level(
+    model: InProcess, server: Server, clients: int, seconds: float, rounds: int
+) -> Paired:
+    levels, limits, singles = [], [], []
+    for _ in range(rounds):
+        levels.append(asyncio.run(_measure(server.base, clients, seconds / rounds)))
+        limit, single_ms = model.measure(seconds / rounds)
+        limits.append(limit)
+        singles.append(single_ms)
+    ratios = [level.images_per_s / limit for level, limit in zip(levels, limits)]
+    return Paired(
+        clients,
+        float(np.median([level.images_per_s for level in levels])),
+        tuple(latency for level in levels for latency in level.latencies_ms),
+        float(np.median(limits)),
+        float(np.median(singles)),
+        float(np.median(ratios)),
+    )
 
 
 def serve_and_measure(
-    model: InProcess,
-    server: Server,
-    levels: list[int],
-    seconds: float,
-    before: tuple[float, float],
-) -> tuple[list[Paired], tuple[float, float]]:
-    """Each level against the server, bracketed by in-process runs; returns the last run too."""
+    model: InProcess, server: Server, levels: list[int], seconds: float, rounds: int
+) -> list[Paired]:
     try:
         server.wait_ready()
-        results = []
-        for clients in levels:
-            level = asyncio.run(_measure(server.base, clients, seconds))
-            after = model.measure(seconds)
-            limit, single_ms = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
-            results.append(Paired(level, limit, single_ms))
-            before = after
-        return results, before
+        return [measure_level(model, server, clients, seconds, rounds) for clients in levels]
     finally:
         server.stop()
 
@@ -253,7 +268,8 @@ def _parser() -> argparse.ArgumentParser:
         help="bench a random-weight generator of this preset instead",
     )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--seconds", type=float, default=15.0, help="per measured level")
+    parser.add_argument("--seconds", type=float, default=24.0, help="per level, each side")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations per level")
     parser.add_argument("--max-batch-images", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--clients", default="1,8,64", help="comma-separated levels")
@@ -286,34 +302,32 @@ def _report(
     lines = [
         f"model: {described}; device: {device}; torch threads: {threads}; cpus: {cpus}",
         (
-            f"in-process = pipe.generate on cached text features at batch {batch}, measured "
-            "right before and after each service level (mean)"
+            f"in-process = pipe.generate on cached text features at batch {batch}; each level "
+            f"alternates {args.rounds} rounds of service and in-process, {args.seconds:g} s in all "
+            "for each; figures are medians over the rounds"
         ),
         f"service, batching on (max batch {batch}, max wait {wait:g} ms):",
         "  clients   images/s     p50 ms     p99 ms   images  in-process img/s   ratio",
     ]
     for paired in [*batched, naive]:
-        level = paired.level
         if paired is naive:
             lines.append("service, batching off (max batch 1, the naive peer):")
         lines.append(
-            f"  {level.clients:7d} {level.images_per_s:10.2f} {level.p50_ms:10.1f} "
-            f"{level.p99_ms:10.1f} {level.images:8d} {paired.limit:17.2f} "
-            f"{level.images_per_s / paired.limit:7.2f}"
+            f"  {paired.clients:7d} {paired.images_per_s:10.2f} {paired.percentile(50):10.1f} "
+            f"{paired.percentile(99):10.1f} {len(paired.latencies_ms):8d} {paired.limit:17.2f} "
+            f"{paired.ratio:7.2f}"
         )
     top, one = batched[-1], batched[0]
+    lines.append(f"service / in-process at {top.clients} clients: {top.ratio:.2f} (goal >= 0.90)")
     lines.append(
-        f"service / in-process at {top.level.clients} clients: "
-        f"{top.level.images_per_s / top.limit:.2f} (goal >= 0.90)"
+        f"batched / naive at {top.clients} clients: "
+        f"{top.images_per_s / naive.images_per_s:.1f}x (goal >= 8x)"
     )
+    overhead = one.percentile(50) - one.single_ms
     lines.append(
-        f"batched / naive at {top.level.clients} clients: "
-        f"{top.level.images_per_s / naive.level.images_per_s:.1f}x (goal >= 8x)"
-    )
-    lines.append(
-        f"single-request overhead, p50: {one.level.p50_ms - one.single_ms:.1f} ms "
-        f"(service p50 at 1 client {one.level.p50_ms:.1f} ms - in-process one image "
-        f"{one.single_ms:.1f} ms; goal <= 15 ms; includes the {wait:g} ms batch wait)"
+        f"single-request overhead, p50: {overhead:.1f} ms (service p50 at 1 client "
+        f"{one.percentile(50):.1f} ms - in-process one image {one.single_ms:.1f} ms; goal <= 15 ms; "
+        f"includes the {wait:g} ms batch wait)"
     )
     return "\n".join(lines)
 
@@ -331,11 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         server = Server(
             model_dir, device, args.max_batch_images, args.max_wait_ms, args.torch_threads
         )
-        server.wait_ready()  # loading and warming up would slow the first in-process run
-        first = model.measure(args.seconds)
-        batched, last = serve_and_measure(model, server, levels, args.seconds, first)
+        batched = serve_and_measure(model, server, levels, args.seconds, args.rounds)
         naive_server = Server(model_dir, device, 1, 0.0, args.torch_threads)
-        naive = serve_and_measure(model, naive_server, levels[-1:], args.seconds, last)[0][0]
+        naive = serve_and_measure(model, naive_server, levels[-1:], args.seconds, args.rounds)[0]
     print(_report(described, device, args, batched, naive))
     return 0
 

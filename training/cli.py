@@ -157,3 +157,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"wrote {out}/config.json and {out}/model.safetensors")
     return 0
+
+
+if __name__ == "__main__":  # `python -m training.cli` / `torchrun -m training.cli` == xmc-train
+    raise SystemExit(train_main())

@@ -88,9 +88,14 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         print(f"xmc-train: error: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
+        from models.text_encoder import TextEncoderLoadError
         from training.config import describe
 
-        print(json.dumps(describe(config), indent=2, sort_keys=True))
+        try:
+            print(json.dumps(describe(config), indent=2, sort_keys=True))
+        except TextEncoderLoadError as e:
+            print(f"xmc-train: error: {e}", file=sys.stderr)
+            return 2
         return 0
     from training.data import DatasetError
     from training.trainer import RunError, Trainer

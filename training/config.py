@@ -56,12 +56,12 @@ class TrainConfig:
             raise ValueError(f"unknown losses {bad}; choose a subset of {', '.join(LOSS_NAMES)}")
         if self.adversarial not in ("hinge", "dual-contrastive"):
             raise ValueError("adversarial must be 'hinge' or 'dual-contrastive'")
-        if self.batch_size % self.d_steps or self.batch_size // self.d_steps < 2:
-            raise ValueError(f"batch_size ({self.batch_size}) must split into d_steps "
-                             f"({self.d_steps}) sub-batches of at least 2 (contrastive losses)")
         for name in ("steps", "log_every", "sample_every", "checkpoint_every", "d_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.batch_size % self.d_steps or self.batch_size // self.d_steps < 2:
+            raise ValueError(f"batch_size ({self.batch_size}) must split into d_steps "
+                             f"({self.d_steps}) sub-batches of at least 2 (contrastive losses)")
         if self.amp not in ("auto", "bf16", "off") or self.channels_last not in ("auto", "on", "off"):
             raise ValueError("amp is auto|bf16|off and channels_last is auto|on|off")
 

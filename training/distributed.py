@@ -59,6 +59,21 @@ def average_gradients(module: nn.Module, info: DistInfo) -> None:
         offset += g.numel()
 
 
+def average_buffers(module: nn.Module, info: DistInfo) -> None:
+    """Average floating-point buffers (BN running statistics) so every rank holds the same."""
+    if not info.enabled:
+        return
+    for b in module.buffers():
+        if b.is_floating_point():
+            dist.all_reduce(b)
+            b /= info.world_size
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
 def any_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
     """True on every rank if it is True on any (so all ranks stop at the same step)."""
     if not info.enabled:

@@ -38,9 +38,13 @@ def _gather(x: torch.Tensor, enabled: bool) -> torch.Tensor:
     """All-gather along the batch with gradients, for negatives from every device."""
     if not enabled:
         return x
+    import warnings
+
     import torch.distributed.nn.functional as dist_fn
 
-    return torch.cat(dist_fn.all_gather(x.contiguous()))
+    with warnings.catch_warnings():  # its deprecation notice would print at every step
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(dist_fn.all_gather(x.contiguous()))
 
 
 def _split(out: DiscriminatorOutput) -> tuple[DiscriminatorOutput, DiscriminatorOutput]:

@@ -23,7 +23,9 @@ from models.generator import Generator
 from models.text_encoder import TextEncoder
 from training.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from training.config import TrainConfig, describe
-from training.distributed import DistInfo, any_flag, average_gradients, broadcast_module, init_distributed
+from models.artifacts import write_json_atomic
+from training.distributed import (DistInfo, any_flag, average_buffers, average_gradients, barrier,
+                                  broadcast_module, init_distributed)
 from training.objectives import BatchNormStatsFrozen, LossWeights, discriminator_loss, generator_loss
 
 
@@ -142,10 +144,11 @@ class Trainer:
             if changed:
                 raise RunError(f"{self.run_dir} holds a run with a different "
                                f"{', '.join(sorted(changed))}; pick another --run-dir")
+        barrier(self.info)  # every rank has read the old config before rank 0 rewrites it
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "samples").mkdir(exist_ok=True)
-            config_path.write_text(json.dumps(described, indent=2, sort_keys=True) + "\n")
+            write_json_atomic(config_path, described)
         ckpt = self.run_dir / CHECKPOINT_NAME
         if ckpt.exists():
             self.load(ckpt)
@@ -267,6 +270,9 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
+        # BN statistics are per device (official); average them so every rank, the EMA and
+        # the checkpoint hold the same
+        average_buffers(self.generator, self.info)
         decay = self.config.ema_decay
         for ema_p, p in zip(self.ema.parameters(), self.generator.parameters()):
             ema_p.lerp_(p.detach(), 1.0 - decay)

@@ -134,9 +134,6 @@ def test_missing_image_encoder_dir_is_a_clear_error(shapes_root, tmp_path, capsy
     assert "Traceback" not in err and not (tmp_path / "run").exists()
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="reported to the lead: TrainConfig checks batch_size % d_steps before "
-                          "d_steps >= 1, and --dry-run does not catch TextEncoderLoadError")
 @pytest.mark.parametrize("flags", [["--set", "d_steps=0"], ["--text-encoder", "/nonexistent"]],
                          ids=["d_steps=0", "missing-text-encoder"])
 def test_more_bad_flags_give_one_line_and_exit_2(flags, tmp_path, capsys):

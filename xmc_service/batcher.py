@@ -257,12 +257,17 @@ class Batcher:
 
     async def _form_batches(self) -> None:
         loop = asyncio.get_running_loop()
+        model_free_since = time.perf_counter()
         while True:
             if not self._pending:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            deadline = self._pending[0].job.enqueued + self.max_wait_s
+            # A batch gathers for max_wait once both its oldest image and the model are there:
+            # under load the oldest has waited through the last batch, and without this the
+            # next batch would leave at once with whatever the HTTP side had parsed by then.
+            gathering_since = max(self._pending[0].job.enqueued, model_free_since)
+            deadline = gathering_since + self.max_wait_s
             while len(self._pending) < self.max_batch_images:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
@@ -275,6 +280,7 @@ class Batcher:
             batch = self._take_batch()
             if batch:
                 await self._run_batch(loop, batch)
+                model_free_since = time.perf_counter()
 
     def _take_batch(self) -> list[_Item]:
         """Up to max_batch_images queued images sharing the oldest one's call arguments."""

@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     max_batch_images: int = Field(32, ge=1, le=1024)
     """A batch is sent to the model as soon as it holds this many images..."""
     max_wait_ms: float = Field(5.0, ge=0.0, le=10_000.0)
-    """...or once its oldest image has waited this long, whichever comes first."""
+    """...or once it has gathered this long (from when its oldest image and the model were both
+    there), whichever comes first."""
     max_queue_images: int = Field(512, ge=1)
     """Images waiting for the model; a request that would overflow it is answered 429."""
     api_keys: Annotated[list[str], NoDecode] = []

@@ -78,6 +78,28 @@ def test_a_lone_image_waits_max_wait_then_goes_alone() -> None:
     assert fake.batch_sizes == [1, 3]  # three requests arriving together share one batch
 
 
+def test_after_a_batch_the_next_one_still_gathers_for_max_wait() -> None:
+    gate = threading.Event()
+    fake = FakePipeline(gate=gate)
+
+    async def scenario() -> None:
+        batcher = make_batcher(fake, max_batch_images=8, max_wait_ms=300.0)
+        batcher.start()
+        first = asyncio.create_task(batcher.generate(["a"], [0]))
+        await asyncio.to_thread(fake.started.wait, 5)
+        waited = asyncio.create_task(batcher.generate(["b", "c"], [1, 2]))  # waits > max_wait
+        await asyncio.sleep(0.35)
+        gate.set()
+        await first
+        await asyncio.sleep(0.05)  # the model is free; this one still joins the next batch
+        late = asyncio.create_task(batcher.generate(["d"], [3]))
+        await asyncio.gather(waited, late)
+        await batcher.stop()
+
+    run(scenario)
+    assert fake.batch_sizes == [1, 3]
+
+
 def test_full_queue_refuses_with_retry_after() -> None:
     gate = threading.Event()
     fake = FakePipeline(gate=gate)

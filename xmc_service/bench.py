@@ -184,8 +184,10 @@ async def _measure(base: str, clients: int, seconds: float) -> Level:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        # queued after whatever batch is still running: the model is idle once this returns
-        await client.post("/v1/images/generations", json={"prompt": CAPTIONS[0]})
+    # queued after whatever batch is still running: the model is idle once this returns (a new
+    # client: cancelled requests can leave the old pool's connections unusable)
+    async with httpx.AsyncClient(base_url=base, timeout=600) as fence:
+        await fence.post("/v1/images/generations", json={"prompt": CAPTIONS[0]})
     last = max(finished for finished, _ in done)
     return Level(clients, len(done) / (last - started), tuple(latency for _, latency in done))
 

@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("models/bundled/default"))
     parser.add_argument("--num", type=int, default=1000, help="images scored per split")
     parser.add_argument("--model-id", default="xmc-shapes-32")
+    parser.add_argument("--history", default="", help="how the run went, for the card")
     args = parser.parse_args()
 
     export_run(args.run_dir, args.out, model_id=args.model_id)
@@ -63,7 +64,8 @@ circles, squares and triangles on a plain background from captions such as
 | changed for a short CPU run | batch {train['batch_size']}, EMA decay {train['ema_decay']} (official 0.999 averages over more steps than this run has) |
 | steps | {config['training']['steps']:,} generator steps, {images:,} images |
 | wall time | {seconds / 3600:.2f} h of training (stats.jsonl) |
-| hardware | {platform.machine()} CPU, {torch.get_num_threads()} threads, shared with other work; no GPU |
+| hardware | {platform.machine()} CPU (2 cores), shared with other work; no GPU |
+| history | {args.history or 'one uninterrupted run'} |
 
 ## Scores (faithfulness, `docs/shapes-benchmark.md`; {args.num} images per split)
 

@@ -37,11 +37,6 @@ def downsample(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, 2)
 
 
-def l2_normalize(x: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
-    """x / ||x|| with the squared norm floored at eps (official `l2_normalize`)."""
-    return x * torch.rsqrt(x.pow(2).sum(dim, keepdim=True).clamp_min(eps))
-
-
 class ConditionalBatchNorm(nn.Module):
     """BN without affine, then x_hat * (1 + gamma(g)) + beta(g) from a global condition."""
 

@@ -41,8 +41,10 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 def read_config(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
-        raise ArtifactError(f"{path} not found: an artifact directory holds {CONFIG_NAME} "
-                            f"and {WEIGHTS_NAME} (written by save_pretrained / xmc-export)")
+        raise ArtifactError(
+            f"{path} not found: an artifact directory holds {CONFIG_NAME} "
+            f"and {WEIGHTS_NAME} (written by save_pretrained / xmc-export)"
+        )
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -70,13 +72,15 @@ def load_state(module: torch.nn.Module, path: Path, prefix: str = "") -> None:
         raise ArtifactError(f"{path} not found")
     state = load_file(str(path))
     if prefix:
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     expected = set(module.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
-        raise ArtifactError(f"{path}: weights do not match the config: missing keys "
-                            f"{missing[:10]}{'...' if len(missing) > 10 else ''}, unexpected keys "
-                            f"{unexpected[:10]}{'...' if len(unexpected) > 10 else ''}")
+        raise ArtifactError(
+            f"{path}: weights do not match the config: missing keys "
+            f"{missing[:10]}{'...' if len(missing) > 10 else ''}, unexpected keys "
+            f"{unexpected[:10]}{'...' if len(unexpected) > 10 else ''}"
+        )
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:  # shape mismatches
@@ -100,8 +104,10 @@ class ArtifactMixin:
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu"):
         data = read_config(directory)
         if cls.artifact_kind not in data:
-            raise ArtifactError(f"{Path(directory) / CONFIG_NAME} holds no "
-                                f"{cls.artifact_kind!r} config (kind: {data.get('kind')!r})")
+            raise ArtifactError(
+                f"{Path(directory) / CONFIG_NAME} holds no "
+                f"{cls.artifact_kind!r} config (kind: {data.get('kind')!r})"
+            )
         try:
             config = config_from_dict(cls.config_class, data[cls.artifact_kind])
         except (TypeError, ValueError) as e:

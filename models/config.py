@@ -20,15 +20,24 @@ BERT_BASE = "bert-base-uncased"  # the paper's text encoder, for COCO
 class TextEncoderConfig:
     name_or_path: str = MINILM  # a Hugging Face BertModel name or a local directory
     max_length: int = 17  # tokens, including [CLS] and [SEP] (official: 17)
-    pooling: str = "mean"  # "mean" (masked mean), "cls", or "official" (sum over all T / valid length)
+    pooling: str = (
+        "mean"  # "mean" (masked mean), "cls", or "official" (sum over all T / valid length)
+    )
     hidden_size: int = 384  # D_w = D_s: the BERT hidden size (384 MiniLM, 768 BERT-base)
-    frozen: bool = True  # the official recipe keeps BERT frozen
+    frozen: bool = True  # the official recipe keeps BERT frozen; the only supported value
 
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "cls", "official"):
             raise ValueError(f"pooling must be 'mean', 'cls' or 'official', got {self.pooling!r}")
+        if not self.frozen:
+            raise ValueError(
+                "frozen=False (fine-tuning BERT) is not supported: the official recipe keeps the "
+                "text encoder frozen, and the trainer never optimises it"
+            )
         if self.max_length < 3:
-            raise ValueError(f"max_length must be >= 3 ([CLS], a word, [SEP]), got {self.max_length}")
+            raise ValueError(
+                f"max_length must be >= 3 ([CLS], a word, [SEP]), got {self.max_length}"
+            )
 
 
 @dataclass(frozen=True)
@@ -101,8 +110,14 @@ class Preset:
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
 
 
-def _preset(resolution: int, gf: int, df: int, mults: tuple[int, ...], text: TextEncoderConfig,
-            z_dim: int = 128) -> Preset:
+def _preset(
+    resolution: int,
+    gf: int,
+    df: int,
+    mults: tuple[int, ...],
+    text: TextEncoderConfig,
+    z_dim: int = 128,
+) -> Preset:
     d = text.hidden_size
     return Preset(
         generator=GeneratorConfig(resolution, gf, mults, z_dim, word_dim=d, sentence_dim=d),
@@ -143,8 +158,9 @@ def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
     for key, value in data.items():
         kind = fields[key].type if key in fields else None
         expected = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(str(kind))
-        if expected and (not isinstance(value, expected) or
-                         (expected is int and isinstance(value, bool))):
+        if expected and (
+            not isinstance(value, expected) or (expected is int and isinstance(value, bool))
+        ):
             raise ValueError(f"{cls.__name__}.{key} must be {kind}, got {value!r}")
     unknown = sorted(set(data) - names)
     if unknown:

@@ -60,8 +60,11 @@ class Discriminator(nn.Module, ArtifactMixin):
                 self.region_block = i + 1
             in_ch = out_ch
         self.blocks = nn.ModuleList(blocks)
-        region_channels = (c.stem_channels if self.region_block == 0
-                           else c.block_channels[self.region_block - 1][0])
+        region_channels = (
+            c.stem_channels
+            if self.region_block == 0
+            else c.block_channels[self.region_block - 1][0]
+        )
         self.region_projection = sn_conv(region_channels, c.word_dim, 1)
         self.linear = sn_linear(c.feature_dim, 1)
         self.sentence_projection = sn_linear(c.sentence_dim, c.feature_dim)
@@ -81,12 +84,19 @@ class Discriminator(nn.Module, ArtifactMixin):
         and fake halves of one batch share their captions, as in the official code)."""
         c = self.config
         if images.shape[1:] != (3, c.resolution, c.resolution):
-            raise ValueError(f"expected images (B, 3, {c.resolution}, {c.resolution}), "
-                             f"got {tuple(images.shape)}")
-        if (sentence.dim() != 2 or sentence.shape[1] != c.sentence_dim or sentence.shape[0] == 0
-                or images.shape[0] % sentence.shape[0]):
-            raise ValueError(f"expected sentence (b, {c.sentence_dim}) with the image batch "
-                             f"({images.shape[0]}) a multiple of b; got {tuple(sentence.shape)}")
+            raise ValueError(
+                f"expected images (B, 3, {c.resolution}, {c.resolution}), got {tuple(images.shape)}"
+            )
+        if (
+            sentence.dim() != 2
+            or sentence.shape[1] != c.sentence_dim
+            or sentence.shape[0] == 0
+            or images.shape[0] % sentence.shape[0]
+        ):
+            raise ValueError(
+                f"expected sentence (b, {c.sentence_dim}) with the image batch "
+                f"({images.shape[0]}) a multiple of b; got {tuple(sentence.shape)}"
+            )
         x = self.stem(images)
         region_map = x
         for i, block in enumerate(self.blocks, start=1):

@@ -17,8 +17,9 @@ from models.layers import GenBlock, LocalConditionalBatchNorm, init_glorot
 from models.losses import l2_normalize
 
 
-def word_attention(regions: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor,
-                   rho0: float) -> tuple[torch.Tensor, torch.Tensor]:
+def word_attention(
+    regions: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor, rho0: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Attend from every region to the words (official `attention_for_g`).
 
     regions (B, N, D), words (B, T, D), word_mask (B, T) bool (True = valid).
@@ -41,7 +42,7 @@ class Generator(nn.Module, ArtifactMixin):
         channels = [c.gf_dim * m for m in c.channel_multipliers]
         global_dim = 2 * c.z_dim  # g = [W e_s (z_dim), z]
         spatial_dim = c.word_dim + global_dim  # m = [context, g]
-        bn = dict(momentum=c.bn_momentum, eps=c.bn_eps)
+        bn = {"momentum": c.bn_momentum, "eps": c.bn_eps}
 
         self.sentence_projection = nn.Linear(c.sentence_dim, c.z_dim)
         self.stem = nn.Linear(c.z_dim, channels[0] * 4 * 4)
@@ -49,12 +50,12 @@ class Generator(nn.Module, ArtifactMixin):
         n_global = c.num_global_blocks
         self.global_blocks = nn.ModuleList(
             GenBlock(i, o, global_dim, local=False, **bn)
-            for i, o in zip(in_channels[:n_global], channels[:n_global])
+            for i, o in zip(in_channels[:n_global], channels[:n_global], strict=True)
         )
         self.word_projection = nn.Conv2d(channels[n_global - 1], c.word_dim, 1)
         self.spatial_blocks = nn.ModuleList(
             GenBlock(i, o, spatial_dim, local=True, **bn)
-            for i, o in zip(in_channels[n_global:], channels[n_global:])
+            for i, o in zip(in_channels[n_global:], channels[n_global:], strict=True)
         )
         self.head_norm = LocalConditionalBatchNorm(channels[-1], spatial_dim, **bn)
         self.head_conv = nn.Conv2d(channels[-1], 3, 3, padding=1)
@@ -64,8 +65,14 @@ class Generator(nn.Module, ArtifactMixin):
     def from_preset(cls, name: str) -> Generator:
         return cls(get_preset(name).generator)
 
-    def forward(self, z: torch.Tensor, sentence: torch.Tensor, words: torch.Tensor,
-                word_mask: torch.Tensor, return_attention: bool = False):
+    def forward(
+        self,
+        z: torch.Tensor,
+        sentence: torch.Tensor,
+        words: torch.Tensor,
+        word_mask: torch.Tensor,
+        return_attention: bool = False,
+    ):
         """z (B, Z), sentence (B, D_s), words (B, T, D_w), word_mask (B, T) bool.
 
         Returns images (B, 3, R, R) in [0, 1]; with return_attention also the word attention
@@ -73,14 +80,19 @@ class Generator(nn.Module, ArtifactMixin):
         """
         c = self.config
         batch = z.shape[0]
-        if (z.shape != (batch, c.z_dim) or sentence.shape != (batch, c.sentence_dim)
-                or words.dim() != 3 or words.shape[::2] != (batch, c.word_dim)
-                or word_mask.shape != words.shape[:2]):
+        if (
+            z.shape != (batch, c.z_dim)
+            or sentence.shape != (batch, c.sentence_dim)
+            or words.dim() != 3
+            or words.shape[::2] != (batch, c.word_dim)
+            or word_mask.shape != words.shape[:2]
+        ):
             raise ValueError(
                 f"expected z ({batch}, {c.z_dim}), sentence ({batch}, {c.sentence_dim}), words "
                 f"({batch}, T, {c.word_dim}) and word_mask ({batch}, T); got "
                 f"{tuple(z.shape)}, {tuple(sentence.shape)}, {tuple(words.shape)}, "
-                f"{tuple(word_mask.shape)}")
+                f"{tuple(word_mask.shape)}"
+            )
         if not torch.compiler.is_compiling() and not bool(word_mask.any(dim=1).all()):
             raise ValueError("every caption needs at least one valid token in word_mask")
         g = torch.cat([self.sentence_projection(sentence), z], dim=1)  # (B, 2Z)

@@ -23,9 +23,11 @@ class PretrainedImageEncoder(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path) -> PretrainedImageEncoder:
         if not Path(path).is_dir():
-            raise FileNotFoundError(f"{path} is not a directory; pass a local transformers "
-                                    "ResNet checkpoint (e.g. microsoft/resnet-50 downloaded "
-                                    "with `hf download`)")
+            raise FileNotFoundError(
+                f"{path} is not a directory; pass a local transformers "
+                "ResNet checkpoint (e.g. microsoft/resnet-50 downloaded "
+                "with `hf download`)"
+            )
         from transformers import ResNetForImageClassification
 
         return cls(ResNetForImageClassification.from_pretrained(str(path)))

@@ -79,8 +79,9 @@ class LocalConditionalBatchNorm(nn.Module):
 class GenBlock(nn.Module):
     """Up-sampling residual block; `norm` is global (GenBlock) or local (GenSpatialBlock)."""
 
-    def __init__(self, in_ch: int, out_ch: int, cond: int, local: bool, momentum: float,
-                 eps: float) -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, cond: int, local: bool, momentum: float, eps: float
+    ) -> None:
         super().__init__()
         norm = LocalConditionalBatchNorm if local else ConditionalBatchNorm
         self.norm1 = norm(in_ch, cond, momentum, eps)

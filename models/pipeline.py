@@ -7,76 +7,88 @@ default lives in `models/bundled/`.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from models.artifacts import (CONFIG_NAME, WEIGHTS_NAME, ArtifactError, read_config, save_state,
-                              write_json_atomic)
+from models.artifacts import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    ArtifactError,
+    read_config,
+    save_state,
+    write_json_atomic,
+)
 from models.config import GeneratorConfig, TextEncoderConfig, config_from_dict, config_to_dict
 from models.generator import Generator
+from models.images import to_pil
+from models.runtime import autocast, autocast_dtype, pick_device, sample_z
 from models.text_encoder import TextEncoder, TextFeatures
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled" / "default"
 
 
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def sample_z(seeds: list[int], z_dim: int, truncation: float = 1.0) -> torch.Tensor:
-    """One z per seed, drawn on the CPU, so an image never depends on its batch or device.
-
-    truncation scales the standard normal (1.0 = none; smaller trades variety for fidelity).
-    """
-    if not 0.0 < truncation <= 1.0:
-        raise ValueError(f"truncation must be in (0, 1], got {truncation}")
-    rows = [torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
-    return torch.stack(rows) * truncation  # (B, Z)
-
-
-def save_artifact(directory: str | Path, generator: Generator, text_config: TextEncoderConfig,
-                  model_id: str, extra: dict | None = None) -> Path:
+def save_artifact(
+    directory: str | Path,
+    generator: Generator,
+    text_config: TextEncoderConfig,
+    model_id: str,
+    extra: dict | None = None,
+) -> Path:
     """Write an inference artifact: generator weights + configs; the BERT by reference."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_state(generator, directory / WEIGHTS_NAME)
-    write_json_atomic(directory / CONFIG_NAME, {
-        "kind": "pipeline", "model_id": model_id, "generator": config_to_dict(generator.config),
-        "text_encoder": config_to_dict(text_config), **(extra or {})})
+    write_json_atomic(
+        directory / CONFIG_NAME,
+        {
+            "kind": "pipeline",
+            "model_id": model_id,
+            "generator": config_to_dict(generator.config),
+            "text_encoder": config_to_dict(text_config),
+            **(extra or {}),
+        },
+    )
     return directory
 
 
 class XMCGANPipeline:
-    def __init__(self, generator: Generator, text_encoder: TextEncoder,
-                 device: str | torch.device | None = None, model_id: str = "xmc-gan") -> None:
+    def __init__(
+        self,
+        generator: Generator,
+        text_encoder: TextEncoder,
+        device: str | torch.device | None = None,
+        model_id: str = "xmc-gan",
+    ) -> None:
         g, t = generator.config, text_encoder.config
         if (g.word_dim, g.sentence_dim) != (t.hidden_size, t.hidden_size):
-            raise ArtifactError(f"the generator expects {g.word_dim}-d words but the text encoder "
-                                f"{t.name_or_path!r} gives {t.hidden_size}-d features")
+            raise ArtifactError(
+                f"the generator expects {g.word_dim}-d words but the text encoder "
+                f"{t.name_or_path!r} gives {t.hidden_size}-d features"
+            )
         self.device = pick_device(device)
         self.generator = generator.to(self.device).eval()
         self.text_encoder = text_encoder.to(self.device).eval()
         self.model_id = model_id
         # bf16 on GPU, float32 on CPU (the CPU has no fast bf16 convolutions)
-        self.autocast_dtype = torch.bfloat16 if self.device.type == "cuda" else None
+        self.autocast_dtype = autocast_dtype("auto", self.device)
 
     @property
     def resolution(self) -> int:
         return self.generator.config.resolution
 
     @classmethod
-    def from_pretrained(cls, path: str | Path | None = None,
-                        device: str | torch.device | None = None) -> XMCGANPipeline:
+    def from_pretrained(
+        cls, path: str | Path | None = None, device: str | torch.device | None = None
+    ) -> XMCGANPipeline:
         """Load an artifact directory; with no path, the bundled default model."""
         directory = Path(path) if path is not None else BUNDLED_DIR
         if path is None and not (directory / WEIGHTS_NAME).is_file():
-            raise ArtifactError(f"the bundled default model is missing from {directory}; "
-                                "reinstall the package or pass an artifact directory")
+            raise ArtifactError(
+                f"the bundled default model is missing from {directory}; "
+                "reinstall the package or pass an artifact directory"
+            )
         data = read_config(directory)
         if "generator" not in data:
             raise ArtifactError(f"{directory / CONFIG_NAME} holds no generator config")
@@ -92,17 +104,20 @@ class XMCGANPipeline:
         save_artifact(directory, self.generator, self.text_encoder.config, self.model_id, extra)
 
     def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        return autocast(self.device, self.autocast_dtype)
 
     def encode_text(self, captions: list[str]) -> TextFeatures:
         with self._autocast():
             return self.text_encoder.encode(captions, self.device)
 
     @torch.no_grad()
-    def generate(self, features: TextFeatures, seeds: list[int], truncation: float = 1.0,
-                 return_attention: bool = False):
+    def generate(
+        self,
+        features: TextFeatures,
+        seeds: list[int],
+        truncation: float = 1.0,
+        return_attention: bool = False,
+    ):
         """One image per row of `features`: (B, 3, R, R) float32 in [0, 1] on the CPU.
 
         With return_attention, also the 16x16 word attention (B, T, 16, 16) on the CPU.
@@ -118,16 +133,22 @@ class XMCGANPipeline:
             return out[0].float().cpu(), out[1].float().cpu()
         return out.float().cpu()
 
-    def word_attention(self, caption: str, seed: int = 0, truncation: float = 1.0
-                       ) -> tuple[Image.Image, list[str], torch.Tensor]:
+    def word_attention(
+        self, caption: str, seed: int = 0, truncation: float = 1.0
+    ) -> tuple[Image.Image, list[str], torch.Tensor]:
         """The image for one caption, its tokens, and each token's 16x16 attention map."""
         features = self.encode_text([caption])
         images, attention = self.generate(features, [seed], truncation, return_attention=True)
         tokens = features.tokens[0]
         return self.to_pil(images)[0], tokens, attention[0, : len(tokens)]
 
-    def __call__(self, captions: list[str] | str, seed: int | None = None,
-                 num_images_per_caption: int = 1, truncation: float = 1.0) -> list[Image.Image]:
+    def __call__(
+        self,
+        captions: list[str] | str,
+        seed: int | None = None,
+        num_images_per_caption: int = 1,
+        truncation: float = 1.0,
+    ) -> list[Image.Image]:
         """Images for captions, caption-major: [c0 i0, c0 i1, ..., c1 i0, ...].
 
         Image k of caption c uses seed `seed + c * num_images_per_caption + k`; with seed None
@@ -143,8 +164,4 @@ class XMCGANPipeline:
         seeds = [base + i for i in range(len(rows))]
         return self.to_pil(self.generate(features.select(rows), seeds, truncation))
 
-    @staticmethod
-    def to_pil(images: torch.Tensor) -> list[Image.Image]:
-        """(B, 3, H, W) in [0, 1] -> RGB PIL images."""
-        pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        return [Image.fromarray(p, "RGB") for p in pixels]
+    to_pil = staticmethod(to_pil)  # (B, 3, H, W) in [0, 1] -> RGB PIL images

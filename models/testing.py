@@ -17,7 +17,11 @@ def make_tiny_artifact(directory: str | Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     preset = get_preset("tiny")
-    pipe = XMCGANPipeline(Generator(preset.generator), TextEncoder.from_config(preset.text_encoder),
-                          device="cpu", model_id="xmc-tiny")
+    pipe = XMCGANPipeline(
+        Generator(preset.generator),
+        TextEncoder.from_config(preset.text_encoder),
+        device="cpu",
+        model_id="xmc-tiny",
+    )
     pipe.save_pretrained(directory)
     return Path(directory)

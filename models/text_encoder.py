@@ -33,18 +33,23 @@ class TextFeatures:
 
     def select(self, indices: list[int]) -> TextFeatures:
         idx = torch.as_tensor(indices, dtype=torch.long, device=self.words.device)
-        return TextFeatures(self.words[idx], self.mask[idx], self.sentence[idx],
-                            [self.tokens[i] for i in indices])
+        return TextFeatures(
+            self.words[idx], self.mask[idx], self.sentence[idx], [self.tokens[i] for i in indices]
+        )
 
     @staticmethod
     def cat(parts: list[TextFeatures]) -> TextFeatures:
-        return TextFeatures(torch.cat([p.words for p in parts]), torch.cat([p.mask for p in parts]),
-                            torch.cat([p.sentence for p in parts]),
-                            [t for p in parts for t in p.tokens])
+        return TextFeatures(
+            torch.cat([p.words for p in parts]),
+            torch.cat([p.mask for p in parts]),
+            torch.cat([p.sentence for p in parts]),
+            [t for p in parts for t in p.tokens],
+        )
 
     def to(self, device: torch.device | str) -> TextFeatures:
-        return TextFeatures(self.words.to(device), self.mask.to(device),
-                            self.sentence.to(device), self.tokens)
+        return TextFeatures(
+            self.words.to(device), self.mask.to(device), self.sentence.to(device), self.tokens
+        )
 
 
 def resolve_bert_path(name_or_path: str) -> str:
@@ -76,8 +81,10 @@ class TextEncoder(nn.Module):
     def __init__(self, config: TextEncoderConfig, bert: nn.Module, tokenizer) -> None:
         super().__init__()
         if bert.config.hidden_size != config.hidden_size:
-            raise ValueError(f"{config.name_or_path} has hidden size {bert.config.hidden_size}, "
-                             f"the config says {config.hidden_size}")
+            raise ValueError(
+                f"{config.name_or_path} has hidden size {bert.config.hidden_size}, "
+                f"the config says {config.hidden_size}"
+            )
         self.config = config
         self.bert = bert
         self.tokenizer = tokenizer
@@ -102,12 +109,16 @@ class TextEncoder(nn.Module):
             local = Path(path).is_dir()
             raise TextEncoderLoadError(
                 f"could not load the BERT text encoder {config.name_or_path!r}"
-                + (f" from {path}: {e}" if local else
-                   " (not a local directory, and the Hugging Face hub is unreachable or offline"
-                   f"{' (HF_HUB_OFFLINE=1)' if os.environ.get('HF_HUB_OFFLINE') else ''}). "
-                   "Download it on a connected machine (e.g. `hf download bert-base-uncased "
-                   "--local-dir ./bert-base-uncased`) and pass that directory instead, e.g. "
-                   "`--text-encoder ./bert-base-uncased`")
+                + (
+                    f" from {path}: {e}"
+                    if local
+                    else " (not a local directory, and the Hugging Face hub is unreachable or "
+                    "offline"
+                    f"{' (HF_HUB_OFFLINE=1)' if os.environ.get('HF_HUB_OFFLINE') else ''}). "
+                    "Download it on a connected machine (e.g. `hf download bert-base-uncased "
+                    "--local-dir ./bert-base-uncased`) and pass that directory instead, e.g. "
+                    "`--text-encoder ./bert-base-uncased`"
+                )
             ) from None
         finally:
             hf_logging.set_verbosity(verbosity)
@@ -121,12 +132,19 @@ class TextEncoder(nn.Module):
         return self
 
     def tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer(list(captions), padding="max_length", truncation=True,
-                              max_length=self.config.max_length, return_tensors="pt")
+        return self.tokenizer(
+            list(captions),
+            padding="max_length",
+            truncation=True,
+            max_length=self.config.max_length,
+            return_tensors="pt",
+        )
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """input_ids, attention_mask (B, T) -> words (B, T, D), mask (B, T) bool, sentence (B, D)."""
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """input_ids, attention_mask (B, T) -> words (B, T, D), mask (B, T) bool and
+        sentence (B, D)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.frozen):
             words = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.bool()
@@ -141,6 +159,8 @@ class TextEncoder(nn.Module):
         batch = self.tokenize(captions)
         ids, attn = batch["input_ids"].to(device), batch["attention_mask"].to(device)
         words, mask, sentence = self(ids, attn)
-        tokens = [self.tokenizer.convert_ids_to_tokens(row[m].tolist())
-                  for row, m in zip(ids.cpu(), mask.cpu())]
+        tokens = [
+            self.tokenizer.convert_ids_to_tokens(row[m].tolist())
+            for row, m in zip(ids.cpu(), mask.cpu(), strict=True)
+        ]
         return TextFeatures(words, mask, sentence, tokens)

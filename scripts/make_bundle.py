@@ -1,6 +1,6 @@
 """Export a training run as the bundled default model, score it, and write its model card.
 
-    python scripts/make_bundle.py RUN_DIR DATA_ROOT [--num 1000] [--out models/bundled/default]
+python scripts/make_bundle.py RUN_DIR DATA_ROOT [--num 1000] [--out models/bundled/default]
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ import argparse
 import json
 import platform
 from pathlib import Path
-
-import torch
 
 from models import XMCGANPipeline
 from training.cli import export_run
@@ -39,13 +37,16 @@ def main() -> None:
 
     export_run(args.run_dir, args.out, model_id=args.model_id)
     pipe = XMCGANPipeline.from_pretrained(args.out, device="cpu")
-    results = {split: faithfulness(pipe, args.data, split, num=args.num, progress=True)
-               for split in ("val", "test_heldout")}
+    results = {
+        split: faithfulness(pipe, args.data, split, num=args.num, progress=True)
+        for split in ("val", "test_heldout")
+    }
     config = json.loads((args.out / "config.json").read_text())
     train = json.loads((args.run_dir / "config.json").read_text())["train"]
     seconds, images = wall_seconds(args.run_dir / "stats.jsonl")
-    scores = {split: {k: r[k] for k in ("generated", "real", "untrained")}
-              for split, r in results.items()}
+    scores = {
+        split: {k: r[k] for k in ("generated", "real", "untrained")} for split, r in results.items()
+    }
     (args.out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
     ratio = {s: scores[s]["generated"]["mean"] / scores[s]["real"]["mean"] for s in scores}
     card = f"""# xmc-shapes-32: the bundled default model
@@ -59,24 +60,24 @@ circles, squares and triangles on a plain background from captions such as
 | | |
 |---|---|
 | data | `xmc-shapes make DATA --size 32 --seed 0` (20,000 train images, 5 captions each) |
-| preset | `{train['preset']}` (G {sum(p.numel() for p in pipe.generator.parameters()):,} parameters), text encoder `{config['text_encoder']['name_or_path']}` (frozen) |
-| recipe | official: Adam (0.5, 0.999), lr G 1e-4 / D 4e-4, 2 D steps per G step, losses {', '.join(train['losses'])} + hinge, all weights 1 |
-| changed for a short CPU run | batch {train['batch_size']}, EMA decay {train['ema_decay']} (official 0.999 averages over more steps than this run has) |
-| steps | {config['training']['steps']:,} generator steps, {images:,} images |
+| preset | `{train["preset"]}` (G {sum(p.numel() for p in pipe.generator.parameters()):,} parameters), text encoder `{config["text_encoder"]["name_or_path"]}` (frozen) |
+| recipe | official: Adam (0.5, 0.999), lr G 1e-4 / D 4e-4, 2 D steps per G step, losses {", ".join(train["losses"])} + hinge, all weights 1 |
+| changed for a short CPU run | batch {train["batch_size"]}, EMA decay {train["ema_decay"]} (official 0.999 averages over more steps than this run has) |
+| steps | {config["training"]["steps"]:,} generator steps, {images:,} images |
 | wall time | {seconds / 3600:.2f} h of training (stats.jsonl) |
 | hardware | {platform.machine()} CPU (2 cores), shared with other work; no GPU |
-| history | {args.history or 'one uninterrupted run'} |
+| history | {args.history or "one uninterrupted run"} |
 
 ## Scores (faithfulness, `docs/shapes-benchmark.md`; {args.num} images per split)
 
-val: {scores['val']['generated']['mean']:.3f} = {ratio['val']:.2f} of the real-image ceiling;
-test_heldout (unseen colour-shape pairs): {scores['test_heldout']['generated']['mean']:.3f} =
-{ratio['test_heldout']:.2f} of the ceiling.
+val: {scores["val"]["generated"]["mean"]:.3f} = {ratio["val"]:.2f} of the real-image ceiling;
+test_heldout (unseen colour-shape pairs): {scores["test_heldout"]["generated"]["mean"]:.3f} =
+{ratio["test_heldout"]:.2f} of the ceiling.
 
 ```
-{format_table(results['val'])}
+{format_table(results["val"])}
 
-{format_table(results['test_heldout'])}
+{format_table(results["test_heldout"])}
 ```
 
 Measured with `xmc-eval faithfulness --data DATA --split val --num {args.num}` (and
@@ -86,8 +87,8 @@ Measured with `xmc-eval faithfulness --data DATA --split val --num {args.num}` (
 
 ```bash
 xmc-shapes make data/shapes32 --size 32 --seed 0
-xmc-train runs/shapes32 --preset shapes-32 --data data/shapes32 --steps {config['training']['steps']} \\
-    --batch-size {train['batch_size']} --set ema_decay={train['ema_decay']}
+xmc-train runs/shapes32 --preset shapes-32 --data data/shapes32 --steps {config["training"]["steps"]} \\
+    --batch-size {train["batch_size"]} --set ema_decay={train["ema_decay"]}
 python scripts/make_bundle.py runs/shapes32 data/shapes32
 ```
 """

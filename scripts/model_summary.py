@@ -1,6 +1,6 @@
 """Print each preset's trainable parameter counts and time one 64 px generator forward.
 
-    python scripts/model_summary.py [--batch 32] [--repeats 5]
+python scripts/model_summary.py [--batch 32] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -33,8 +33,12 @@ def main() -> None:
     generator = Generator.from_preset("shapes-64").eval()
     c = generator.config
     torch.manual_seed(0)
-    inputs = (torch.randn(args.batch, c.z_dim), torch.randn(args.batch, c.sentence_dim),
-              torch.randn(args.batch, 17, c.word_dim), torch.ones(args.batch, 17, dtype=torch.bool))
+    inputs = (
+        torch.randn(args.batch, c.z_dim),
+        torch.randn(args.batch, c.sentence_dim),
+        torch.randn(args.batch, 17, c.word_dim),
+        torch.ones(args.batch, 17, dtype=torch.bool),
+    )
     times = []
     with torch.inference_mode():
         generator(*inputs)  # warm-up
@@ -42,8 +46,10 @@ def main() -> None:
             start = time.perf_counter()
             generator(*inputs)
             times.append(time.perf_counter() - start)
-    print(f"\nshapes-64 generator forward, batch {args.batch}, {torch.get_num_threads()} threads: "
-          f"median {statistics.median(times):.3f} s (min {min(times):.3f} s, {args.repeats} runs)")
+    print(
+        f"\nshapes-64 generator forward, batch {args.batch}, {torch.get_num_threads()} threads: "
+        f"median {statistics.median(times):.3f} s (min {min(times):.3f} s, {args.repeats} runs)"
+    )
 
 
 if __name__ == "__main__":

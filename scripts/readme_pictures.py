@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from models import XMCGANPipeline
-from training.data import load_captions_file
+from training.data.coco import load_captions_file
 
 SCALE = 4  # 32 px images are shown at 128 px
 
@@ -25,8 +25,9 @@ def upscale(image: Image.Image, scale: int = SCALE) -> Image.Image:
 def samples_grid(pipe: XMCGANPipeline, captions: list[str], per_caption: int) -> Image.Image:
     side = pipe.resolution * SCALE
     label_w = 330
-    grid = Image.new("RGB", (label_w + per_caption * (side + 4), len(captions) * (side + 4)),
-                     "white")
+    grid = Image.new(
+        "RGB", (label_w + per_caption * (side + 4), len(captions) * (side + 4)), "white"
+    )
     draw = ImageDraw.Draw(grid)
     for row, caption in enumerate(captions):
         images = pipe([caption], seed=1000 * row, num_images_per_caption=per_caption)
@@ -40,7 +41,7 @@ def samples_grid(pipe: XMCGANPipeline, captions: list[str], per_caption: int) ->
 def attention_strip(pipe: XMCGANPipeline, caption: str, seed: int) -> Image.Image:
     image, tokens, maps = pipe.word_attention(caption, seed=seed)
     side = pipe.resolution * SCALE
-    words = [(t, m) for t, m in zip(tokens, maps) if t not in ("[CLS]", "[SEP]")]
+    words = [(t, m) for t, m in zip(tokens, maps, strict=True) if t not in ("[CLS]", "[SEP]")]
     strip = Image.new("RGB", ((len(words) + 1) * (side + 4), side + 20), "white")
     draw = ImageDraw.Draw(strip)
     strip.paste(upscale(image), (0, 0))
@@ -50,8 +51,9 @@ def attention_strip(pipe: XMCGANPipeline, caption: str, seed: int) -> Image.Imag
         pixels = (heat * 255).round().to(torch.uint8).numpy()
         overlay = Image.fromarray(pixels, "L").resize((side, side), Image.NEAREST)
         base = upscale(image).convert("L").convert("RGB")
-        red = Image.merge("RGB", (overlay, Image.new("L", overlay.size, 0),
-                                  Image.new("L", overlay.size, 0)))
+        red = Image.merge(
+            "RGB", (overlay, Image.new("L", overlay.size, 0), Image.new("L", overlay.size, 0))
+        )
         strip.paste(Image.blend(base, red, 0.6), (i * (side + 4), 0))
         draw.text((i * (side + 4) + 4, side + 4), token, fill="black")
     return strip
@@ -65,13 +67,15 @@ def main() -> None:
     parser.add_argument("--per-caption", type=int, default=6)
     args = parser.parse_args()
     pipe = XMCGANPipeline.from_pretrained(device="cpu")
-    records = load_captions_file(args.data / "annotations" / "captions_test_heldout.json",
-                                 args.data / "test_heldout")
+    records = load_captions_file(
+        args.data / "annotations" / "captions_test_heldout.json", args.data / "test_heldout"
+    )
     captions = [r.captions[0] for r in records[: args.rows]]
     args.out.mkdir(parents=True, exist_ok=True)
     samples_grid(pipe, captions, args.per_caption).save(args.out / "heldout_samples.png")
     attention_strip(pipe, "a large red circle left of a small blue square", seed=3).save(
-        args.out / "word_attention.png")
+        args.out / "word_attention.png"
+    )
     print(f"wrote {args.out}/heldout_samples.png and {args.out}/word_attention.png")
 
 

@@ -197,7 +197,8 @@ def test_torch_requirement_and_index_are_build_arguments(instructions: list[Inst
 
 
 def dockerignored(path: str, patterns: list[str]) -> bool:
-    """Docker's rule, enough for top-level names and simple globs: the last matching pattern wins."""
+    """Docker's rule, enough for top-level names and simple globs: the last matching
+    pattern wins."""
     ignored = False
     for pattern in patterns:
         negated = pattern.startswith("!")

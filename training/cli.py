@@ -6,15 +6,23 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from training.config import TrainConfig
 
 # the flags a user sets most; everything else goes through --set key=value
 _COMMON = {
-    "preset": str, "data": str, "steps": int, "batch_size": int, "adversarial": str,
-    "seed": int, "text_encoder": str, "image_encoder": str, "num_workers": int,
+    "preset": str,
+    "data": str,
+    "steps": int,
+    "batch_size": int,
+    "adversarial": str,
+    "seed": int,
+    "text_encoder": str,
+    "image_encoder": str,
+    "num_workers": int,
 }
 
 
@@ -35,21 +43,34 @@ def _parse_value(field: dataclasses.Field, text: str) -> Any:
 
 def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="xmc-train", description="Train XMC-GAN. On an existing run directory, resume it.",
+        prog="xmc-train",
+        description="Train XMC-GAN. On an existing run directory, resume it.",
         epilog="example: xmc-shapes make data/shapes && "
-               "xmc-train runs/shapes64 --preset shapes-64 --data data/shapes --steps 20000")
+        "xmc-train runs/shapes64 --preset shapes-64 --data data/shapes --steps 20000",
+    )
     p.add_argument("run_dir", help="run directory (created, or resumed when it holds a run)")
     for name, kind in _COMMON.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
-    p.add_argument("--losses", default=None,
-                   help="comma-separated subset of sent,word,img ('' = none)")
-    p.add_argument("--infomax", action="store_true", default=None,
-                   help="add the InfoMax-GAN local-global loss")
-    p.add_argument("--gather-negatives", action="store_true", default=None,
-                   help="contrastive negatives from all devices (default: per device)")
+    p.add_argument(
+        "--losses", default=None, help="comma-separated subset of sent,word,img ('' = none)"
+    )
+    p.add_argument(
+        "--infomax", action="store_true", default=None, help="add the InfoMax-GAN local-global loss"
+    )
+    p.add_argument(
+        "--gather-negatives",
+        action="store_true",
+        default=None,
+        help="contrastive negatives from all devices (default: per device)",
+    )
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile G and D")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other TrainConfig field, e.g. --set lr_d=2e-4 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other TrainConfig field, e.g. --set lr_d=2e-4 (repeatable)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     return p
@@ -74,8 +95,9 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     for item in args.set:
         key, sep, text = item.partition("=")
         if not sep or key not in fields:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of "
-                             f"{', '.join(sorted(fields))}")
+            raise ValueError(
+                f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}"
+            )
         values[key] = _parse_value(fields[key], text)
     return TrainConfig(**values)
 
@@ -97,9 +119,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             print(f"xmc-train: error: {e}", file=sys.stderr)
             return 2
         return 0
-    from training.data import DatasetError
-    from training.trainer import RunError, Trainer
     from models.text_encoder import TextEncoderLoadError
+    from training.data.coco import DatasetError
+    from training.trainer import RunError, Trainer
 
     try:
         trainer = Trainer(config, args.run_dir, progress=not args.no_progress)
@@ -110,12 +132,16 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         print(f"resuming {args.run_dir} at step {trainer.step}", file=sys.stderr)
     summary = trainer.fit()
     if summary["interrupted"]:
-        print(f"interrupted at step {summary['step']}; checkpoint saved to "
-              f"{summary['checkpoint']}; run `xmc-train {args.run_dir}` to resume",
-              file=sys.stderr)
+        print(
+            f"interrupted at step {summary['step']}; checkpoint saved to "
+            f"{summary['checkpoint']}; run `xmc-train {args.run_dir}` to resume",
+            file=sys.stderr,
+        )
     else:
-        print(f"done: {summary['step']} steps; export with "
-              f"`xmc-export {args.run_dir} OUT_DIR`", file=sys.stderr)
+        print(
+            f"done: {summary['step']} steps; export with `xmc-export {args.run_dir} OUT_DIR`",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -137,17 +163,29 @@ def export_run(run_dir: str | Path, out_dir: str | Path, model_id: str | None = 
     generator.load_state_dict(state["ema"])
     text_config = config_from_dict(TextEncoderConfig, described["text_encoder"])
     train = described["train"]
-    save_artifact(out_dir, generator.eval(), text_config, model_id or run_dir.name, extra={
-        "training": {"steps": state["step"],
-                     "images": state["step"] * train["batch_size"] * state["world_size"],
-                     "preset": train["preset"], "losses": list(train["losses"]),
-                     "adversarial": train["adversarial"], "infomax": train["infomax"]}})
+    save_artifact(
+        out_dir,
+        generator.eval(),
+        text_config,
+        model_id or run_dir.name,
+        extra={
+            "training": {
+                "steps": state["step"],
+                "images": state["step"] * train["batch_size"] * state["world_size"],
+                "preset": train["preset"],
+                "losses": list(train["losses"]),
+                "adversarial": train["adversarial"],
+                "infomax": train["infomax"],
+            }
+        },
+    )
     return Path(out_dir)
 
 
 def export_main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="xmc-export",
-                                description="Export a run's EMA generator as an inference artifact")
+    p = argparse.ArgumentParser(
+        prog="xmc-export", description="Export a run's EMA generator as an inference artifact"
+    )
     p.add_argument("run_dir")
     p.add_argument("out_dir")
     p.add_argument("--model-id", default=None, help="name served by the API (default: run name)")

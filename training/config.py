@@ -5,8 +5,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from models.config import (DiscriminatorConfig, GeneratorConfig, Preset, TextEncoderConfig,
-                           get_preset)
+from models.config import (
+    DiscriminatorConfig,
+    GeneratorConfig,
+    Preset,
+    TextEncoderConfig,
+    get_preset,
+)
 
 LOSS_NAMES = ("sent", "word", "img")
 
@@ -60,9 +65,15 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.batch_size % self.d_steps or self.batch_size // self.d_steps < 2:
-            raise ValueError(f"batch_size ({self.batch_size}) must split into d_steps "
-                             f"({self.d_steps}) sub-batches of at least 2 (contrastive losses)")
-        if self.amp not in ("auto", "bf16", "off") or self.channels_last not in ("auto", "on", "off"):
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must split into d_steps "
+                f"({self.d_steps}) sub-batches of at least 2 (contrastive losses)"
+            )
+        if self.amp not in ("auto", "bf16", "off") or self.channels_last not in (
+            "auto",
+            "on",
+            "off",
+        ):
             raise ValueError("amp is auto|bf16|off and channels_last is auto|on|off")
 
     def model_configs(self) -> Preset:
@@ -72,37 +83,53 @@ class TrainConfig:
         if self.text_encoder:
             hidden = _hidden_size(self.text_encoder)
             text = dataclasses.replace(text, name_or_path=self.text_encoder, hidden_size=hidden)
-        g = dataclasses.replace(preset.generator, word_dim=text.hidden_size,
-                                sentence_dim=text.hidden_size,
-                                gf_dim=self.gf_dim or preset.generator.gf_dim)
-        d = dataclasses.replace(preset.discriminator, word_dim=text.hidden_size,
-                                sentence_dim=text.hidden_size, infomax=self.infomax,
-                                df_dim=self.df_dim or preset.discriminator.df_dim)
+        g = dataclasses.replace(
+            preset.generator,
+            word_dim=text.hidden_size,
+            sentence_dim=text.hidden_size,
+            gf_dim=self.gf_dim or preset.generator.gf_dim,
+        )
+        d = dataclasses.replace(
+            preset.discriminator,
+            word_dim=text.hidden_size,
+            sentence_dim=text.hidden_size,
+            infomax=self.infomax,
+            df_dim=self.df_dim or preset.discriminator.df_dim,
+        )
         return Preset(generator=g, discriminator=d, text_encoder=text)
 
 
 def _hidden_size(name_or_path: str) -> int:
     """The BERT hidden size, read from its config (local dir or hub cache) without weights."""
-    from models.text_encoder import TextEncoderLoadError, resolve_bert_path
-
     from transformers import AutoConfig
+
+    from models.text_encoder import TextEncoderLoadError, resolve_bert_path
 
     try:
         return AutoConfig.from_pretrained(resolve_bert_path(name_or_path)).hidden_size
     except (OSError, ValueError):
         raise TextEncoderLoadError(
             f"could not read the config of text encoder {name_or_path!r}: pass a local "
-            "directory holding a BertModel (config.json, weights, vocab)") from None
+            "directory holding a BertModel (config.json, weights, vocab)"
+        ) from None
 
 
 def describe(config: TrainConfig) -> dict:
     """Everything a run directory records about its configuration."""
     models = config.model_configs()
-    return {"train": dataclasses.asdict(config),
-            "generator": dataclasses.asdict(models.generator),
-            "discriminator": dataclasses.asdict(models.discriminator),
-            "text_encoder": dataclasses.asdict(models.text_encoder)}
+    return {
+        "train": dataclasses.asdict(config),
+        "generator": dataclasses.asdict(models.generator),
+        "discriminator": dataclasses.asdict(models.discriminator),
+        "text_encoder": dataclasses.asdict(models.text_encoder),
+    }
 
 
-__all__ = ["TrainConfig", "describe", "LOSS_NAMES", "GeneratorConfig", "DiscriminatorConfig",
-           "TextEncoderConfig"]
+__all__ = [
+    "LOSS_NAMES",
+    "DiscriminatorConfig",
+    "GeneratorConfig",
+    "TextEncoderConfig",
+    "TrainConfig",
+    "describe",
+]

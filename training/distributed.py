@@ -55,7 +55,7 @@ def average_gradients(module: nn.Module, info: DistInfo) -> None:
     flat /= info.world_size
     offset = 0
     for g in grads:
-        g.copy_(flat[offset: offset + g.numel()].view_as(g))
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
 
 

@@ -25,22 +25,23 @@ import numpy as np
 import torch
 from PIL import Image
 
-from training import faithfulness as faith
-from training import feature_metrics as metrics
-from training.data import CaptionedImage, DatasetError, load_captions_file, load_rgb
-from training.segmentation import ImageInputError
-from training.shape_classifier import ShapeClassifierError, load_or_train
-from training.shapes import BenchmarkError
-
-score_images = faith.score_images  # the public API: score_images(images, attributes, size)
+from models.images import image_grid, to_uint8
+from training.data.coco import CaptionedImage, DatasetError, load_captions_file, load_rgb
+from training.metrics import clip_score
+from training.metrics import fid as metrics
+from training.shapes import scorer as faith
+from training.shapes.classifier import ShapeClassifierError, load_or_train
+from training.shapes.pixels import ImageInputError
+from training.shapes.scenes import BenchmarkError
 
 
 class EvaluationError(ValueError):
     """Bad arguments or data for an evaluation, explained for the user."""
 
 
-def load_split(data_root: str | Path, split: str, num: int | None = None,
-               need_attributes: bool = False) -> list[CaptionedImage]:
+def load_split(
+    data_root: str | Path, split: str, num: int | None = None, need_attributes: bool = False
+) -> list[CaptionedImage]:
     """The split's images with their captions, sorted by id, the first `num` if given."""
     root = Path(data_root)
     records = load_captions_file(root / "annotations" / f"captions_{split}.json", root / split)
@@ -51,19 +52,29 @@ def load_split(data_root: str | Path, split: str, num: int | None = None,
     if not records:
         raise EvaluationError(f"split {split!r} of {root} holds no captioned image")
     if need_attributes and any(record.attributes is None for record in records):
-        raise EvaluationError(f"split {split!r} of {root} has no scene attributes: "
-                              "faithfulness needs the shapes benchmark, not COCO")
+        raise EvaluationError(
+            f"split {split!r} of {root} has no scene attributes: "
+            "faithfulness needs the shapes benchmark, not COCO"
+        )
     return records
 
 
 def pick_captions(records: Sequence[CaptionedImage], seed: int) -> list[str]:
     """One caption per image, drawn from an RNG seeded by (seed, image id)."""
-    return [random.Random(f"xmc-eval/{seed}/{record.image_id}").choice(record.captions)
-            for record in records]
+    return [
+        random.Random(f"xmc-eval/{seed}/{record.image_id}").choice(record.captions)
+        for record in records
+    ]
 
 
-def generate(pipeline: Any, captions: Sequence[str], seed: int, batch_size: int = 32,
-             progress: bool = False, desc: str = "generate") -> torch.Tensor:
+def generate(
+    pipeline: Any,
+    captions: Sequence[str],
+    seed: int,
+    batch_size: int = 32,
+    progress: bool = False,
+    desc: str = "generate",
+) -> torch.Tensor:
     """(N, 3, R, R) uint8 images, image i drawn with z seed `seed * 1_000_003 + i`."""
     from tqdm import tqdm
 
@@ -72,10 +83,10 @@ def generate(pipeline: Any, captions: Sequence[str], seed: int, batch_size: int 
     batches = []
     starts = range(0, len(captions), batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
-        chunk = list(captions[start:start + batch_size])
+        chunk = list(captions[start : start + batch_size])
         seeds = [seed * 1_000_003 + start + i for i in range(len(chunk))]
         images = pipeline.generate(pipeline.encode_text(chunk), seeds)  # (B, 3, R, R) in [0, 1]
-        batches.append(metrics.as_uint8(images))
+        batches.append(to_uint8(images))
     return torch.cat(batches)
 
 
@@ -98,28 +109,52 @@ def untrained_pipeline(pipeline: Any, seed: int = 0) -> Any:
         # Any fixed seed would do; this one avoids the small seeds that test artifacts use.
         torch.manual_seed(1_000_003 + seed)
         generator = Generator(pipeline.generator.config)
-    return XMCGANPipeline(generator, pipeline.text_encoder, device=pipeline.device,
-                          model_id=f"{pipeline.model_id}-untrained")
+    return XMCGANPipeline(
+        generator,
+        pipeline.text_encoder,
+        device=pipeline.device,
+        model_id=f"{pipeline.model_id}-untrained",
+    )
 
 
-def score_in_chunks(images: torch.Tensor, attributes: Sequence[dict[str, Any]], size: int,
-                    classifier: Any, progress: bool = False, desc: str = "score",
-                    chunk: int = 256) -> dict[str, Any]:
+def score_in_chunks(
+    images: torch.Tensor,
+    attributes: Sequence[dict[str, Any]],
+    size: int,
+    classifier: Any,
+    progress: bool = False,
+    desc: str = "score",
+    chunk: int = 256,
+) -> dict[str, Any]:
     from tqdm import tqdm
 
     per_image: list[dict[str, list[bool]]] = []
-    for start in tqdm(range(0, len(images), chunk), desc=desc, unit="chunk",
-                      disable=not progress, leave=False):
-        result = faith.score_images(images[start:start + chunk], attributes[start:start + chunk],
-                                    size, shape_classifier=classifier, return_details=True)
+    for start in tqdm(
+        range(0, len(images), chunk), desc=desc, unit="chunk", disable=not progress, leave=False
+    ):
+        result = faith.score_images(
+            images[start : start + chunk],
+            attributes[start : start + chunk],
+            size,
+            shape_classifier=classifier,
+            return_details=True,
+        )
         per_image.extend(result["per_image"])
     return faith.summarize(per_image)
 
 
-def faithfulness(pipeline: Any, data_root: str | Path, split: str = "val", num: int | None = None,
-                 batch_size: int = 32, seed: int = 0, reference: bool = True,
-                 progress: bool = False, cache_dir: str | Path | None = None,
-                 return_images: bool = False) -> dict[str, Any]:
+def faithfulness(
+    pipeline: Any,
+    data_root: str | Path,
+    split: str = "val",
+    num: int | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+    reference: bool = True,
+    progress: bool = False,
+    cache_dir: str | Path | None = None,
+    return_images: bool = False,
+) -> dict[str, Any]:
     """Faithfulness of `pipeline` on a shapes-benchmark split.
 
     Returns {"generated": scores, "real": scores, "untrained": scores, ...}, each scores as
@@ -135,29 +170,54 @@ def faithfulness(pipeline: Any, data_root: str | Path, split: str = "val", num: 
     images = {"generated": generate(pipeline, captions, seed, batch_size, progress)}
     if reference:
         images["real"] = real_images(records, size)
-        images["untrained"] = generate(untrained_pipeline(pipeline, seed), captions, seed,
-                                       batch_size, progress, desc="generate (untrained)")
+        images["untrained"] = generate(
+            untrained_pipeline(pipeline, seed),
+            captions,
+            seed,
+            batch_size,
+            progress,
+            desc="generate (untrained)",
+        )
     result: dict[str, Any] = {
-        "model_id": pipeline.model_id, "split": split, "resolution": size,
-        "num_images": len(records), "seed": seed,
+        "model_id": pipeline.model_id,
+        "split": split,
+        "resolution": size,
+        "num_images": len(records),
+        "seed": seed,
         "shape_classifier_val_accuracy": classifier.val_accuracy,
     }
     for name, batch in images.items():
-        result[name] = score_in_chunks(batch, attributes, size, classifier, progress, f"score {name}")
+        result[name] = score_in_chunks(
+            batch, attributes, size, classifier, progress, f"score {name}"
+        )
     if return_images:
         result["images"] = images
     return result
 
 
-def feature_metric(pipeline: Any, data_root: str | Path, split: str, feature: torch.nn.Module,
-                   metric: str = "fid", num: int | None = None, batch_size: int = 32, seed: int = 0,
-                   progress: bool = False, return_images: bool = False) -> dict[str, Any]:
+def feature_metric(
+    pipeline: Any,
+    data_root: str | Path,
+    split: str,
+    feature: torch.nn.Module,
+    metric: str = "fid",
+    num: int | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = False,
+    return_images: bool = False,
+) -> dict[str, Any]:
     """FID or KID of N generated images against the split's real images."""
     records = load_split(data_root, split, num)
     real = real_images(records, pipeline.resolution)
     fake = generate(pipeline, pick_captions(records, seed), seed, batch_size, progress)
-    result: dict[str, Any] = {"model_id": pipeline.model_id, "split": split, "seed": seed,
-                              "resolution": pipeline.resolution, "num_images": len(records)}
+    result: dict[str, Any] = {
+        "model_id": pipeline.model_id,
+        "split": split,
+        "seed": seed,
+        "resolution": pipeline.resolution,
+        "num_images": len(records),
+    }
     if metric == "fid":
         result["fid"] = metrics.frechet_distance(real, fake, feature)
     else:
@@ -167,16 +227,10 @@ def feature_metric(pipeline: Any, data_root: str | Path, split: str, feature: to
     return result
 
 
-def save_grid(rows: Sequence[torch.Tensor], path: Path, columns: int = 8, pad: int = 2) -> None:
+def save_grid(rows: Sequence[torch.Tensor], path: Path, columns: int = 8) -> None:
     """Rows of (N, 3, R, R) uint8 images -> one PNG, `columns` images per row."""
-    size = rows[0].shape[-1]
-    grid = Image.new("RGB", (columns * (size + pad) + pad, len(rows) * (size + pad) + pad),
-                     (255, 255, 255))
-    for r, row in enumerate(rows):
-        for c, image in enumerate(metrics.to_pil(row[:columns])):
-            grid.paste(image, (pad + c * (size + pad), pad + r * (size + pad)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
+    image_grid(torch.cat([row[:columns] for row in rows]), columns).save(path)
 
 
 def write_results(result: dict[str, Any], out: Path, name: str) -> tuple[Path, Path]:
@@ -193,8 +247,11 @@ def write_results(result: dict[str, Any], out: Path, name: str) -> tuple[Path, P
 
 def format_table(result: dict[str, Any]) -> str:
     columns = [key for key in ("generated", "real", "untrained") if key in result]
-    heads = {"generated": result["model_id"], "real": "real (ceiling)",
-             "untrained": "untrained (floor)"}
+    heads = {
+        "generated": result["model_id"],
+        "real": "real (ceiling)",
+        "untrained": "untrained (floor)",
+    }
     width = max(len(heads[key]) for key in columns) + 2
     lines = ["attribute   " + "".join(heads[key].rjust(width) for key in columns)]
     for attribute in (*faith.ATTRIBUTES, "mean"):
@@ -202,17 +259,22 @@ def format_table(result: dict[str, Any]) -> str:
         text = ["-" if cell is None else f"{cell:.3f}" for cell in cells]
         lines.append(f"{attribute:<12}" + "".join(cell.rjust(width) for cell in text))
     counts = result["generated"]["counts"]
-    lines.append(f"({result['num_images']} images of {result['split']}: "
-                 + ", ".join(f"{counts[name]} {name}" for name in faith.ATTRIBUTES) + " checks)")
+    lines.append(
+        f"({result['num_images']} images of {result['split']}: "
+        + ", ".join(f"{counts[name]} {name}" for name in faith.ATTRIBUTES)
+        + " checks)"
+    )
     return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xmc-eval", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("faithfulness", "attribute accuracy on the shapes benchmark"),
-                       ("fid", "Frechet Inception distance"),
-                       ("kid", "kernel Inception distance")):
+    for name, text in (
+        ("faithfulness", "attribute accuracy on the shapes benchmark"),
+        ("fid", "Frechet Inception distance"),
+        ("kid", "kernel Inception distance"),
+    ):
         command = commands.add_parser(name, help=text)
         command.add_argument("--model", help="artifact folder (default: the bundled model)")
         command.add_argument("--data", required=True, metavar="ROOT", help="dataset root")
@@ -221,17 +283,27 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--batch-size", type=int, default=32)
         command.add_argument("--seed", type=int, default=0, help="caption choice and z seeds")
         command.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
-        command.add_argument("--out", type=Path, default=Path("eval_results"),
-                             help="folder for the JSON and the sample grid")
+        command.add_argument(
+            "--out",
+            type=Path,
+            default=Path("eval_results"),
+            help="folder for the JSON and the sample grid",
+        )
         command.add_argument("--quiet", action="store_true", help="no progress bars")
         if name == "faithfulness":
-            command.add_argument("--cache-dir", type=Path,
-                                 help="shape classifier cache (default ROOT/.xmc_eval)")
-            command.add_argument("--clip", metavar="PATH",
-                                 help="local CLIP checkpoint: also report CLIP R-precision")
+            command.add_argument(
+                "--cache-dir", type=Path, help="shape classifier cache (default ROOT/.xmc_eval)"
+            )
+            command.add_argument(
+                "--clip", metavar="PATH", help="local CLIP checkpoint: also report CLIP R-precision"
+            )
         else:
-            command.add_argument("--inception-weights", required=True, metavar="PATH",
-                                 help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid)")
+            command.add_argument(
+                "--inception-weights",
+                required=True,
+                metavar="PATH",
+                help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid)",
+            )
     return parser
 
 
@@ -239,29 +311,48 @@ def _run(args: argparse.Namespace) -> None:
     from models import XMCGANPipeline
 
     pipeline = XMCGANPipeline.from_pretrained(args.model, device=args.device)
-    common = {"num": args.num, "batch_size": args.batch_size, "seed": args.seed,
-              "progress": not args.quiet, "return_images": True}
+    common = {
+        "num": args.num,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "progress": not args.quiet,
+        "return_images": True,
+    }
     if args.command == "faithfulness":
         result = faithfulness(pipeline, args.data, args.split, cache_dir=args.cache_dir, **common)
         if args.clip:
             records = load_split(args.data, args.split, args.num)
-            pool = [(r.image_id, caption) for r in load_split(args.data, args.split)
-                    for caption in r.captions]
-            result["clip_r_precision"] = metrics.clip_r_precision(
-                result["images"]["generated"], pick_captions(records, args.seed),
-                [r.image_id for r in records], pool, args.clip, pipeline.device, seed=args.seed)
+            pool = [
+                (r.image_id, caption)
+                for r in load_split(args.data, args.split)
+                for caption in r.captions
+            ]
+            result["clip_r_precision"] = clip_score.clip_r_precision(
+                result["images"]["generated"],
+                pick_captions(records, args.seed),
+                [r.image_id for r in records],
+                pool,
+                args.clip,
+                pipeline.device,
+                seed=args.seed,
+            )
         print(format_table(result))
         if "clip_r_precision" in result:
             print(f"CLIP R-precision (1 of 100): {result['clip_r_precision']:.3f}")
     else:
-        from training.inception import FIDInceptionV3
+        from training.metrics.inception import FIDInceptionV3
 
         feature = FIDInceptionV3.from_file(args.inception_weights).to(pipeline.device)
         result = feature_metric(pipeline, args.data, args.split, feature, args.command, **common)
         result["inception_weights"] = Path(args.inception_weights).name
-        print(f"{args.command.upper()} over {result['num_images']} images of {args.split}: "
-              + (f"{result['fid']:.3f}" if args.command == "fid"
-                 else f"{result['kid_mean']:.5f} ± {result['kid_std']:.5f}"))
+        print(
+            f"{args.command.upper()} over {result['num_images']} images of {args.split}: "
+            + (
+                f"{result['fid']:.3f}"
+                if args.command == "fid"
+                else f"{result['kid_mean']:.5f} ± {result['kid_std']:.5f}"
+            )
+        )
     json_path, grid_path = write_results(result, args.out, f"{args.command}_{args.split}")
     print(f"wrote {json_path} and {grid_path}")
 
@@ -269,14 +360,24 @@ def _run(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from models.artifacts import ArtifactError
     from models.text_encoder import TextEncoderLoadError
-    from training.inception import InceptionWeightsError
+    from training.metrics.inception import InceptionWeightsError
 
     args = _parser().parse_args(argv)
     try:
         _run(args)
-    except (EvaluationError, ShapeClassifierError, InceptionWeightsError, ArtifactError,
-            TextEncoderLoadError, DatasetError, BenchmarkError, faith.AttributesError,
-            ImageInputError, metrics.MetricInputError, OSError) as error:
+    except (
+        EvaluationError,
+        ShapeClassifierError,
+        InceptionWeightsError,
+        ArtifactError,
+        TextEncoderLoadError,
+        DatasetError,
+        BenchmarkError,
+        faith.AttributesError,
+        ImageInputError,
+        metrics.MetricInputError,
+        OSError,
+    ) as error:
         print(f"xmc-eval: error: {error}", file=sys.stderr)
         return 2
     return 0

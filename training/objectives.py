@@ -2,7 +2,8 @@
 
 L_D = L_adv(D) + w_sent L_sent(real) + w_word L_word(real)           [+ beta L_infomax(real)]
 L_G = L_adv(G) + w_sent L_sent(fake) + w_word L_word(fake)
-      + w_img L_img(D features: fake vs real) [+ w_img L_img(pretrained CNN)] [+ alpha L_infomax(fake)]
+      + w_img L_img(D features: fake vs real) [+ w_img L_img(pretrained CNN)]
+      [+ alpha L_infomax(fake)]
 
 Both phases read one forward of D over [real; fake] (the official code concatenates them), so a
 step can update D and G from the same forward, as the official `train_g_d` does.
@@ -16,8 +17,15 @@ import torch
 from torch import nn
 
 from models.discriminator import DiscriminatorOutput
-from models.losses import (contrastive_loss, dual_contrastive_d_loss, dual_contrastive_g_loss,
-                           hinge_d_loss, hinge_g_loss, infomax_loss, word_region_contrastive_loss)
+from models.losses import (
+    contrastive_loss,
+    dual_contrastive_d_loss,
+    dual_contrastive_g_loss,
+    hinge_d_loss,
+    hinge_g_loss,
+    infomax_loss,
+    word_region_contrastive_loss,
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ def _gather(x: torch.Tensor, enabled: bool) -> torch.Tensor:
 
 def _split(out: DiscriminatorOutput) -> tuple[DiscriminatorOutput, DiscriminatorOutput]:
     """The [real; fake] D output -> (real, fake)."""
+
     def half(t: torch.Tensor | None, first: bool) -> torch.Tensor | None:
         if t is None:
             return None
@@ -57,30 +66,46 @@ def _split(out: DiscriminatorOutput) -> tuple[DiscriminatorOutput, Discriminator
 
     parts = []
     for first in (True, False):
-        parts.append(DiscriminatorOutput(
-            logits=half(out.logits, first), features=half(out.features, first),
-            sentence=out.sentence, regions=half(out.regions, first),
-            infomax_local=half(out.infomax_local, first),
-            infomax_global=half(out.infomax_global, first)))
+        parts.append(
+            DiscriminatorOutput(
+                logits=half(out.logits, first),
+                features=half(out.features, first),
+                sentence=out.sentence,
+                regions=half(out.regions, first),
+                infomax_local=half(out.infomax_local, first),
+                infomax_global=half(out.infomax_global, first),
+            )
+        )
     return parts[0], parts[1]
 
 
-def _text_image_terms(half: DiscriminatorOutput, words: torch.Tensor, mask: torch.Tensor,
-                      w: LossWeights, gather: bool) -> dict[str, torch.Tensor]:
+def _text_image_terms(
+    half: DiscriminatorOutput, words: torch.Tensor, mask: torch.Tensor, w: LossWeights, gather: bool
+) -> dict[str, torch.Tensor]:
     terms = {}
     if w.sent:
-        terms["sent"] = contrastive_loss(_gather(half.features, gather),
-                                         _gather(half.sentence, gather), w.temperature)
+        terms["sent"] = contrastive_loss(
+            _gather(half.features, gather), _gather(half.sentence, gather), w.temperature
+        )
     if w.word:
         terms["word"] = word_region_contrastive_loss(
-            _gather(half.regions, gather), _gather(words, gather), _gather(mask, gather),
-            w.rho1, w.rho2, w.rho3)
+            _gather(half.regions, gather),
+            _gather(words, gather),
+            _gather(mask, gather),
+            w.rho1,
+            w.rho2,
+            w.rho3,
+        )
     return terms
 
 
-def discriminator_loss(out: DiscriminatorOutput, words: torch.Tensor, mask: torch.Tensor,
-                       w: LossWeights, gather: bool = False
-                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def discriminator_loss(
+    out: DiscriminatorOutput,
+    words: torch.Tensor,
+    mask: torch.Tensor,
+    w: LossWeights,
+    gather: bool = False,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_D from D([real; fake]); returns the total and its named terms (for logging)."""
     real, fake = _split(out)
     if w.adversarial == "hinge":
@@ -95,10 +120,15 @@ def discriminator_loss(out: DiscriminatorOutput, words: torch.Tensor, mask: torc
     return total, terms
 
 
-def generator_loss(out: DiscriminatorOutput, words: torch.Tensor, mask: torch.Tensor,
-                   w: LossWeights, gather: bool = False,
-                   cnn_real: torch.Tensor | None = None, cnn_fake: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def generator_loss(
+    out: DiscriminatorOutput,
+    words: torch.Tensor,
+    mask: torch.Tensor,
+    w: LossWeights,
+    gather: bool = False,
+    cnn_real: torch.Tensor | None = None,
+    cnn_fake: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_G from the same D([real; fake]); cnn_* are pretrained-CNN features when enabled."""
     real, fake = _split(out)
     if w.adversarial == "hinge":
@@ -108,12 +138,14 @@ def generator_loss(out: DiscriminatorOutput, words: torch.Tensor, mask: torch.Te
     terms.update(_text_image_terms(fake, words, mask, w, gather))
     total = terms["adv"] + w.sent * terms.get("sent", 0.0) + w.word * terms.get("word", 0.0)
     if w.img:
-        terms["img"] = contrastive_loss(_gather(fake.features, gather),
-                                        _gather(real.features, gather), w.temperature)
+        terms["img"] = contrastive_loss(
+            _gather(fake.features, gather), _gather(real.features, gather), w.temperature
+        )
         total = total + w.img * terms["img"]
         if cnn_real is not None and cnn_fake is not None:
-            terms["img_cnn"] = contrastive_loss(_gather(cnn_real, gather),
-                                                _gather(cnn_fake, gather), w.temperature)
+            terms["img_cnn"] = contrastive_loss(
+                _gather(cnn_real, gather), _gather(cnn_fake, gather), w.temperature
+            )
             total = total + w.img * terms["img_cnn"]
     if w.infomax_g:
         terms["infomax"] = infomax_loss(fake.infomax_local, fake.infomax_global)
@@ -129,8 +161,11 @@ class BatchNormStatsFrozen:
         self.module = module
 
     def __enter__(self) -> None:
-        self.buffers = {k: v.clone() for k, v in self.module.named_buffers()
-                        if "running" in k or "num_batches" in k}
+        self.buffers = {
+            k: v.clone()
+            for k, v in self.module.named_buffers()
+            if "running" in k or "num_batches" in k
+        }
 
     def __exit__(self, *exc) -> None:
         with torch.no_grad():

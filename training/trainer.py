@@ -4,29 +4,48 @@ last), followed by the EMA of G."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import math
 import signal
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from models.artifacts import write_json_atomic
 from models.discriminator import Discriminator
 from models.generator import Generator
+from models.images import image_grid
+from models.runtime import autocast, autocast_dtype, sample_z
 from models.text_encoder import TextEncoder
-from training.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from training.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from training.config import TrainConfig, describe
-from models.artifacts import write_json_atomic
-from training.distributed import (DistInfo, any_flag, average_buffers, average_gradients, barrier,
-                                  broadcast_module, init_distributed)
-from training.objectives import BatchNormStatsFrozen, LossWeights, discriminator_loss, generator_loss
+from training.distributed import (
+    DistInfo,
+    any_flag,
+    average_buffers,
+    average_gradients,
+    barrier,
+    broadcast_module,
+    init_distributed,
+)
+from training.objectives import (
+    BatchNormStatsFrozen,
+    LossWeights,
+    discriminator_loss,
+    generator_loss,
+)
 
 
 class RunError(RuntimeError):
@@ -42,16 +61,25 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __init__(self, n: int, batch: int, seed: int, epoch: int, start_batch: int, info: DistInfo):
         self.n, self.batch, self.seed, self.epoch, self.start, self.info = (
-            n, batch, seed, epoch, start_batch, info)
+            n,
+            batch,
+            seed,
+            epoch,
+            start_batch,
+            info,
+        )
 
     def batches_per_epoch(self) -> int:
         return self.n // self.info.world_size // self.batch
 
     def __iter__(self) -> Iterator[int]:
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(
-            derived_seed(self.seed, self.epoch)))
-        mine = order[self.info.rank::self.info.world_size][: self.batches_per_epoch() * self.batch]
-        return iter(mine[self.start * self.batch:].tolist())
+        order = torch.randperm(
+            self.n, generator=torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
+        )
+        mine = order[self.info.rank :: self.info.world_size][
+            : self.batches_per_epoch() * self.batch
+        ]
+        return iter(mine[self.start * self.batch :].tolist())
 
     def __len__(self) -> int:
         return (self.batches_per_epoch() - self.start) * self.batch
@@ -64,29 +92,21 @@ def _ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def image_grid(images: torch.Tensor, columns: int) -> torch.Tensor:
-    """(N, 3, H, W) -> (3, rows*H, columns*W) with a 2px white gutter."""
-    n, c, h, w = images.shape
-    rows = math.ceil(n / columns)
-    grid = torch.ones(c, rows * (h + 2), columns * (w + 2))
-    for i in range(n):
-        r, col = divmod(i, columns)
-        grid[:, r * (h + 2): r * (h + 2) + h, col * (w + 2): col * (w + 2) + w] = images[i]
-    return grid
-
-
 class Trainer:
     def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True) -> None:
         self.config = c = config
         self.run_dir = Path(run_dir)
         self.info = init_distributed()
-        self.device = (torch.device(f"cuda:{self.info.local_rank}") if torch.cuda.is_available()
-                       else torch.device("cpu"))
+        self.device = (
+            torch.device(f"cuda:{self.info.local_rank}")
+            if torch.cuda.is_available()
+            else torch.device("cpu")
+        )
         self.progress = progress and self.info.is_main
-        self.autocast_dtype = (torch.bfloat16 if c.amp == "bf16" or
-                               (c.amp == "auto" and self.device.type == "cuda") else None)
+        self.autocast_dtype = autocast_dtype(c.amp, self.device)
         self.channels_last = c.channels_last == "on" or (
-            c.channels_last == "auto" and self.device.type == "cuda")
+            c.channels_last == "auto" and self.device.type == "cuda"
+        )
         models = c.model_configs()
         self.model_configs = models
         torch.manual_seed(c.seed)
@@ -103,15 +123,19 @@ class Trainer:
         if c.image_encoder and "img" in c.losses:
             from models.image_encoder import PretrainedImageEncoder
 
-            self.image_encoder = PretrainedImageEncoder.from_pretrained(c.image_encoder).to(self.device)
+            self.image_encoder = PretrainedImageEncoder.from_pretrained(c.image_encoder).to(
+                self.device
+            )
         self.opt_g = torch.optim.Adam(self.generator.parameters(), c.lr_g, (c.beta1, c.beta2))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), c.lr_d, (c.beta1, c.beta2))
         self.weights = LossWeights(
             sent=c.w_sent if "sent" in c.losses else 0.0,
             word=c.w_word if "word" in c.losses else 0.0,
-            img=c.w_img if "img" in c.losses else 0.0, adversarial=c.adversarial,
+            img=c.w_img if "img" in c.losses else 0.0,
+            adversarial=c.adversarial,
             infomax_d=c.infomax_beta if c.infomax else 0.0,
-            infomax_g=c.infomax_alpha if c.infomax else 0.0)
+            infomax_g=c.infomax_alpha if c.infomax else 0.0,
+        )
         self.g_forward: nn.Module = self.generator
         self.d_forward: nn.Module = self.discriminator
         if c.compile:
@@ -124,14 +148,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _dataset(self):
-        from training.data import CocoCaptions
+        from training.data.coco import CocoCaptions
 
         c = self.config
         if not c.data:
-            raise RunError("no training data: pass --data ROOT (a COCO-captions layout; "
-                           "`xmc-shapes make ROOT` writes the shapes benchmark)")
-        return CocoCaptions(c.data, c.train_split, self.model_configs.generator.resolution,
-                            center_crop=c.center_crop, random_flip=c.random_flip, seed=c.seed)
+            raise RunError(
+                "no training data: pass --data ROOT (a COCO-captions layout; "
+                "`xmc-shapes make ROOT` writes the shapes benchmark)"
+            )
+        return CocoCaptions(
+            c.data,
+            c.train_split,
+            self.model_configs.generator.resolution,
+            center_crop=c.center_crop,
+            random_flip=c.random_flip,
+            seed=c.seed,
+        )
 
     def _prepare_run_dir(self) -> None:
         """A new run writes config.json; an existing one must match it and is resumed."""
@@ -139,11 +171,16 @@ class Trainer:
         config_path = self.run_dir / "config.json"
         if config_path.exists():
             saved = json.loads(config_path.read_text())
-            changed = {k for k in ("generator", "discriminator", "text_encoder")
-                       if saved.get(k) != described[k]}
+            changed = {
+                k
+                for k in ("generator", "discriminator", "text_encoder")
+                if saved.get(k) != described[k]
+            }
             if changed:
-                raise RunError(f"{self.run_dir} holds a run with a different "
-                               f"{', '.join(sorted(changed))}; pick another --run-dir")
+                raise RunError(
+                    f"{self.run_dir} holds a run with a different "
+                    f"{', '.join(sorted(changed))}; pick another --run-dir"
+                )
         barrier(self.info)  # every rank has read the old config before rank 0 rewrites it
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -155,12 +192,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.state_dict(),
-                "discriminator": self.discriminator.state_dict(),
-                "ema": self.ema.state_dict(), "opt_g": self.opt_g.state_dict(),
-                "opt_d": self.opt_d.state_dict(), "step": self.step, "epoch": self.epoch,
-                "batch_in_epoch": self.batch_in_epoch, "rng": rng_state(),
-                "world_size": self.info.world_size, "train": describe(self.config)["train"]}
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "ema": self.ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "rng": rng_state(),
+            "world_size": self.info.world_size,
+            "train": describe(self.config)["train"],
+        }
 
     def save(self) -> Path:
         path = self.run_dir / CHECKPOINT_NAME
@@ -171,9 +215,11 @@ class Trainer:
     def load(self, path: Path) -> None:
         state = load_checkpoint(path)
         if state["world_size"] != self.info.world_size:
-            raise RunError(f"{path} was written by {state['world_size']} processes; resume it "
-                           f"with the same number (got {self.info.world_size}) so the data "
-                           "order stays the same")
+            raise RunError(
+                f"{path} was written by {state['world_size']} processes; resume it "
+                f"with the same number (got {self.info.world_size}) so the data "
+                "order stays the same"
+            )
         self.generator.load_state_dict(state["generator"])
         self.discriminator.load_state_dict(state["discriminator"])
         self.ema.load_state_dict(state["ema"])
@@ -189,35 +235,44 @@ class Trainer:
         c = self.config
         while True:
             self.dataset.set_epoch(self.epoch)
-            sampler = EpochSampler(len(self.dataset), c.batch_size, c.seed, self.epoch,
-                                   self.batch_in_epoch, self.info)
+            sampler = EpochSampler(
+                len(self.dataset), c.batch_size, c.seed, self.epoch, self.batch_in_epoch, self.info
+            )
             if sampler.batches_per_epoch() == 0:
-                raise RunError(f"{len(self.dataset)} images cannot fill one batch of "
-                               f"{c.batch_size} per process")
+                raise RunError(
+                    f"{len(self.dataset)} images cannot fill one batch of "
+                    f"{c.batch_size} per process"
+                )
             loader = torch.utils.data.DataLoader(
-                self.dataset, batch_size=c.batch_size, sampler=sampler, drop_last=True,
-                num_workers=c.num_workers, persistent_workers=False,
+                self.dataset,
+                batch_size=c.batch_size,
+                sampler=sampler,
+                drop_last=True,
+                num_workers=c.num_workers,
+                persistent_workers=False,
                 worker_init_fn=_ignore_stop_signals if c.num_workers else None,
-                pin_memory=self.device.type == "cuda")
+                pin_memory=self.device.type == "cuda",
+            )
             for batch in loader:
                 self.batch_in_epoch += 1
                 yield batch
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
     def _noise(self, n: int, sub: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(derived_seed(self.config.seed, self.step,
-                                                       self.info.rank, sub))
+        g = torch.Generator().manual_seed(
+            derived_seed(self.config.seed, self.step, self.info.rank, sub)
+        )
         return torch.randn(n, self.model_configs.generator.z_dim, generator=g).to(self.device)
 
     # ------------------------------------------------------------------ one step
     def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        return autocast(self.device, self.autocast_dtype)
 
     def _images(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+        return (
+            images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+        )
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         c, w, gather = self.config, self.weights, self.config.gather_negatives
@@ -274,39 +329,34 @@ class Trainer:
         # the checkpoint hold the same
         average_buffers(self.generator, self.info)
         decay = self.config.ema_decay
-        for ema_p, p in zip(self.ema.parameters(), self.generator.parameters()):
+        for ema_p, p in zip(self.ema.parameters(), self.generator.parameters(), strict=True):
             ema_p.lerp_(p.detach(), 1.0 - decay)
-        for ema_b, b in zip(self.ema.buffers(), self.generator.buffers()):
+        for ema_b, b in zip(self.ema.buffers(), self.generator.buffers(), strict=True):
             ema_b.copy_(b)
 
     # ------------------------------------------------------------------ samples and logs
     def sample_captions(self, count: int = 16) -> list[str]:
-        from training.data import load_captions_file
+        from training.data.coco import load_captions_file
 
         c = self.config
         split = c.sample_split or c.train_split
         root = Path(c.data)
         try:
-            records = load_captions_file(root / "annotations" / f"captions_{split}.json",
-                                         root / split)
+            records = load_captions_file(
+                root / "annotations" / f"captions_{split}.json", root / split
+            )
         except ValueError:
             records = self.dataset.records
         return [r.captions[0] for r in records[:count]]
 
     @torch.no_grad()
     def write_samples(self, captions: list[str]) -> Path:
-        from PIL import Image
-
         text = self.text_encoder.encode(captions, self.device)
-        z = torch.stack([torch.randn(self.model_configs.generator.z_dim,
-                                     generator=torch.Generator().manual_seed(i))
-                         for i in range(len(captions))]).to(self.device)
+        z = sample_z(list(range(len(captions))), self.model_configs.generator.z_dim).to(self.device)
         with self._autocast():
             images = self.ema(z, text.sentence, text.words, text.mask).float().cpu()
-        grid = image_grid(images, columns=min(8, len(captions)))
         path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
-        pixels = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-        Image.fromarray(pixels).save(path)
+        image_grid(images, columns=min(8, len(captions))).save(path)
         (self.run_dir / "samples" / "captions.txt").write_text("\n".join(captions) + "\n")
         return path
 
@@ -316,7 +366,9 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train to config.steps; save on SIGINT/SIGTERM and at the end. Returns a summary."""
         c = self.config
-        previous = {s: signal.signal(s, self._handle_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {
+            s: signal.signal(s, self._handle_signal) for s in (signal.SIGINT, signal.SIGTERM)
+        }
         writer = bar = None
         if self.info.is_main:
             from torch.utils.tensorboard import SummaryWriter
@@ -354,8 +406,12 @@ class Trainer:
                 if self.step % c.log_every == 0 or self.step == c.steps:
                     elapsed = time.perf_counter() - tick
                     record = {k: v / count for k, v in sums.items()}
-                    record.update(step=self.step, images=self.step * images_per_step,
-                                  epoch=self.epoch, img_per_s=count * images_per_step / elapsed)
+                    record.update(
+                        step=self.step,
+                        images=self.step * images_per_step,
+                        epoch=self.epoch,
+                        img_per_s=count * images_per_step / elapsed,
+                    )
                     self._log(record, writer, bar)
                     sums.clear()
                     count, tick = 0, time.perf_counter()
@@ -372,8 +428,11 @@ class Trainer:
                 bar.close()
             if writer is not None:
                 writer.close()
-        return {"step": self.step, "interrupted": interrupted,
-                "checkpoint": str(self.run_dir / CHECKPOINT_NAME)}
+        return {
+            "step": self.step,
+            "interrupted": interrupted,
+            "checkpoint": str(self.run_dir / CHECKPOINT_NAME),
+        }
 
     def _log(self, record: dict[str, float], writer, bar) -> None:
         if not self.info.is_main:
@@ -384,5 +443,8 @@ class Trainer:
             if k not in ("step",):
                 writer.add_scalar(f"train/{k}", v, self.step)
         if bar is not None:
-            bar.set_postfix(img_s=f"{record['img_per_s']:.1f}", d=f"{record.get('d_loss', 0):.3f}",
-                            g=f"{record.get('g_loss', 0):.3f}")
+            bar.set_postfix(
+                img_s=f"{record['img_per_s']:.1f}",
+                d=f"{record.get('d_loss', 0):.3f}",
+                g=f"{record.get('g_loss', 0):.3f}",
+            )

@@ -195,7 +195,7 @@ class Batcher:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     async def set_threads(self, threads: int) -> None:
-        """The model's intra-op CPU threads, set on its own thread (OpenMP's count is per thread)."""
+        """The model's intra-op CPU threads, set on its own thread (OpenMP counts per thread)."""
         await self.run_in_worker(torch.set_num_threads, threads)
 
     async def warmup(self) -> None:
@@ -311,7 +311,7 @@ class Batcher:
         self._metrics.inference_seconds.observe(elapsed)
         self._metrics.batch_images.observe(len(batch))
         self._seconds_per_image = 0.8 * self._seconds_per_image + 0.2 * elapsed / len(batch)
-        for item, image in zip(batch, images):
+        for item, image in zip(batch, images, strict=True):
             self._deliver(item, image)
 
     def _infer(self, batch: list[_Item]) -> list[GeneratedImage]:

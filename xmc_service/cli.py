@@ -46,8 +46,10 @@ def check_model_dir(model_dir: str | None) -> str | None:
     if not folder.is_dir():
         return f"model folder {model_dir} (--model / XMC_MODEL_DIR): no such folder"
     if not (folder / "config.json").is_file():
-        return (f"model folder {model_dir} (--model / XMC_MODEL_DIR): not an artifact folder "
-                "(no config.json; see xmc-export)")
+        return (
+            f"model folder {model_dir} (--model / XMC_MODEL_DIR): not an artifact folder "
+            "(no config.json; see xmc-export)"
+        )
     return None
 
 

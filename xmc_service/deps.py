@@ -67,5 +67,4 @@ async def require_api_key(
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 BatcherDep = Annotated[Batcher, Depends(get_batcher)]

@@ -1,4 +1,5 @@
-"""Service settings: command-line flags override environment variables (`XMC_*`) override defaults."""
+"""Service settings: command-line flags override environment variables (`XMC_*`), which
+override the defaults."""
 
 from __future__ import annotations
 

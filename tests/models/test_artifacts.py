@@ -21,8 +21,12 @@ def generator_inputs(generator: Generator, batch: int = 2):
     c = generator.config
     words = torch.randn(batch, 6, c.word_dim, generator=rng)
     mask = torch.arange(6)[None, :] < torch.tensor([4, 6])[:batch, None]
-    return torch.randn(batch, c.z_dim, generator=rng), torch.randn(batch, c.sentence_dim,
-                                                                   generator=rng), words, mask
+    return (
+        torch.randn(batch, c.z_dim, generator=rng),
+        torch.randn(batch, c.sentence_dim, generator=rng),
+        words,
+        mask,
+    )
 
 
 def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -81,7 +85,7 @@ def test_artifact_is_config_json_and_safetensors_only(saved_generator) -> None:
     # safetensors: an 8-byte little-endian header length, then a JSON header (no pickle opcode)
     raw = (directory / WEIGHTS_NAME).read_bytes()
     header_length = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8: 8 + header_length])
+    header = json.loads(raw[8 : 8 + header_length])
     assert set(header) - {"__metadata__"} == set(generator.state_dict())
 
 
@@ -94,7 +98,9 @@ def rewrite_weights(directory: Path, edit) -> None:
 def test_missing_key_is_named(saved_generator) -> None:
     _, directory = saved_generator
     rewrite_weights(directory, lambda state: state.pop("stem.weight"))
-    with pytest.raises(ArtifactError, match=r"missing keys \['stem.weight'\], unexpected keys \[\]"):
+    with pytest.raises(
+        ArtifactError, match=r"missing keys \['stem.weight'\], unexpected keys \[\]"
+    ):
         Generator.from_pretrained(directory)
 
 
@@ -130,14 +136,19 @@ def test_missing_files_are_artifact_errors(saved_generator, tmp_path: Path) -> N
         Generator.from_pretrained(directory)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ('{"generator": {"resolution": 32,', "is not valid JSON"),
-    ('{"generator": {"resolution": 32, "colour": "red"}}', r"unknown keys \['colour'\]"),
-    ('{"generator": {"resolution": 48}}', "power of two"),
-    ('{"generator": {"resolution": 64, "channel_multipliers": [4, 2, 1]}}',
-     "needs 4 channel multipliers"),
-    ('{"kind": "generator"}', "holds no 'generator' config"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"generator": {"resolution": 32,', "is not valid JSON"),
+        ('{"generator": {"resolution": 32, "colour": "red"}}', r"unknown keys \['colour'\]"),
+        ('{"generator": {"resolution": 48}}', "power of two"),
+        (
+            '{"generator": {"resolution": 64, "channel_multipliers": [4, 2, 1]}}',
+            "needs 4 channel multipliers",
+        ),
+        ('{"kind": "generator"}', "holds no 'generator' config"),
+    ],
+)
 def test_malformed_config_is_an_artifact_error(saved_generator, text: str, message: str) -> None:
     _, directory = saved_generator
     (directory / CONFIG_NAME).write_text(text)

@@ -29,7 +29,8 @@ def trainable(module: nn.Module) -> int:
 
 
 def text_inputs(batch: int, length: int, dim: int, valid: list[int], seed: int = 0):
-    """Random sentence (B, D), words (B, T, D) and a right-padded mask (B, T) with `valid` lengths."""
+    """Random sentence (B, D), words (B, T, D) and a right-padded mask (B, T) with `valid`
+    lengths."""
     rng = torch.Generator().manual_seed(seed)
     sentence = torch.randn(batch, dim, generator=rng)
     words = torch.randn(batch, length, dim, generator=rng)
@@ -45,8 +46,10 @@ def coco_networks() -> dict[str, tuple[Generator, Discriminator]]:
     """coco-128 and coco-256, built once on the meta device: the same modules, parameter shapes
     and spectral-norm parametrisations, without the seconds of initialising ~180M weights."""
     with torch.device("meta"):
-        return {n: (Generator.from_preset(n), Discriminator.from_preset(n))
-                for n in ("coco-128", "coco-256")}
+        return {
+            n: (Generator.from_preset(n), Discriminator.from_preset(n))
+            for n in ("coco-128", "coco-256")
+        }
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +63,11 @@ def test_coco128_generator_matches_official_parameter_count(coco128) -> None:
     assert trainable(generator.sentence_projection) == 98_432  # Linear 768 -> 128
     assert trainable(generator.stem) == 3_170_304  # Linear 128 -> 16*96 * 4*4
     assert trainable(generator.word_projection) == 590_592  # 1x1 conv 768 -> 768
-    conditional_bn = [m for m in generator.modules()
-                      if isinstance(m, (ConditionalBatchNorm, LocalConditionalBatchNorm))]
+    conditional_bn = [
+        m
+        for m in generator.modules()
+        if isinstance(m, (ConditionalBatchNorm, LocalConditionalBatchNorm))
+    ]
     assert sum(trainable(m.gamma) + trainable(m.beta) for m in conditional_bn) == 7_092_864
     # the BN itself is affine-free: every trainable CBN weight sits in gamma / beta
     assert sum(trainable(m) for m in conditional_bn) == 7_092_864
@@ -84,20 +90,27 @@ def assert_no_spectral_norm(generator: nn.Module) -> None:
 
 
 def assert_spectral_norm_everywhere(discriminator: nn.Module) -> None:
-    layers = {n: m for n, m in discriminator.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    layers = {
+        n: m for n, m in discriminator.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+    }
     assert layers, "the discriminator has no conv / linear layers"
     bare = [n for n, m in layers.items() if not is_parametrized(m, "weight")]
     assert bare == [], f"layers without spectral norm: {bare}"
-    norms = [n for n, m in discriminator.named_modules()
-             if isinstance(m, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm))]
+    norms = [
+        n
+        for n, m in discriminator.named_modules()
+        if isinstance(m, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm))
+    ]
     assert norms == [], f"normalisation layers in D: {norms}"
 
 
 @pytest.fixture(scope="module")
 def small_networks() -> dict[str, tuple[Generator, Discriminator]]:
     torch.manual_seed(0)
-    return {n: (Generator.from_preset(n).eval(), Discriminator.from_preset(n).eval())
-            for n in SMALL_PRESETS}
+    return {
+        n: (Generator.from_preset(n).eval(), Discriminator.from_preset(n).eval())
+        for n in SMALL_PRESETS
+    }
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -184,8 +197,9 @@ def test_generator_rejects_mismatched_text() -> None:
 # ---------------------------------------------------------------- discriminator
 
 
-def expected_logits(discriminator: Discriminator, images: torch.Tensor,
-                    sentence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def expected_logits(
+    discriminator: Discriminator, images: torch.Tensor, sentence: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """linear(phi) + <phi, V e_s>, phi = sum-pooled ReLU of the last block (read by a hook)."""
     last = {}
     hook = discriminator.blocks[-1].register_forward_hook(lambda m, i, o: last.update(out=o))
@@ -205,7 +219,9 @@ def expected_logits(discriminator: Discriminator, images: torch.Tensor,
 def test_discriminator_outputs_and_projection_logits(name: str, small_networks) -> None:
     _, discriminator = small_networks[name]  # eval: spectral norm does no power iteration
     c = discriminator.config
-    images = torch.rand(2, 3, c.resolution, c.resolution, generator=torch.Generator().manual_seed(3))
+    images = torch.rand(
+        2, 3, c.resolution, c.resolution, generator=torch.Generator().manual_seed(3)
+    )
     sentence = torch.randn(2, c.sentence_dim)
     with torch.no_grad():
         out = discriminator(images, sentence)
@@ -283,7 +299,9 @@ def test_wrong_number_of_multipliers_is_a_clear_error() -> None:
         GeneratorConfig(resolution=64, channel_multipliers=(16, 8, 4, 2, 1))
     with pytest.raises(ValueError, match="resolution 256 needs 6 channel multipliers .* got 5"):
         DiscriminatorConfig(resolution=256)
-    assert GeneratorConfig(resolution=256, channel_multipliers=(16, 8, 8, 4, 2, 1)).resolution == 256
+    assert (
+        GeneratorConfig(resolution=256, channel_multipliers=(16, 8, 8, 4, 2, 1)).resolution == 256
+    )
 
 
 def test_unknown_preset_is_a_clear_error() -> None:

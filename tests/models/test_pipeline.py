@@ -51,9 +51,10 @@ def test_images_are_caption_major(pipe: XMCGANPipeline) -> None:
         assert isinstance(image, Image.Image)
         assert image.size == (32, 32) and image.mode == "RGB"
     # image k of caption c uses seed 3 + 2c + k: rebuild each alone
-    alone = [pipe(caption, seed=seed)[0] for caption, seed in
-             [(RED, 3), (RED, 4), (BLUE, 5), (BLUE, 6)]]
-    assert all(max_difference(a, b) <= 1 for a, b in zip(images, alone))
+    alone = [
+        pipe(caption, seed=seed)[0] for caption, seed in [(RED, 3), (RED, 4), (BLUE, 5), (BLUE, 6)]
+    ]
+    assert all(max_difference(a, b) <= 1 for a, b in zip(images, alone, strict=True))
     assert max_difference(images[0], images[2]) > 1  # the rows are not all one caption
     assert max_difference(images[0], images[1]) > 1  # nor all one seed
 

@@ -21,19 +21,23 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 CAPTIONS = [
     "a red circle above a blue square",
-    ("one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-     "fifteen sixteen seventeen eighteen nineteen twenty"),  # longer than 17 tokens
+    (
+        "one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen twenty"
+    ),  # longer than 17 tokens
     "",
 ]
 
 
 def bert_hidden_states(text_encoder: TextEncoder, captions: list[str]):
     """Tokenise with the raw tokenizer and run the raw BertModel: (B, T, D), (B, T) long."""
-    batch = text_encoder.tokenizer(captions, padding="max_length", truncation=True,
-                                   max_length=17, return_tensors="pt")
+    batch = text_encoder.tokenizer(
+        captions, padding="max_length", truncation=True, max_length=17, return_tensors="pt"
+    )
     with torch.no_grad():
-        out = text_encoder.bert(input_ids=batch["input_ids"],
-                                attention_mask=batch["attention_mask"])
+        out = text_encoder.bert(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        )
     return out.last_hidden_state.float(), batch["attention_mask"]
 
 
@@ -79,12 +83,13 @@ def test_mask_matches_the_attention_mask(text_encoder: TextEncoder) -> None:
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "official"])
 def test_pooling_switch(text_encoder: TextEncoder, pooling: str) -> None:
-    encoder = TextEncoder(TextEncoderConfig(pooling=pooling), text_encoder.bert,
-                          text_encoder.tokenizer)
+    encoder = TextEncoder(
+        TextEncoderConfig(pooling=pooling), text_encoder.bert, text_encoder.tokenizer
+    )
     features = encoder.encode(CAPTIONS)
     hidden, attention_mask = bert_hidden_states(text_encoder, CAPTIONS)
     expected = []
-    for states, row in zip(hidden, attention_mask):
+    for states, row in zip(hidden, attention_mask, strict=True):
         n = int(row.sum())
         if pooling == "mean":
             expected.append(states[:n].mean(0))
@@ -125,7 +130,8 @@ def test_frozen_by_default(text_encoder: TextEncoder) -> None:
 
 
 def test_unreachable_hub_name_says_how_to_pass_a_local_path(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     config = TextEncoderConfig(name_or_path="no-such-org/no-such-bert")
     with pytest.raises(TextEncoderLoadError) as error:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from training.shapes.classifier import ShapeClassifier
 
 
 @pytest.fixture(scope="session")
 def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 32 px shapes benchmark: 64 train, 8 val, 8 held-out images (about a second)."""
-    from training.shapes import make_benchmark
+    from training.shapes.scenes import make_benchmark
 
     root = tmp_path_factory.mktemp("shapes") / "data"
     make_benchmark(root, size=32, seed=0, n_train=64, n_val=8, n_test_heldout=8, progress=False)
@@ -21,7 +26,7 @@ def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def small_shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 train images: three batches of 8 per epoch, so a few steps cross an epoch."""
-    from training.shapes import make_benchmark
+    from training.shapes.scenes import make_benchmark
 
     root = tmp_path_factory.mktemp("shapes-small") / "data"
     make_benchmark(root, size=32, seed=1, n_train=24, n_val=8, n_test_heldout=8, progress=False)
@@ -38,7 +43,9 @@ def shared_text_encoder(text_encoder, single_thread: None) -> Iterator[None]:
     class CachedTextEncoder:
         @staticmethod
         def from_config(config):
-            return text_encoder if config == text_encoder.config else TextEncoder.from_config(config)
+            return (
+                text_encoder if config == text_encoder.config else TextEncoder.from_config(config)
+            )
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(training.trainer, "TextEncoder", CachedTextEncoder)
@@ -51,10 +58,37 @@ def tiny_config() -> Callable[..., object]:
     from training.config import TrainConfig
 
     def make(data: Path, **overrides: object) -> TrainConfig:
-        values = {"preset": "tiny", "data": str(data), "steps": 2, "batch_size": 8, "d_steps": 2,
-                  "num_workers": 0, "log_every": 1, "sample_every": 1000,
-                  "checkpoint_every": 1000}
+        values = {
+            "preset": "tiny",
+            "data": str(data),
+            "steps": 2,
+            "batch_size": 8,
+            "d_steps": 2,
+            "num_workers": 0,
+            "log_every": 1,
+            "sample_every": 1000,
+            "checkpoint_every": 1000,
+        }
         values.update(overrides)
         return TrainConfig(**values)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def classifier() -> ShapeClassifier:
+    """The 32 px shape classifier, trained on ~450 real object crops (a few seconds)."""
+    from training.shapes.classifier import ShapeClassifierConfig, train_shape_classifier
+
+    return train_shape_classifier(ShapeClassifierConfig(size=32, train_scenes=300, gate_scenes=200))
+
+
+@pytest.fixture(scope="session")
+def scenes() -> list[dict[str, Any]]:
+    """160 real 32 px scenes, val-like and held-out alike, with every relation."""
+    from training.shapes.scenes import sample_scene
+
+    return [
+        sample_scene(random.Random(f"test-evaluate/{i}"), 32, heldout=i % 2 == 0)
+        for i in range(160)
+    ]

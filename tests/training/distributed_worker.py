@@ -21,15 +21,26 @@ CASES = {"local-negatives": False, "gathered-negatives": True}
 
 def main(data: str, out: str) -> None:
     for case, gather in CASES.items():
-        config = TrainConfig(preset="tiny", data=data, steps=2, batch_size=8, num_workers=0,
-                             log_every=1, sample_every=1000, checkpoint_every=1000,
-                             gather_negatives=gather)
+        config = TrainConfig(
+            preset="tiny",
+            data=data,
+            steps=2,
+            batch_size=8,
+            num_workers=0,
+            log_every=1,
+            sample_every=1000,
+            checkpoint_every=1000,
+            gather_negatives=gather,
+        )
         trainer = Trainer(config, Path(out) / case, progress=False)
         summary = trainer.fit()
-        state = {"generator": trainer.generator.state_dict(),
-                 "discriminator": trainer.discriminator.state_dict(),
-                 "ema": trainer.ema.state_dict(), "step": summary["step"],
-                 "world_size": trainer.info.world_size}
+        state = {
+            "generator": trainer.generator.state_dict(),
+            "discriminator": trainer.discriminator.state_dict(),
+            "ema": trainer.ema.state_dict(),
+            "step": summary["step"],
+            "world_size": trainer.info.world_size,
+        }
         torch.save(state, Path(out) / f"{case}-rank{trainer.info.rank}.pt")
     dist.barrier()
     dist.destroy_process_group()

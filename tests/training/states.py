@@ -15,12 +15,13 @@ def assert_identical(a: Any, b: Any, where: str = "state") -> None:
             assert_identical(a[key], b[key], f"{where}.{key}")
     elif isinstance(a, (list, tuple)):
         assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{where}: lengths differ"
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_identical(x, y, f"{where}[{i}]")
     elif isinstance(a, torch.Tensor):
         assert isinstance(b, torch.Tensor), f"{where}: tensor vs {type(b).__name__}"
-        assert a.dtype == b.dtype and a.shape == b.shape, f"{where}: {a.dtype}{tuple(a.shape)} " \
-            f"vs {b.dtype}{tuple(b.shape)}"
+        assert a.dtype == b.dtype and a.shape == b.shape, (
+            f"{where}: {a.dtype}{tuple(a.shape)} vs {b.dtype}{tuple(b.shape)}"
+        )
         assert torch.equal(a, b), f"{where}: max |diff| {(a.double() - b.double()).abs().max():.3g}"
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
@@ -29,8 +30,9 @@ def assert_identical(a: Any, b: Any, where: str = "state") -> None:
 def only_tensors_and_primitives(value: Any) -> bool:
     """True when a checkpoint holds nothing but tensors, numbers, strings, None and containers."""
     if isinstance(value, dict):
-        return all(isinstance(k, (str, int)) and only_tensors_and_primitives(v)
-                   for k, v in value.items())
+        return all(
+            isinstance(k, (str, int)) and only_tensors_and_primitives(v) for k, v in value.items()
+        )
     if isinstance(value, (list, tuple)):
         return all(only_tensors_and_primitives(v) for v in value)
     return value is None or isinstance(value, (torch.Tensor, bool, int, float, str))

@@ -20,9 +20,23 @@ pytestmark = pytest.mark.usefixtures("shared_text_encoder")
 
 
 def _flags(data: Path, steps: int) -> list[str]:
-    return ["--preset", "tiny", "--data", str(data), "--steps", str(steps), "--batch-size", "8",
-            "--num-workers", "0", "--no-progress", "--set", "log_every=1",
-            "--set", "sample_every=1000"]
+    return [
+        "--preset",
+        "tiny",
+        "--data",
+        str(data),
+        "--steps",
+        str(steps),
+        "--batch-size",
+        "8",
+        "--num-workers",
+        "0",
+        "--no-progress",
+        "--set",
+        "log_every=1",
+        "--set",
+        "sample_every=1000",
+    ]
 
 
 def _load(run_dir: Path) -> dict:
@@ -66,10 +80,26 @@ def test_resume_message_names_the_step(cli_runs, capsys):
 
 def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    code, out, _ = _train([str(run_dir), "--preset", "tiny", "--losses", "sent,word",
-                           "--infomax", "--set", "lr_d=2e-4", "--set", "gf_dim=8",
-                           "--set", "random_flip=false", "--batch-size", "12",
-                           "--dry-run"], capsys)
+    code, out, _ = _train(
+        [
+            str(run_dir),
+            "--preset",
+            "tiny",
+            "--losses",
+            "sent,word",
+            "--infomax",
+            "--set",
+            "lr_d=2e-4",
+            "--set",
+            "gf_dim=8",
+            "--set",
+            "random_flip=false",
+            "--batch-size",
+            "12",
+            "--dry-run",
+        ],
+        capsys,
+    )
     assert code == 0
     described = json.loads(out)
     train = described["train"]
@@ -89,19 +119,23 @@ def test_dry_run_of_a_run_shows_its_saved_config(cli_runs, capsys):
     assert train["preset"] == "tiny" and train["steps"] == 4 and train["lr_g"] == 3e-4
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--preset", "coco-512"], "unknown preset 'coco-512'"),
-    (["--losses", "sent,pixel"], "unknown losses ['pixel']"),
-    (["--set", "learning_rate=1"], "--set 'learning_rate=1'"),
-    (["--set", "lr_d"], "expected KEY=VALUE"),
-    (["--set", "steps=many"], "many"),
-    (["--set", "infomax=maybe"], "expected true/false"),
-    (["--batch-size", "9"], "batch_size (9) must split into d_steps (2)"),
-    (["--adversarial", "wasserstein"], "adversarial must be"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--preset", "coco-512"], "unknown preset 'coco-512'"),
+        (["--losses", "sent,pixel"], "unknown losses ['pixel']"),
+        (["--set", "learning_rate=1"], "--set 'learning_rate=1'"),
+        (["--set", "lr_d"], "expected KEY=VALUE"),
+        (["--set", "steps=many"], "many"),
+        (["--set", "infomax=maybe"], "expected true/false"),
+        (["--batch-size", "9"], "batch_size (9) must split into d_steps (2)"),
+        (["--adversarial", "wasserstein"], "adversarial must be"),
+    ],
+)
 def test_bad_flags_give_one_line_and_exit_2(flags, message, tmp_path, capsys):
-    code, out, err = _train([str(tmp_path / "run"), "--preset", "tiny", "--dry-run"] + flags,
-                            capsys)
+    code, out, err = _train(
+        [str(tmp_path / "run"), "--preset", "tiny", "--dry-run"] + flags, capsys
+    )
     assert code == 2 and out == ""
     assert err.startswith("xmc-train: error: ") and err.count("\n") == 1, err
     assert message in err and "Traceback" not in err
@@ -118,8 +152,9 @@ def test_malformed_flag_value_is_an_argparse_error(tmp_path, capsys):
 
 def test_missing_data_dir_is_named(tmp_path, capsys):
     missing = tmp_path / "no-such-data"
-    code, _, err = _train([str(tmp_path / "run"), "--preset", "tiny", "--data", str(missing),
-                           "--no-progress"], capsys)
+    code, _, err = _train(
+        [str(tmp_path / "run"), "--preset", "tiny", "--data", str(missing), "--no-progress"], capsys
+    )
     assert code == 2 and str(missing) in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
     code, _, err = _train([str(tmp_path / "run"), "--preset", "tiny", "--no-progress"], capsys)
@@ -128,22 +163,26 @@ def test_missing_data_dir_is_named(tmp_path, capsys):
 
 def test_missing_image_encoder_dir_is_a_clear_error(shapes_root, tmp_path, capsys):
     missing = tmp_path / "no-resnet"
-    code, _, err = _train([str(tmp_path / "run"), "--image-encoder", str(missing)]
-                          + _flags(shapes_root, 1), capsys)
+    code, _, err = _train(
+        [str(tmp_path / "run"), "--image-encoder", str(missing)] + _flags(shapes_root, 1), capsys
+    )
     assert code == 2 and err.startswith("xmc-train: error: ") and str(missing) in err
     assert "Traceback" not in err and not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("flags", [["--set", "d_steps=0"], ["--text-encoder", "/nonexistent"]],
-                         ids=["d_steps=0", "missing-text-encoder"])
+@pytest.mark.parametrize(
+    "flags",
+    [["--set", "d_steps=0"], ["--text-encoder", "/nonexistent"]],
+    ids=["d_steps=0", "missing-text-encoder"],
+)
 def test_more_bad_flags_give_one_line_and_exit_2(flags, tmp_path, capsys):
-    code, _, err = _train([str(tmp_path / "run"), "--preset", "tiny", "--dry-run"] + flags,
-                          capsys)
+    code, _, err = _train([str(tmp_path / "run"), "--preset", "tiny", "--dry-run"] + flags, capsys)
     assert code == 2 and err.startswith("xmc-train: error: ") and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("flags, part", [(["--set", "gf_dim=8"], "generator"),
-                                         (["--infomax"], "discriminator")])
+@pytest.mark.parametrize(
+    "flags, part", [(["--set", "gf_dim=8"], "generator"), (["--infomax"], "discriminator")]
+)
 def test_resuming_with_another_architecture_is_refused(flags, part, cli_runs, capsys):
     run_dir = cli_runs["straight"]
     saved = (run_dir / "config.json").read_text()
@@ -157,9 +196,18 @@ def test_sigterm_saves_a_checkpoint_then_the_run_resumes(shapes_root, tmp_path, 
     run_dir = tmp_path / "run"
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     child = subprocess.Popen(
-        [sys.executable, "-c", "from training.cli import train_main; raise SystemExit(train_main())",
-         str(run_dir)] + _flags(shapes_root, 1000),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        [
+            sys.executable,
+            "-c",
+            "from training.cli import train_main; raise SystemExit(train_main())",
+            str(run_dir),
+        ]
+        + _flags(shapes_root, 1000),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         stats = run_dir / "stats.jsonl"
         deadline = time.monotonic() + 150

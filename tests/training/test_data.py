@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from training.data import CocoCaptions, DatasetError, load_captions_file, swap_left_right
-from training.shapes import make_benchmark
+from training.data.coco import CocoCaptions, DatasetError, load_captions_file, swap_left_right
+from training.shapes.scenes import make_benchmark
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
@@ -22,19 +22,30 @@ def _bands(width: int, height: int, colours: list[tuple[int, int, int]]) -> Imag
     image = np.zeros((height, width, 3), np.uint8)
     step = width // len(colours)
     for k, colour in enumerate(colours):
-        image[:, k * step:(k + 1) * step] = colour
+        image[:, k * step : (k + 1) * step] = colour
     return Image.fromarray(image)
 
 
-def _write_coco(root: Path, split: str, names: dict[int, str], captions: dict[int, list[str]],
-                images: dict[int, Image.Image]) -> None:
+def _write_coco(
+    root: Path,
+    split: str,
+    names: dict[int, str],
+    captions: dict[int, list[str]],
+    images: dict[int, Image.Image],
+) -> None:
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     (root / split).mkdir(parents=True, exist_ok=True)
-    annotations = [{"id": 100 * image_id + k, "image_id": image_id, "caption": caption}
-                   for image_id, texts in captions.items() for k, caption in enumerate(texts)]
-    payload = {"info": {}, "licenses": [], "annotations": annotations[::-1],
-               "images": [{"id": i, "file_name": n, "width": 60, "height": 20}
-                          for i, n in names.items()]}
+    annotations = [
+        {"id": 100 * image_id + k, "image_id": image_id, "caption": caption}
+        for image_id, texts in captions.items()
+        for k, caption in enumerate(texts)
+    ]
+    payload = {
+        "info": {},
+        "licenses": [],
+        "annotations": annotations[::-1],
+        "images": [{"id": i, "file_name": n, "width": 60, "height": 20} for i, n in names.items()],
+    }
     (root / "annotations" / f"captions_{split}.json").write_text(json.dumps(payload))
     for image_id, image in images.items():
         image.save(root / split / names[image_id], quality=100)
@@ -43,8 +54,10 @@ def _write_coco(root: Path, split: str, names: dict[int, str], captions: dict[in
 @pytest.fixture
 def coco2014(tmp_path: Path) -> Path:
     names = {9: "COCO_train2014_000000000009.jpg", 25: "COCO_train2014_000000000025.jpg"}
-    captions = {9: ["A man to the left.", "a dog", "a cat", "two birds", "one tree"],
-                25: ["bands of colour"]}
+    captions = {
+        9: ["A man to the left.", "a dog", "a cat", "two birds", "one tree"],
+        25: ["bands of colour"],
+    }
     images = {9: _bands(48, 32, [RED, BLUE]), 25: _bands(60, 20, [RED, GREEN, BLUE])}
     _write_coco(tmp_path, "train2014", names, captions, images)
     return tmp_path
@@ -84,8 +97,13 @@ def test_coco2014_names_grouping_and_resize(coco2014: Path) -> None:
     dataset = CocoCaptions(coco2014, "train2014", 24, random_flip=False)
     assert [r.image_id for r in dataset.records] == [9, 25]
     # Captions grouped per image, in annotation id order, stripped.
-    assert dataset.records[0].captions == ("A man to the left.", "a dog", "a cat", "two birds",
-                                           "one tree")
+    assert dataset.records[0].captions == (
+        "A man to the left.",
+        "a dog",
+        "a cat",
+        "two birds",
+        "one tree",
+    )
     item = dataset[1]
     assert item["image"].shape == (3, 24, 24) and item["caption"] == "bands of colour"
     image = item["image"]
@@ -109,8 +127,7 @@ def test_draws_are_reproducible_per_seed_epoch_index(coco2014: Path) -> None:
     def draws(seed: int, epoch: int) -> list[tuple[str, bytes]]:
         dataset = CocoCaptions(coco2014, "train2014", 16, seed=seed)
         dataset.set_epoch(epoch)
-        return [(dataset[0]["caption"], dataset[0]["image"].numpy().tobytes())
-                for _ in range(2)]
+        return [(dataset[0]["caption"], dataset[0]["image"].numpy().tobytes()) for _ in range(2)]
 
     first = [draws(0, epoch) for epoch in range(12)]
     assert first == [draws(0, epoch) for epoch in range(12)]
@@ -137,9 +154,11 @@ def test_flip_mirrors_image_and_swaps_left_right(coco2014: Path) -> None:
 
 def test_swap_left_right_words_only() -> None:
     assert swap_left_right("a red circle left of a blue square") == (
-        "a red circle right of a blue square")
+        "a red circle right of a blue square"
+    )
     assert swap_left_right("Right, LEFT and left-handed bright lefty") == (
-        "Left, RIGHT and right-handed bright lefty")
+        "Left, RIGHT and right-handed bright lefty"
+    )
 
 
 def test_missing_or_malformed_annotations(tmp_path: Path) -> None:
@@ -148,12 +167,17 @@ def test_missing_or_malformed_annotations(tmp_path: Path) -> None:
     (tmp_path / "annotations").mkdir()
     path = tmp_path / "annotations" / "captions_train.json"
     one_image = '"images": [{"id": 1, "file_name": "a.png"}]'
-    for text, message in [("{not json", "malformed json"), ("[]", "json object"),
-                          ('{"images": []}', "'annotations'"),
-                          ('{"images": [{"id": 1}], "annotations": []}', "file_name"),
-                          ("{" + one_image + ', "annotations": [{"image_id": 2, "caption": "x"}]}',
-                           "unknown image_id"),
-                          ("{" + one_image + ', "annotations": [{"image_id": 1}]}', "caption")]:
+    for text, message in [
+        ("{not json", "malformed json"),
+        ("[]", "json object"),
+        ('{"images": []}', "'annotations'"),
+        ('{"images": [{"id": 1}], "annotations": []}', "file_name"),
+        (
+            "{" + one_image + ', "annotations": [{"image_id": 2, "caption": "x"}]}',
+            "unknown image_id",
+        ),
+        ("{" + one_image + ', "annotations": [{"image_id": 1}]}', "caption"),
+    ]:
         path.write_text(text)
         with pytest.raises(DatasetError, match=message) as error:
             CocoCaptions(tmp_path, "train", 8)
@@ -189,7 +213,8 @@ def test_corrupt_image_raises_or_is_skipped(coco2014: Path) -> None:
 
 
 def test_load_captions_file_keeps_attributes(shapes_root: Path) -> None:
-    records = load_captions_file(shapes_root / "annotations" / "captions_val.json",
-                                 shapes_root / "val")
+    records = load_captions_file(
+        shapes_root / "annotations" / "captions_val.json", shapes_root / "val"
+    )
     assert [r.image_id for r in records] == [10_000_001, 10_000_002]
     assert all(r.attributes["background"] in ("black", "gray", "white") for r in records)

@@ -33,7 +33,11 @@ def straight_run(tmp_path_factory, small_shapes_root, tiny_config) -> Path:
     run_dir = tmp_path_factory.mktemp("straight") / "run"
     config = tiny_config(small_shapes_root, steps=4, sample_every=2)
     summary = Trainer(config, run_dir, progress=False).fit()
-    assert summary == {"step": 4, "interrupted": False, "checkpoint": str(run_dir / "checkpoint.pt")}
+    assert summary == {
+        "step": 4,
+        "interrupted": False,
+        "checkpoint": str(run_dir / "checkpoint.pt"),
+    }
     return run_dir
 
 
@@ -43,8 +47,9 @@ def test_resume_is_bit_exact(straight_run, small_shapes_root, tiny_config, tmp_p
     run_dir = tmp_path / "run"
     Trainer(tiny_config(small_shapes_root, steps=2, sample_every=2), run_dir, progress=False).fit()
     assert _load(run_dir)["step"] == 2
-    resumed = Trainer(tiny_config(small_shapes_root, steps=4, sample_every=2), run_dir,
-                      progress=False)
+    resumed = Trainer(
+        tiny_config(small_shapes_root, steps=4, sample_every=2), run_dir, progress=False
+    )
     assert (resumed.step, resumed.epoch, resumed.batch_in_epoch) == (2, 0, 2)
     resumed.fit()
     straight, again = _load(straight_run), _load(run_dir)
@@ -52,12 +57,14 @@ def test_resume_is_bit_exact(straight_run, small_shapes_root, tiny_config, tmp_p
     assert_identical(trained_state(straight), trained_state(again))
     # the logged losses of the resumed steps are those of the straight run
     drop = {"img_per_s"}
-    assert [{k: v for k, v in r.items() if k not in drop} for r in _stats(run_dir)] == \
-        [{k: v for k, v in r.items() if k not in drop} for r in _stats(straight_run)]
+    assert [{k: v for k, v in r.items() if k not in drop} for r in _stats(run_dir)] == [
+        {k: v for k, v in r.items() if k not in drop} for r in _stats(straight_run)
+    ]
 
 
-def test_sigint_saves_and_the_run_resumes_bit_exactly(straight_run, small_shapes_root,
-                                                      tiny_config, tmp_path):
+def test_sigint_saves_and_the_run_resumes_bit_exactly(
+    straight_run, small_shapes_root, tiny_config, tmp_path
+):
     """SIGINT after step 1 (of 4): fit stops, saves, restores the handler; resuming matches."""
     from training.trainer import Trainer
 
@@ -93,15 +100,25 @@ def test_sigint_saves_and_the_run_resumes_bit_exactly(straight_run, small_shapes
 def test_checkpoint_holds_tensors_and_primitives_only(straight_run):
     checkpoint = _load(straight_run)  # weights_only=True: no pickled objects
     assert only_tensors_and_primitives(checkpoint)
-    assert {"generator", "discriminator", "ema", "opt_g", "opt_d", "step", "epoch",
-            "batch_in_epoch", "rng"} <= set(checkpoint)
+    assert {
+        "generator",
+        "discriminator",
+        "ema",
+        "opt_g",
+        "opt_d",
+        "step",
+        "epoch",
+        "batch_in_epoch",
+        "rng",
+    } <= set(checkpoint)
     assert (checkpoint["step"], checkpoint["epoch"], checkpoint["batch_in_epoch"]) == (4, 1, 1)
     assert {"torch", "python"} <= set(checkpoint["rng"])
     assert checkpoint["rng"]["torch"].dtype == torch.uint8
     for name in ("opt_g", "opt_d"):
         state = checkpoint[name]["state"]
-        assert state and all(float(s["step"]) == (4 if name == "opt_g" else 8)
-                             for s in state.values())
+        assert state and all(
+            float(s["step"]) == (4 if name == "opt_g" else 8) for s in state.values()
+        )
     assert "stem.weight" in checkpoint["generator"]
     assert checkpoint["generator"].keys() == checkpoint["ema"].keys()
     assert not list(straight_run.glob("*.tmp"))  # written atomically: no temp file left
@@ -126,7 +143,7 @@ def test_run_directory_describes_itself(straight_run):
     assert grids == ["step_0000002.png", "step_0000004.png"]
     with Image.open(straight_run / "samples" / grids[-1]) as grid:
         # the 8 val captions in one row of 32 px images with 2 px gutters
-        assert grid.size == (8 * 34, 34) and grid.mode == "RGB"
+        assert grid.size == (8 * 34 + 2, 36) and grid.mode == "RGB"  # 2 px gutters all round
     captions = (straight_run / "samples" / "captions.txt").read_text().splitlines()
     assert len(captions) == 8 and all(captions)
 
@@ -136,10 +153,14 @@ LOSS_CASES = {
     "sent": ({"losses": ("sent",)}, {"d_sent", "g_sent"}),
     "word": ({"losses": ("word",)}, {"d_word", "g_word"}),
     "img": ({"losses": ("img",)}, {"g_img"}),
-    "dual-contrastive": ({"adversarial": "dual-contrastive"},
-                         {"d_sent", "g_sent", "d_word", "g_word", "g_img"}),
-    "infomax": ({"infomax": True},
-                {"d_sent", "g_sent", "d_word", "g_word", "g_img", "d_infomax", "g_infomax"}),
+    "dual-contrastive": (
+        {"adversarial": "dual-contrastive"},
+        {"d_sent", "g_sent", "d_word", "g_word", "g_img"},
+    ),
+    "infomax": (
+        {"infomax": True},
+        {"d_sent", "g_sent", "d_word", "g_word", "g_img", "d_infomax", "g_infomax"},
+    ),
 }
 
 
@@ -154,10 +175,19 @@ def test_loss_switches_pick_the_terms(case, shapes_root, tiny_config, tmp_path):
     assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
     # the totals are the weighted sums of the logged terms (weights 1, InfoMax 0.2)
     infomax = 0.2 if case == "infomax" else 0.0
-    d_total = stats["d_adv"] + stats.get("d_sent", 0) + stats.get("d_word", 0) \
+    d_total = (
+        stats["d_adv"]
+        + stats.get("d_sent", 0)
+        + stats.get("d_word", 0)
         + infomax * stats.get("d_infomax", 0)
-    g_total = stats["g_adv"] + stats.get("g_sent", 0) + stats.get("g_word", 0) \
-        + stats.get("g_img", 0) + infomax * stats.get("g_infomax", 0)
+    )
+    g_total = (
+        stats["g_adv"]
+        + stats.get("g_sent", 0)
+        + stats.get("g_word", 0)
+        + stats.get("g_img", 0)
+        + infomax * stats.get("g_infomax", 0)
+    )
     assert stats["d_loss"] == pytest.approx(d_total, rel=1e-5, abs=1e-5)
     assert stats["g_loss"] == pytest.approx(g_total, rel=1e-5, abs=1e-5)
     if case == "dual-contrastive":  # cross-entropies, unlike the hinge G loss
@@ -171,8 +201,11 @@ def one_step(tmp_path_factory, shapes_root, tiny_config):
     and G's BN statistics recomputed by hand from the last sub-batch alone."""
     from training.trainer import Trainer
 
-    trainer = Trainer(tiny_config(shapes_root, ema_decay=0.9),
-                      tmp_path_factory.mktemp("one-step") / "run", progress=False)
+    trainer = Trainer(
+        tiny_config(shapes_root, ema_decay=0.9),
+        tmp_path_factory.mktemp("one-step") / "run",
+        progress=False,
+    )
     batch = next(trainer.batches())
     before = copy.deepcopy(trainer.generator)
     # by hand: the last sub-batch (4 images) through a copy of G in train mode
@@ -220,12 +253,14 @@ def test_only_the_last_sub_batch_updates_g_batch_norm_stats(one_step):
     assert len(seen) == 2  # one G forward per sub-batch
     # the D-only sub-step left G's running statistics as they were
     initial = dict(before.named_buffers())
-    assert_identical(seen[1], {k: v for k, v in initial.items()})
+    assert_identical(seen[1], dict(initial.items()))
     # and the statistics after the step are those of the last sub-batch alone
     running = {k: v for k, v in trainer.generator.named_buffers() if "running" in k}
     assert running and not all(torch.equal(v, initial[k]) for k, v in running.items())
     for name, value in running.items():
-        torch.testing.assert_close(value, dict(expected.named_buffers())[name],
-                                   rtol=1e-5, atol=1e-6)
-    assert all(int(v) == 1 for k, v in trainer.generator.named_buffers()
-               if "num_batches_tracked" in k)
+        torch.testing.assert_close(
+            value, dict(expected.named_buffers())[name], rtol=1e-5, atol=1e-6
+        )
+    assert all(
+        int(v) == 1 for k, v in trainer.generator.named_buffers() if "num_batches_tracked" in k
+    )

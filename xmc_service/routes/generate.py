@@ -32,7 +32,7 @@ def _attention(image: GeneratedImage) -> list[WordAttention] | None:
         return None
     return [
         WordAttention(token=token, map=word_map.round(5).tolist())
-        for token, word_map in zip(image.tokens, image.attention)
+        for token, word_map in zip(image.tokens, image.attention, strict=True)
     ]
 
 
@@ -70,7 +70,7 @@ async def generate(
             tokens=image.tokens,
             attention=_attention(image),
         )
-        for caption, image, file in zip(captions, images, files)
+        for caption, image, file in zip(captions, images, files, strict=True)
     ]
     state.metrics.images_generated.inc(len(images))
     state.metrics.request_seconds.labels(endpoint="generate").observe(time.perf_counter() - started)

@@ -63,7 +63,7 @@ async def create_images(
     output_format = body.output_format or "png"
     files = await encode_all(images, output_format)
     data = []
-    for image, file in zip(images, files):
+    for image, file in zip(images, files, strict=True):
         if body.response_format == "url":
             image_id = state.images.put(file, output_format)
             url = str(request.url_for("get_image_file", image_id=image_id))

@@ -1,7 +1,7 @@
 """Pixel-level measurements for scoring shapes-benchmark images against their attributes.
 
-The faithfulness scorer (`training.faithfulness`) and the shape classifier
-(`training.shape_classifier`) share these, so the classifier is trained on exactly the
+The faithfulness scorer (`training.shapes.scorer`) and the shape classifier
+(`training.shapes.classifier`) share these, so the classifier is trained on exactly the
 crops the scorer will show it. Everything works on batches of float images in [0, 255]:
 `(B, 3, S, S)`. See "Scoring faithfulness" in `/work/shared/specs/shapes-benchmark.md`.
 """
@@ -38,7 +38,9 @@ def as_float_images(images: Sequence[Image.Image] | torch.Tensor, size: int) -> 
     """PIL images (uint8) or a (B, 3, S, S) tensor in [0, 1] -> (B, 3, S, S) float in [0, 255]."""
     if isinstance(images, torch.Tensor):
         if images.dim() != 4 or images.shape[1] != 3:
-            raise ImageInputError(f"expected images of shape (B, 3, S, S), got {tuple(images.shape)}")
+            raise ImageInputError(
+                f"expected images of shape (B, 3, S, S), got {tuple(images.shape)}"
+            )
         pixels = images.detach().to("cpu", torch.float32)
         if images.dtype != torch.uint8:
             pixels = pixels.clamp(0.0, 1.0) * 255.0
@@ -67,7 +69,7 @@ def ring_mask(size: int) -> torch.Tensor:
     """(S, S) bool, True on the outer ring (cached: callers must not modify it)."""
     width = ring_width(size)
     inner = torch.zeros(size, size, dtype=torch.bool)
-    inner[width:size - width, width:size - width] = True
+    inner[width : size - width, width : size - width] = True
     return ~inner
 
 
@@ -157,7 +159,10 @@ def object_crop(distance: torch.Tensor, own: torch.Tensor, others: torch.Tensor)
     side = max(x1 - x0 + 1, y1 - y0 + 1) * CROP_MARGIN + 2.0
     center_x, center_y = (x0 + x1) / 2, (y0 + y1) / 2
     # Work in a window just larger than the crop: O(object) instead of O(S^2).
-    left, top = max(0, math.floor(center_x - side / 2) - 2), max(0, math.floor(center_y - side / 2) - 2)
+    left, top = (
+        max(0, math.floor(center_x - side / 2) - 2),
+        max(0, math.floor(center_y - side / 2) - 2),
+    )
     right = min(size, math.ceil(center_x + side / 2) + 3)
     bottom = min(size, math.ceil(center_y + side / 2) + 3)
     window = (slice(top, bottom), slice(left, right))
@@ -170,8 +175,13 @@ def object_crop(distance: torch.Tensor, own: torch.Tensor, others: torch.Tensor)
     grid_x = (2 * (center_x - left + steps * side / 2) + 1) / (right - left) - 1  # (C,)
     grid_y = (2 * (center_y - top + steps * side / 2) + 1) / (bottom - top) - 1  # (C,)
     grid = torch.stack(torch.meshgrid(grid_x, grid_y, indexing="xy"), dim=-1)  # (C, C, 2)
-    crop = F.grid_sample(silhouette[None, None], grid[None], mode="bilinear",
-                         padding_mode="zeros", align_corners=False)
+    crop = F.grid_sample(
+        silhouette[None, None],
+        grid[None],
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
+    )
     return crop[0]  # (1, CROP_SIZE, CROP_SIZE)
 
 
@@ -188,9 +198,9 @@ def scene_object_masks(
     for obj in attributes["objects"]:
         x, y, w, h = (value * scale for value in obj["bbox"])
         box = torch.zeros(size, size, dtype=torch.bool)
-        box[int(y):math.ceil(y + h), int(x):math.ceil(x + w)] = True
+        box[int(y) : math.ceil(y + h), int(x) : math.ceil(x + w)] = True
         boxes.append(box)
         rims.append(dilate(box))
     inside_any = torch.stack(boxes).any(dim=0)
     # A pixel inside a box is that object's; a rim pixel outside every box is its neighbour's.
-    return [foreground & (box | (rim & ~inside_any)) for box, rim in zip(boxes, rims)]
+    return [foreground & (box | (rim & ~inside_any)) for box, rim in zip(boxes, rims, strict=True)]

@@ -7,7 +7,7 @@ Implements "Scoring faithfulness" of `/work/shared/specs/shapes-benchmark.md`. P
   one component is found (touching or merged shapes), the foreground is split into the
   two halves that the relation names;
 - colour: the nearest object colour to the mean of the object's pixels;
-- shape: `training.shape_classifier` on the object's silhouette;
+- shape: `training.shapes.classifier` on the object's silhouette;
 - relation: the order of the two objects' centroids along the relation's axis.
 
 Found objects are matched to the caption's by appearance (the matching with more colour
@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from training import segmentation as seg
-from training.shape_classifier import ShapeClassifier, load_or_train, one_thread
-from training.shapes import PALETTE_BACKGROUNDS, PALETTE_OBJECTS, RELATIONS
+from training.shapes import pixels as seg
+from training.shapes.classifier import ShapeClassifier, load_or_train, one_thread
+from training.shapes.scenes import PALETTE_BACKGROUNDS, PALETTE_OBJECTS, RELATIONS
 
 ATTRIBUTES: tuple[str, ...] = ("background", "color", "shape", "relation")
 
@@ -57,7 +57,10 @@ def _check_attributes(attributes: dict[str, Any], index: int) -> None:
     problem = None
     if not isinstance(attributes, dict) or attributes.get("background") not in PALETTE_BACKGROUNDS:
         problem = "needs a 'background' among " + ", ".join(PALETTE_BACKGROUNDS)
-    elif not isinstance(attributes.get("objects"), list) or len(attributes["objects"]) not in (1, 2):
+    elif not isinstance(attributes.get("objects"), list) or len(attributes["objects"]) not in (
+        1,
+        2,
+    ):
         problem = "needs 1 or 2 'objects'"
     elif any(obj.get("color") not in PALETTE_OBJECTS for obj in attributes["objects"]):
         problem = "has an object colour outside the palette"
@@ -93,8 +96,9 @@ def relation_holds(relation: str, first: FoundObject, second: FoundObject) -> bo
     return first.y > second.y
 
 
-def object_masks(foreground: torch.Tensor, labels: torch.Tensor,
-                 attributes: dict[str, Any]) -> list[torch.Tensor]:
+def object_masks(
+    foreground: torch.Tensor, labels: torch.Tensor, attributes: dict[str, Any]
+) -> list[torch.Tensor]:
     """Pixels (S, S) of up to as many objects as the caption names, largest first."""
     size = foreground.shape[-1]
     wanted = len(attributes["objects"])
@@ -104,12 +108,16 @@ def object_masks(foreground: torch.Tensor, labels: torch.Tensor,
     # Two objects expected, at most one component: split by the relation's halves.
     everything = torch.stack(found).any(dim=0) if found else torch.zeros_like(foreground)
     halves = relation_halves(attributes["relation"], size)
-    return [everything & half for half in halves
-            if (everything & half).sum() >= seg.min_object_area(size)]
+    return [
+        everything & half
+        for half in halves
+        if (everything & half).sum() >= seg.min_object_area(size)
+    ]
 
 
-def match_objects(expected: list[dict[str, Any]], found: list[FoundObject], relation: str | None
-                  ) -> tuple[list[FoundObject | None], bool]:
+def match_objects(
+    expected: list[dict[str, Any]], found: list[FoundObject], relation: str | None
+) -> tuple[list[FoundObject | None], bool]:
     """Found objects in the caption's order (None = missing), and whether the match is sure."""
     if len(expected) == 1:
         return [found[0] if found else None], True
@@ -134,22 +142,31 @@ def match_objects(expected: list[dict[str, Any]], found: list[FoundObject], rela
     return (list(found) if keep > swap else [found[1], found[0]]), True
 
 
-def image_checks(attributes: dict[str, Any], background: str,
-                 matched: list[FoundObject | None], sure: bool) -> dict[str, list[bool]]:
+def image_checks(
+    attributes: dict[str, Any], background: str, matched: list[FoundObject | None], sure: bool
+) -> dict[str, list[bool]]:
     """Pass/fail of every attribute check of one image."""
     expected = attributes["objects"]
     checks: dict[str, list[bool]] = {
         "background": [background == attributes["background"]],
-        "color": [obj is not None and obj.color == want["color"]
-                  for obj, want in zip(matched, expected)],
-        "shape": [obj is not None and obj.shape == want["shape"]
-                  for obj, want in zip(matched, expected)],
+        "color": [
+            obj is not None and obj.color == want["color"]
+            for obj, want in zip(matched, expected, strict=True)
+        ],
+        "shape": [
+            obj is not None and obj.shape == want["shape"]
+            for obj, want in zip(matched, expected, strict=True)
+        ],
         "relation": [],
     }
     if len(expected) == 2:
         first, second = matched
-        checks["relation"].append(sure and first is not None and second is not None
-                                  and relation_holds(attributes["relation"], first, second))
+        checks["relation"].append(
+            sure
+            and first is not None
+            and second is not None
+            and relation_holds(attributes["relation"], first, second)
+        )
     return checks
 
 
@@ -200,8 +217,9 @@ def score_images(
     return result
 
 
-def _score(pixels: torch.Tensor, attributes: Sequence[dict[str, Any]],
-           classifier: ShapeClassifier) -> list[dict[str, list[bool]]]:
+def _score(
+    pixels: torch.Tensor, attributes: Sequence[dict[str, Any]], classifier: ShapeClassifier
+) -> list[dict[str, list[bool]]]:
     """(B, 3, S, S) float images in [0, 255] -> every image's checks."""
     backgrounds = seg.background_colors(pixels)  # (B, 3)
     background_names = seg.nearest_color(backgrounds, PALETTE_BACKGROUNDS)
@@ -214,14 +232,17 @@ def _score(pixels: torch.Tensor, attributes: Sequence[dict[str, Any]],
     crops = [seg.object_crop(distance[i], mask, foreground[i] & ~mask) for i, mask in flat]
     shapes = classifier.predict(torch.stack(crops)) if crops else []
     colors = seg.nearest_color(
-        torch.stack([seg.mean_color(pixels[i], mask) for i, mask in flat]) if flat
-        else torch.zeros(0, 3), PALETTE_OBJECTS)
+        torch.stack([seg.mean_color(pixels[i], mask) for i, mask in flat])
+        if flat
+        else torch.zeros(0, 3),
+        PALETTE_OBJECTS,
+    )
     found: list[list[FoundObject]] = [[] for _ in attributes]
-    for (i, mask), shape, color in zip(flat, shapes, colors):
+    for (i, mask), shape, color in zip(flat, shapes, colors, strict=True):
         found[i].append(FoundObject(mask, color, shape, *seg.centroid(mask)))
 
     per_image = []
-    for scene, background, objects in zip(attributes, background_names, found):
+    for scene, background, objects in zip(attributes, background_names, found, strict=True):
         matched, sure = match_objects(scene["objects"], objects, scene.get("relation"))
         per_image.append(image_checks(scene, background, matched, sure))
     return per_image

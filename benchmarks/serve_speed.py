@@ -1,6 +1,6 @@
 """Benchmark: the real server (uvicorn, in a subprocess) against the model's in-process limit.
 
-    python -m xmc_service.bench [--model DIR] [--seconds 24] [--max-batch-images 32]
+    python -m benchmarks.serve_speed [--model DIR] [--seconds 24] [--max-batch-images 32]
 
 Prints, from one run: the service's images/s and p50/p99 latency under 1, 8 and 64 closed-loop
 clients; the service with batching off (max batch 1, the naive peer) under 64 clients; beside
@@ -35,6 +35,7 @@ CAPTIONS = [
         ["red", "blue", "green", "yellow", "purple", "orange", "white", "gray"] * 2,
         ["circle", "square", "triangle", "star"] * 4,
         ["on the left", "on the right", "at the top", "at the bottom"] * 4,
+        strict=False,
     )
 ]  # 16 distinct captions; the service caches their text features, as in-process does
 
@@ -217,7 +218,7 @@ def measure_level(
         limit, single_ms = model.measure(seconds / rounds)
         limits.append(limit)
         singles.append(single_ms)
-    ratios = [level.images_per_s / limit for level, limit in zip(levels, limits)]
+    ratios = [level.images_per_s / limit for level, limit in zip(levels, limits, strict=True)]
     return Paired(
         clients,
         float(np.median([level.images_per_s for level in levels])),
@@ -255,7 +256,7 @@ def random_artifact(preset: str, directory: Path) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m xmc_service.bench",
+        prog="python -m benchmarks.serve_speed",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -328,7 +329,8 @@ def _report(
     overhead = one.percentile(50) - one.single_ms
     lines.append(
         f"single-request overhead, p50: {overhead:.1f} ms (service p50 at 1 client "
-        f"{one.percentile(50):.1f} ms - in-process one image {one.single_ms:.1f} ms; goal <= 15 ms; "
+        f"{one.percentile(50):.1f} ms - in-process one image {one.single_ms:.1f} ms; "
+        "goal <= 15 ms; "
         f"includes the {wait:g} ms batch wait)"
     )
     return "\n".join(lines)

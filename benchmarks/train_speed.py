@@ -1,4 +1,4 @@
-"""Training-speed benchmark: `python -m training.bench [--quick] [--device cpu|cuda]`.
+"""Training-speed benchmark: `python -m benchmarks.train_speed [--quick] [--device cpu|cuda]`.
 
 Prints, all measured in this one run:
   1. the GEMM peak of this machine (float32 `torch.mm` 2048x2048 on CPU, bf16 8192x8192 on GPU),
@@ -103,15 +103,22 @@ def random_bert_if_offline(notes: list[str]):
                 from transformers import AutoTokenizer, BertConfig, BertModel
 
                 heads = config.hidden_size // 64
-                bert = BertModel(BertConfig(hidden_size=config.hidden_size,
-                                            num_hidden_layers=12, num_attention_heads=heads,
-                                            intermediate_size=4 * config.hidden_size),
-                                 add_pooling_layer=False)
+                bert = BertModel(
+                    BertConfig(
+                        hidden_size=config.hidden_size,
+                        num_hidden_layers=12,
+                        num_attention_heads=heads,
+                        intermediate_size=4 * config.hidden_size,
+                    ),
+                    add_pooling_layer=False,
+                )
                 # MiniLM's tokenizer is the same uncased 30522-token WordPiece as BERT-base
                 tokenizer = AutoTokenizer.from_pretrained(resolve_bert_path("minilm"))
-                note = (f"{config.name_or_path} is not available offline: using a randomly "
-                        f"initialised BertModel (hidden {config.hidden_size}, 12 layers, "
-                        f"{heads} heads) of the same size")
+                note = (
+                    f"{config.name_or_path} is not available offline: using a randomly "
+                    f"initialised BertModel (hidden {config.hidden_size}, 12 layers, "
+                    f"{heads} heads) of the same size"
+                )
                 if note not in notes:
                     notes.append(note)
                 return TextEncoder(config, bert, tokenizer)
@@ -128,9 +135,17 @@ def make_trainer(case: Case, data: Path, work: Path, extra: dict[str, Any]):
     from training.config import TrainConfig
     from training.trainer import Trainer
 
-    values = {"preset": case.preset, "data": str(data), "batch_size": case.batch_size,
-              "d_steps": 2, "num_workers": 0, "image_encoder": "", "steps": 10**6,
-              **case.overrides, **extra}
+    values = {
+        "preset": case.preset,
+        "data": str(data),
+        "batch_size": case.batch_size,
+        "d_steps": 2,
+        "num_workers": 0,
+        "image_encoder": "",
+        "steps": 10**6,
+        **case.overrides,
+        **extra,
+    }
     return Trainer(TrainConfig(**values), work / case.label, progress=False)
 
 
@@ -173,8 +188,7 @@ def time_text_encoder(trainer, batches, reps: int = 3) -> float:
     return statistics.median(seconds)
 
 
-def run_case(case: Case, data: Path, work: Path, extra: dict[str, Any],
-             notes: list[str]) -> Result:
+def run_case(case: Case, data: Path, work: Path, extra: dict[str, Any], notes: list[str]) -> Result:
     with random_bert_if_offline(notes):
         trainer = make_trainer(case, data, work, extra)
     batches = trainer.batches()
@@ -182,9 +196,18 @@ def run_case(case: Case, data: Path, work: Path, extra: dict[str, Any],
     wall, cpu = time_steps(trainer, batches, case.timed_steps)
     g, d = trainer.model_configs.generator, trainer.model_configs.discriminator
     text = trainer.model_configs.text_encoder
-    return Result(case, step_flops, text_flops, wall, cpu, time_text_encoder(trainer, batches),
-                  f"{Path(text.name_or_path).name} ({text.hidden_size}-d)", g.gf_dim, d.df_dim,
-                  g.resolution)
+    return Result(
+        case,
+        step_flops,
+        text_flops,
+        wall,
+        cpu,
+        time_text_encoder(trainer, batches),
+        f"{Path(text.name_or_path).name} ({text.hidden_size}-d)",
+        g.gf_dim,
+        d.df_dim,
+        g.resolution,
+    )
 
 
 # ---------------------------------------------------------------------------- report
@@ -193,7 +216,10 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     line = "  ".join("-" * w for w in widths)
 
     def fmt(row: list[str]) -> str:  # first column left-aligned, numbers right-aligned
-        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        return "  ".join(
+            c.rjust(w) if i else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
 
     return "\n".join([fmt(header), line] + [fmt(r) for r in rows])
 
@@ -203,44 +229,99 @@ def throughput_table(results: list[Result], peak_gflops: float, peak_cpu_gflops:
     for r in results:
         achieved = r.step_flops / r.median_s / 1e9
         per_cpu_second = r.step_flops / statistics.median(r.step_cpu_seconds) / 1e9
-        rows.append([r.case.label, f"{r.resolution}", f"{r.gf_dim}/{r.df_dim}", r.text_encoder,
-                     f"{r.case.batch_size} (2x{r.case.batch_size // 2})",
-                     f"{r.step_flops / 1e9:.1f}", f"{r.text_flops / 1e9:.1f}",
-                     f"{r.median_s:.2f} ({len(r.step_seconds)})",
-                     f"{statistics.median(r.step_cpu_seconds):.2f}",
-                     f"{r.case.batch_size / r.median_s:.2f}", f"{achieved:.1f}",
-                     f"{100 * achieved / peak_gflops:.1f}%",
-                     f"{100 * per_cpu_second / peak_cpu_gflops:.1f}%"])
-    return _table(["config", "px", "gf/df", "text encoder", "batch", "GFLOP/step",
-                   "of which text", "s/step (n)", "CPU s/step", "img/s", "GFLOP/s", "MFU",
-                   "MFU (CPU time)"], rows)
+        rows.append(
+            [
+                r.case.label,
+                f"{r.resolution}",
+                f"{r.gf_dim}/{r.df_dim}",
+                r.text_encoder,
+                f"{r.case.batch_size} (2x{r.case.batch_size // 2})",
+                f"{r.step_flops / 1e9:.1f}",
+                f"{r.text_flops / 1e9:.1f}",
+                f"{r.median_s:.2f} ({len(r.step_seconds)})",
+                f"{statistics.median(r.step_cpu_seconds):.2f}",
+                f"{r.case.batch_size / r.median_s:.2f}",
+                f"{achieved:.1f}",
+                f"{100 * achieved / peak_gflops:.1f}%",
+                f"{100 * per_cpu_second / peak_cpu_gflops:.1f}%",
+            ]
+        )
+    return _table(
+        [
+            "config",
+            "px",
+            "gf/df",
+            "text encoder",
+            "batch",
+            "GFLOP/step",
+            "of which text",
+            "s/step (n)",
+            "CPU s/step",
+            "img/s",
+            "GFLOP/s",
+            "MFU",
+            "MFU (CPU time)",
+        ],
+        rows,
+    )
 
 
 def official_table(result: Result) -> str:
     median = result.median_s
-    rows = [["this code (PyTorch)", f"{median:.2f}", f"{min(result.step_seconds):.2f}",
-             f"{max(result.step_seconds):.2f}", f"{statistics.median(result.step_cpu_seconds):.2f}",
-             f"{OFFICIAL_STEP_S / median:.2f}x"],
-            ["  of which text encoder", f"{result.text_seconds:.2f}", "", "", "", ""],
-            ["official JAX (issue)", f"{OFFICIAL_STEP_S:.2f}", "", "", "", "1.00x"],
-            ["goal", f"<= {GOAL_STEP_S:.2f}", "", "", "", ""]]
-    return _table(["one step, 128 px, gf=df=32, batch 16 (2x8)", "median s", "min s", "max s",
-                   "CPU s", "speed vs official"], rows)
+    rows = [
+        [
+            "this code (PyTorch)",
+            f"{median:.2f}",
+            f"{min(result.step_seconds):.2f}",
+            f"{max(result.step_seconds):.2f}",
+            f"{statistics.median(result.step_cpu_seconds):.2f}",
+            f"{OFFICIAL_STEP_S / median:.2f}x",
+        ],
+        ["  of which text encoder", f"{result.text_seconds:.2f}", "", "", "", ""],
+        ["official JAX (issue)", f"{OFFICIAL_STEP_S:.2f}", "", "", "", "1.00x"],
+        ["goal", f"<= {GOAL_STEP_S:.2f}", "", "", "", ""],
+    ]
+    return _table(
+        [
+            "one step, 128 px, gf=df=32, batch 16 (2x8)",
+            "median s",
+            "min s",
+            "max s",
+            "CPU s",
+            "speed vs official",
+        ],
+        rows,
+    )
 
 
 # ---------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.train_speed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help="fewer steps and reps (about 2 min)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="cpu (float32) or cuda (bf16 autocast, channels_last: the trainer's "
-                        "GPU defaults)")
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cpu (float32) or cuda (bf16 autocast, channels_last: the trainer's GPU defaults)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    p.add_argument("--only", choices=("gemm", "throughput", "official"), action="append",
-                   help="run only these sections (repeatable); the GEMM peak always runs")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a TrainConfig override for every case, e.g. --set channels_last=on")
+    p.add_argument(
+        "--only",
+        choices=("gemm", "throughput", "official"),
+        action="append",
+        help="run only these sections (repeatable); the GEMM peak always runs",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a TrainConfig override for every case, e.g. --set channels_last=on",
+    )
     return p
 
 
@@ -263,10 +344,17 @@ def _overrides(items: list[str]) -> dict[str, Any]:
 def cases(quick: bool, device: str) -> tuple[list[Case], Case]:
     scale = 4 if device == "cuda" else 1  # a GPU needs bigger batches to be measured at all
     timed = 1 if quick else 3
-    throughput = [Case("shapes-64", "shapes-64", 8 * scale, timed),
-                  Case("coco-128", "coco-128", 4 * scale, 1)]
-    official = Case("official-step", "coco-128", 16, 1 if quick else 3,
-                    {"gf_dim": 32, "df_dim": 32, "losses": ("sent", "word", "img")})
+    throughput = [
+        Case("shapes-64", "shapes-64", 8 * scale, timed),
+        Case("coco-128", "coco-128", 4 * scale, 1),
+    ]
+    official = Case(
+        "official-step",
+        "coco-128",
+        16,
+        1 if quick else 3,
+        {"gf_dim": 32, "df_dim": 32, "losses": ("sent", "word", "img")},
+    )
     return throughput, official
 
 
@@ -278,52 +366,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("training.bench: error: --device cuda but no CUDA device is visible")
+        print("benchmarks.train_speed: error: --device cuda but no CUDA device is visible")
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         extra = _overrides(args.set)
     except ValueError as e:
-        print(f"training.bench: error: {e}")
+        print(f"benchmarks.train_speed: error: {e}")
         return 2
     sections = set(args.only or ("gemm", "throughput", "official"))
     notes: list[str] = []
     started = time.perf_counter()
-    where = (torch.cuda.get_device_name() if args.device == "cuda"
-             else f"CPU, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}")
-    print(f"training.bench: torch {torch.__version__}, {where}"
-          f"{', overrides ' + str(extra) if extra else ''}")
+    where = (
+        torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else f"CPU, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"benchmarks.train_speed: torch {torch.__version__}, {where}"
+        f"{', overrides ' + str(extra) if extra else ''}"
+    )
     reps = 3 if args.quick else 8
     peak, peak_cpu, what = gemm_peak(args.device, reps)
-    print(f"\n1. GEMM peak ({what}, best of {reps}): {peak:.1f} GFLOP/s wall-clock, "
-          f"{peak_cpu:.1f} GFLOP per CPU-second\n")
+    print(
+        f"\n1. GEMM peak ({what}, best of {reps}): {peak:.1f} GFLOP/s wall-clock, "
+        f"{peak_cpu:.1f} GFLOP per CPU-second\n"
+    )
     throughput, official = cases(args.quick, args.device)
     with tempfile.TemporaryDirectory(prefix="xmc-bench-") as tmp:
-        from training.shapes import make_benchmark
+        from training.shapes.scenes import make_benchmark
 
         data = Path(tmp) / "data"
-        make_benchmark(data, size=128, seed=0, n_train=64, n_val=8, n_test_heldout=0,
-                       progress=False)
+        make_benchmark(
+            data, size=128, seed=0, n_train=64, n_val=8, n_test_heldout=0, progress=False
+        )
         work = Path(tmp) / "runs"
         if "throughput" in sections:
             results = [run_case(case, data, work, extra, notes) for case in throughput]
-            print("2. Train throughput (one step = text encoder + 2 D updates + 1 G update; "
-                  "MFU = counted FLOP/s / GEMM peak;\n   the CPU-time MFU divides "
-                  "FLOPs per CPU-second by the GEMM's)")
+            print(
+                "2. Train throughput (one step = text encoder + 2 D updates + 1 G update; "
+                "MFU = counted FLOP/s / GEMM peak;\n   the CPU-time MFU divides "
+                "FLOPs per CPU-second by the GEMM's)"
+            )
             print(throughput_table(results, peak, peak_cpu) + "\n")
         if "official" in sections:
             result = run_case(official, data, work, extra, notes)
-            print("3. The official step (timed steps after one warm-up step; "
-                  f"{result.step_flops / 1e9:.0f} GFLOP, "
-                  f"{100 * result.step_flops / result.median_s / 1e9 / peak:.1f}% MFU)")
+            print(
+                "3. The official step (timed steps after one warm-up step; "
+                f"{result.step_flops / 1e9:.0f} GFLOP, "
+                f"{100 * result.step_flops / result.median_s / 1e9 / peak:.1f}% MFU)"
+            )
             print(official_table(result) + "\n")
     for note in notes:
         print(f"note: {note}")
-    print(f"note: total {time.perf_counter() - started:.0f} s, load average "
-          f"{os.getloadavg()[0]:.1f}. s/step is wall-clock (MFU uses it); CPU s/step is this "
-          "process's CPU time over all threads, steadier on a machine shared with other "
-          "processes, where wall-clock figures are pessimistic")
+    print(
+        f"note: total {time.perf_counter() - started:.0f} s, load average "
+        f"{os.getloadavg()[0]:.1f}. s/step is wall-clock (MFU uses it); CPU s/step is this "
+        "process's CPU time over all threads, steadier on a machine shared with other "
+        "processes, where wall-clock figures are pessimistic"
+    )
     return 0
 
 

@@ -47,7 +47,10 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 SIZES: dict[str, float] = {"small": 0.25, "large": 0.45}
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
 INVERSE_RELATION: dict[str, str] = {
-    "left of": "right of", "right of": "left of", "above": "below", "below": "above",
+    "left of": "right of",
+    "right of": "left of",
+    "above": "below",
+    "below": "above",
 }
 # (colour, shape) pairs never seen in train/val; every test_heldout scene has one.
 HELDOUT_PAIRS: frozenset[tuple[str, str]] = frozenset(
@@ -118,9 +121,7 @@ def _sample_pairs(rng: random.Random, count: int, heldout: bool) -> list[tuple[s
             return pairs
 
 
-def _place(
-    rng: random.Random, side: int, size: int, region: str = "all"
-) -> list[int]:
+def _place(rng: random.Random, side: int, size: int, region: str = "all") -> list[int]:
     """Top-left corner of a side x side box inside `region` of the canvas, with margin."""
     margin, half = margin_pixels(size), size // 2
     x_range = [margin, size - margin - side]
@@ -166,7 +167,7 @@ def sample_scene(rng: random.Random, size: int, heldout: bool) -> dict[str, Any]
             "size": size_name,
             "bbox": _place(rng, object_side(size_name, size), size, region),
         }
-        for (color, shape), size_name, region in zip(pairs, size_names, regions)
+        for (color, shape), size_name, region in zip(pairs, size_names, regions, strict=True)
     ]
     return {"background": background, "objects": objects, "relation": relation}
 
@@ -204,33 +205,26 @@ def captions_for(attributes: dict[str, Any], rng: random.Random) -> list[str]:
         (obj,) = objects
         templates = ONE_OBJECT_TEMPLATES
         fields = {
-            "size": obj["size"], "color": obj["color"], "shape": obj["shape"],
+            "size": obj["size"],
+            "color": obj["color"],
+            "shape": obj["shape"],
             "background": attributes["background"],
         }
     else:
         first, second = objects
         templates = TWO_OBJECT_TEMPLATES
         fields = {
-            "size1": first["size"], "color1": first["color"], "shape1": first["shape"],
-            "size2": second["size"], "color2": second["color"], "shape2": second["shape"],
-            "rel": attributes["relation"], "rel_inv": INVERSE_RELATION[attributes["relation"]],
+            "size1": first["size"],
+            "color1": first["color"],
+            "shape1": first["shape"],
+            "size2": second["size"],
+            "color2": second["color"],
+            "shape2": second["shape"],
+            "rel": attributes["relation"],
+            "rel_inv": INVERSE_RELATION[attributes["relation"]],
             "background": attributes["background"],
         }
     return [template.format(**fields) for template in rng.sample(templates, 5)]
-
-
-def render_object_crop(
-    shape: str, color: str, size_name: str, background: str, size: int, rng: random.Random
-) -> Image.Image:
-    """A real render of one object at a random position, cropped to its bounding box.
-
-    For training the faithfulness scorer's shape classifier on real renders.
-    """
-    obj = {"shape": shape, "color": color, "size": size_name,
-           "bbox": _place(rng, object_side(size_name, size), size)}
-    image = render_scene({"background": background, "objects": [obj], "relation": None}, size)
-    x, y, w, h = obj["bbox"]
-    return image.crop((x, y, x + w, y + h))
 
 
 def image_rng(seed: int, split: str, index: int) -> random.Random:
@@ -247,14 +241,20 @@ def _make_one(job: tuple[str, int, int, int, str]) -> tuple[dict[str, Any], list
     image_id = _ID_OFFSET[split] + index + 1
     file_name = f"{image_id:012d}.png"
     render_scene(attributes, size).save(Path(folder) / file_name, format="PNG", compress_level=6)
-    record = {"id": image_id, "file_name": file_name, "width": size, "height": size,
-              "attributes": attributes}
+    record = {
+        "id": image_id,
+        "file_name": file_name,
+        "width": size,
+        "height": size,
+        "attributes": attributes,
+    }
     return record, captions
 
 
 def _output_paths(root: Path) -> list[Path]:
     return [root / "shapes_benchmark.json"] + [
-        path for split in SPLITS
+        path
+        for split in SPLITS
         for path in (root / split, root / "annotations" / f"captions_{split}.json")
     ]
 
@@ -281,8 +281,9 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     temporary.replace(path)
 
 
-def _results(jobs: list[tuple[str, int, int, int, str]], workers: int, progress: Any
-             ) -> Iterator[tuple[dict[str, Any], list[str]]]:
+def _results(
+    jobs: list[tuple[str, int, int, int, str]], workers: int, progress: Any
+) -> Iterator[tuple[dict[str, Any], list[str]]]:
     if workers <= 1:
         for job in jobs:
             yield _make_one(job)
@@ -328,12 +329,17 @@ def make_benchmark(
             for record, captions in _results(jobs, workers, bar):
                 images.append(record)
                 for caption in captions:
-                    annotations.append({"id": len(annotations) + 1, "image_id": record["id"],
-                                        "caption": caption})
-            _write_json(root / "annotations" / f"captions_{split}.json",
-                        {"images": images, "annotations": annotations})
-    _write_json(root / "shapes_benchmark.json",
-                {"spec": SPEC_VERSION, "size": size, "seed": seed, "counts": counts})
+                    annotations.append(
+                        {"id": len(annotations) + 1, "image_id": record["id"], "caption": caption}
+                    )
+            _write_json(
+                root / "annotations" / f"captions_{split}.json",
+                {"images": images, "annotations": annotations},
+            )
+    _write_json(
+        root / "shapes_benchmark.json",
+        {"spec": SPEC_VERSION, "size": size, "seed": seed, "counts": counts},
+    )
     return counts
 
 
@@ -357,8 +363,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         counts = make_benchmark(
-            args.root, size=args.size, seed=args.seed, n_train=args.train, n_val=args.val,
-            n_test_heldout=args.test_heldout, progress=not args.quiet, workers=args.workers,
+            args.root,
+            size=args.size,
+            seed=args.seed,
+            n_train=args.train,
+            n_val=args.val,
+            n_test_heldout=args.test_heldout,
+            progress=not args.quiet,
+            workers=args.workers,
             overwrite=args.overwrite,
         )
     except (BenchmarkError, OSError) as error:

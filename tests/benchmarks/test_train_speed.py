@@ -1,4 +1,4 @@
-"""training.bench: the quick GEMM section runs and bad overrides are one-line errors."""
+"""benchmarks.train_speed: the quick GEMM section runs and bad overrides are one-line errors."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def restore_process_state(monkeypatch) -> Iterator[None]:
 
 
 def test_gemm_section_prints_a_measured_peak(capsys):
-    from training.bench import main
+    from benchmarks.train_speed import main
 
     assert main(["--only", "gemm", "--quick", "--threads", "1"]) == 0
     out = capsys.readouterr().out
@@ -30,15 +30,18 @@ def test_gemm_section_prints_a_measured_peak(capsys):
 
 
 def test_bad_override_is_a_one_line_error(capsys):
-    from training.bench import main
+    from benchmarks.train_speed import main
 
     assert main(["--only", "gemm", "--set", "learning_rate=1"]) == 2
     out = capsys.readouterr().out
-    assert out.startswith("training.bench: error: --set 'learning_rate=1'") and out.count("\n") == 1
+    assert (
+        out.startswith("benchmarks.train_speed: error: --set 'learning_rate=1'")
+        and out.count("\n") == 1
+    )
 
 
 def test_table_aligns_columns():
-    from training.bench import _table
+    from benchmarks.train_speed import _table
 
     lines = _table(["name", "s"], [["a", "1.00"], ["longer", "12.50"]]).splitlines()
     assert lines == ["name        s", "------  -----", "a        1.00", "longer  12.50"]

@@ -54,8 +54,9 @@ class InceptionA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch5x5 = self.branch5x5_2(self.branch5x5_1(x))
         branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        return torch.cat([self.branch1x1(x), branch5x5, branch3x3dbl,
-                          self.branch_pool(_avg_pool(x))], dim=1)
+        return torch.cat(
+            [self.branch1x1(x), branch5x5, branch3x3dbl, self.branch_pool(_avg_pool(x))], dim=1
+        )
 
 
 class InceptionB(nn.Module):
@@ -93,11 +94,16 @@ class InceptionC(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch7x7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
         branch7x7dbl = self.branch7x7dbl_1(x)
-        for layer in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4,
-                      self.branch7x7dbl_5):
+        for layer in (
+            self.branch7x7dbl_2,
+            self.branch7x7dbl_3,
+            self.branch7x7dbl_4,
+            self.branch7x7dbl_5,
+        ):
             branch7x7dbl = layer(branch7x7dbl)
-        return torch.cat([self.branch1x1(x), branch7x7, branch7x7dbl,
-                          self.branch_pool(_avg_pool(x))], dim=1)
+        return torch.cat(
+            [self.branch1x1(x), branch7x7, branch7x7dbl, self.branch_pool(_avg_pool(x))], dim=1
+        )
 
 
 class InceptionD(nn.Module):
@@ -140,11 +146,13 @@ class InceptionE(nn.Module):
         branch3x3 = self.branch3x3_1(x)
         branch3x3 = torch.cat([self.branch3x3_2a(branch3x3), self.branch3x3_2b(branch3x3)], 1)
         branch3x3dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        branch3x3dbl = torch.cat([self.branch3x3dbl_3a(branch3x3dbl),
-                                  self.branch3x3dbl_3b(branch3x3dbl)], dim=1)
+        branch3x3dbl = torch.cat(
+            [self.branch3x3dbl_3a(branch3x3dbl), self.branch3x3dbl_3b(branch3x3dbl)], dim=1
+        )
         pooled = F.max_pool2d(x, 3, stride=1, padding=1) if self.max_pool else _avg_pool(x)
-        return torch.cat([self.branch1x1(x), branch3x3, branch3x3dbl,
-                          self.branch_pool(pooled)], dim=1)
+        return torch.cat(
+            [self.branch1x1(x), branch3x3, branch3x3dbl, self.branch_pool(pooled)], dim=1
+        )
 
 
 def resize_like_tensorflow1(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -153,6 +161,7 @@ def resize_like_tensorflow1(x: torch.Tensor, size: int) -> torch.Tensor:
     TF1 (align_corners=False, no half-pixel centres) samples output pixel i at input
     position i * in / out, which torch's `interpolate` does not offer.
     """
+
     def weights(length: int) -> torch.Tensor:
         position = torch.arange(size, dtype=torch.float64) * (length / size)  # (size,)
         low = position.floor().long().clamp(max=length - 1)
@@ -199,12 +208,19 @@ class FIDInceptionV3(nn.Module):
         if not path.is_file():
             raise InceptionWeightsError(
                 f"Inception weights not found: {path} (pass the pt_inception-2015-12-05-"
-                "6726825d.pth file from the pytorch-fid releases)")
+                "6726825d.pth file from the pytorch-fid releases)"
+            )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         # torch.load raises any of these for a file that is not a checkpoint
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError,
-                LookupError) as error:
+        except (
+            pickle.UnpicklingError,
+            RuntimeError,
+            EOFError,
+            OSError,
+            ValueError,
+            LookupError,
+        ) as error:
             raise InceptionWeightsError(f"{path} is not a PyTorch state dict: {error}") from None
         if not isinstance(state, dict):
             raise InceptionWeightsError(f"{path} holds a {type(state).__name__}, not a state dict")
@@ -214,7 +230,8 @@ class FIDInceptionV3(nn.Module):
         if missing or unexpected:
             raise InceptionWeightsError(
                 f"{path} does not hold the FID Inception-v3: missing {missing[:3]}, "
-                f"unexpected {unexpected[:3]}")
+                f"unexpected {unexpected[:3]}"
+            )
         return network
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -227,8 +244,18 @@ class FIDInceptionV3(nn.Module):
         x = F.max_pool2d(x, 3, stride=2)  # (B, 64, 73, 73)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
         x = F.max_pool2d(x, 3, stride=2)  # (B, 192, 35, 35)
-        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b,
-                      self.Mixed_6c, self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b,
-                      self.Mixed_7c):
+        for block in (
+            self.Mixed_5b,
+            self.Mixed_5c,
+            self.Mixed_5d,
+            self.Mixed_6a,
+            self.Mixed_6b,
+            self.Mixed_6c,
+            self.Mixed_6d,
+            self.Mixed_6e,
+            self.Mixed_7a,
+            self.Mixed_7b,
+            self.Mixed_7c,
+        ):
             x = block(x)  # ends at (B, 2048, 8, 8)
         return x.mean(dim=(2, 3))  # (B, 2048)

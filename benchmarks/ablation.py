@@ -4,7 +4,7 @@ Every row trains the same preset for the same number of steps from the same seed
 and is scored with the faithfulness scorer on val and test_heldout. Runs resume, so the script
 can be interrupted and started again.
 
-    python -m training.ablation --data data/shapes32 --out runs/ablation --steps 300
+    python -m benchmarks.ablation --data data/shapes32 --out runs/ablation --steps 300
 """
 
 from __future__ import annotations
@@ -13,18 +13,20 @@ import argparse
 import json
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 ROWS: dict[str, dict] = {
-    "no contrastive loss": dict(losses=()),
-    "+ L_sent": dict(losses=("sent",)),
-    "+ L_word": dict(losses=("word",)),
-    "+ L_img": dict(losses=("img",)),
-    "all three (XMC-GAN)": dict(losses=("sent", "word", "img")),
-    "all three + dual contrastive adv.": dict(losses=("sent", "word", "img"),
-                                              adversarial="dual-contrastive"),
-    "all three + InfoMax": dict(losses=("sent", "word", "img"), infomax=True),
+    "no contrastive loss": {"losses": ()},
+    "+ L_sent": {"losses": ("sent",)},
+    "+ L_word": {"losses": ("word",)},
+    "+ L_img": {"losses": ("img",)},
+    "all three (XMC-GAN)": {"losses": ("sent", "word", "img")},
+    "all three + dual contrastive adv.": {
+        "losses": ("sent", "word", "img"),
+        "adversarial": "dual-contrastive",
+    },
+    "all three + InfoMax": {"losses": ("sent", "word", "img"), "infomax": True},
 }
 
 
@@ -40,10 +42,18 @@ def run_row(name: str, overrides: dict, args: argparse.Namespace) -> dict:
     from training.trainer import Trainer
 
     run_dir = args.out / slug(name)
-    config = TrainConfig(preset=args.preset, data=str(args.data), steps=args.steps,
-                         batch_size=args.batch_size, seed=args.seed, num_workers=0,
-                         sample_every=args.steps, checkpoint_every=max(args.steps // 4, 1),
-                         log_every=max(args.steps // 10, 1), **overrides)
+    config = TrainConfig(
+        preset=args.preset,
+        data=str(args.data),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        num_workers=0,
+        sample_every=args.steps,
+        checkpoint_every=max(args.steps // 4, 1),
+        log_every=max(args.steps // 10, 1),
+        **overrides,
+    )
     start = time.perf_counter()
     trainer = Trainer(config, run_dir, progress=not args.quiet)
     if trainer.step < config.steps and trainer.fit()["interrupted"]:
@@ -53,46 +63,64 @@ def run_row(name: str, overrides: dict, args: argparse.Namespace) -> dict:
     pipe = XMCGANPipeline.from_pretrained(export, device="cpu")
     scores = {}
     for split in ("val", "test_heldout"):
-        result = faithfulness(pipe, args.data, split, num=args.num, seed=args.seed,
-                              reference=split not in args.reference_done)
-        args.reference_done.setdefault(split, {k: result[k] for k in ("real", "untrained")
-                                               if k in result})
+        result = faithfulness(
+            pipe,
+            args.data,
+            split,
+            num=args.num,
+            seed=args.seed,
+            reference=split not in args.reference_done,
+        )
+        args.reference_done.setdefault(
+            split, {k: result[k] for k in ("real", "untrained") if k in result}
+        )
         scores[split] = result["generated"]
-    return {"row": name, "config": {k: list(v) if isinstance(v, tuple) else v
-                                    for k, v in overrides.items()},
-            "train_seconds_this_call": round(seconds, 1), "scores": scores}
+    return {
+        "row": name,
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
+        "train_seconds_this_call": round(seconds, 1),
+        "scores": scores,
+    }
 
 
 def table(results: list[dict], reference: dict, args: argparse.Namespace) -> str:
     val_ceiling = reference["val"]["real"]["mean"]
     held_ceiling = reference["test_heldout"]["real"]["mean"]
-    lines = ["| row | val mean | val / ceiling | test_heldout mean | held-out / ceiling | "
-             "background | colour | shape | relation (val) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| row | val mean | val / ceiling | test_heldout mean | held-out / ceiling | "
+        "background | colour | shape | relation (val) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
 
     def cell(x):
         return "-" if x is None else f"{x:.3f}"
 
     for r in results:
         v, h = r["scores"]["val"], r["scores"]["test_heldout"]
-        lines.append(f"| {r['row']} | {v['mean']:.3f} | {v['mean'] / val_ceiling:.2f} | "
-                     f"{h['mean']:.3f} | {h['mean'] / held_ceiling:.2f} | "
-                     + " | ".join(cell(v.get(a)) for a in ("background", "color", "shape",
-                                                           "relation")) + " |")
+        lines.append(
+            f"| {r['row']} | {v['mean']:.3f} | {v['mean'] / val_ceiling:.2f} | "
+            f"{h['mean']:.3f} | {h['mean'] / held_ceiling:.2f} | "
+            + " | ".join(cell(v.get(a)) for a in ("background", "color", "shape", "relation"))
+            + " |"
+        )
     for label, key in (("real images (ceiling)", "real"), ("untrained G (floor)", "untrained")):
         v, h = reference["val"][key], reference["test_heldout"][key]
-        lines.append(f"| {label} | {v['mean']:.3f} | {v['mean'] / val_ceiling:.2f} | "
-                     f"{h['mean']:.3f} | {h['mean'] / held_ceiling:.2f} | "
-                     + " | ".join(cell(v.get(a)) for a in ("background", "color", "shape",
-                                                           "relation")) + " |")
-    budget = (f"preset `{args.preset}`, {args.steps} steps of batch {args.batch_size} "
-              f"({args.steps * args.batch_size} images), seed {args.seed}, "
-              f"{args.num} scored images per split")
+        lines.append(
+            f"| {label} | {v['mean']:.3f} | {v['mean'] / val_ceiling:.2f} | "
+            f"{h['mean']:.3f} | {h['mean'] / held_ceiling:.2f} | "
+            + " | ".join(cell(v.get(a)) for a in ("background", "color", "shape", "relation"))
+            + " |"
+        )
+    budget = (
+        f"preset `{args.preset}`, {args.steps} steps of batch {args.batch_size} "
+        f"({args.steps * args.batch_size} images), seed {args.seed}, "
+        f"{args.num} scored images per split"
+    )
     return budget + "\n\n" + "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.ablation", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.ablation", description=__doc__)
     p.add_argument("--data", type=Path, required=True, help="shapes benchmark root")
     p.add_argument("--out", type=Path, default=Path("runs/ablation"))
     p.add_argument("--preset", default="shapes-32")
@@ -112,8 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in names:
         print(f"== {name}", flush=True)
         results.append(run_row(name, ROWS[name], args))
-        summary = {"args": {k: str(v) for k, v in vars(args).items() if k != "reference_done"},
-                   "results": results, "reference": args.reference_done}
+        summary = {
+            "args": {k: str(v) for k, v in vars(args).items() if k != "reference_done"},
+            "results": results,
+            "reference": args.reference_done,
+        }
         (args.out / "ablation.json").write_text(json.dumps(summary, indent=2))
     text = table(results, args.reference_done, args)
     (args.out / "ablation.md").write_text(text + "\n")

@@ -60,8 +60,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     return payload
 
 
-def load_captions_file(annotations_path: str | Path, image_folder: str | Path
-                       ) -> list[CaptionedImage]:
+def load_captions_file(
+    annotations_path: str | Path, image_folder: str | Path
+) -> list[CaptionedImage]:
     """Parse a COCO captions json into images with their captions, sorted by image id.
 
     Images without any caption are left out (COCO has none). Raises DatasetError on any
@@ -72,27 +73,42 @@ def load_captions_file(annotations_path: str | Path, image_folder: str | Path
     files: dict[int, str] = {}
     attributes: dict[int, dict[str, Any] | None] = {}
     for position, image in enumerate(payload["images"]):
-        _require(isinstance(image, dict) and isinstance(image.get("id"), int)
-                 and isinstance(image.get("file_name"), str), path,
-                 f"images[{position}] needs an integer 'id' and a string 'file_name'")
+        _require(
+            isinstance(image, dict)
+            and isinstance(image.get("id"), int)
+            and isinstance(image.get("file_name"), str),
+            path,
+            f"images[{position}] needs an integer 'id' and a string 'file_name'",
+        )
         _require(image["id"] not in files, path, f"duplicate image id {image['id']}")
         files[image["id"]] = image["file_name"]
         attributes[image["id"]] = image.get("attributes")
     captions: dict[int, list[tuple[int, str]]] = {}
     for position, annotation in enumerate(payload["annotations"]):
-        _require(isinstance(annotation, dict) and isinstance(annotation.get("image_id"), int)
-                 and isinstance(annotation.get("caption"), str), path,
-                 f"annotations[{position}] needs an integer 'image_id' and a string 'caption'")
+        _require(
+            isinstance(annotation, dict)
+            and isinstance(annotation.get("image_id"), int)
+            and isinstance(annotation.get("caption"), str),
+            path,
+            f"annotations[{position}] needs an integer 'image_id' and a string 'caption'",
+        )
         image_id = annotation["image_id"]
-        _require(image_id in files, path,
-                 f"annotations[{position}] refers to unknown image_id {image_id}")
+        _require(
+            image_id in files,
+            path,
+            f"annotations[{position}] refers to unknown image_id {image_id}",
+        )
         order = annotation.get("id", position)
-        captions.setdefault(image_id, []).append((order if isinstance(order, int) else position,
-                                                  annotation["caption"].strip()))
+        captions.setdefault(image_id, []).append(
+            (order if isinstance(order, int) else position, annotation["caption"].strip())
+        )
     return [
-        CaptionedImage(image_id=image_id, path=folder / files[image_id],
-                       captions=tuple(text for _, text in sorted(captions[image_id])),
-                       attributes=attributes[image_id])
+        CaptionedImage(
+            image_id=image_id,
+            path=folder / files[image_id],
+            captions=tuple(text for _, text in sorted(captions[image_id])),
+            attributes=attributes[image_id],
+        )
         for image_id in sorted(captions)
     ]
 
@@ -101,12 +117,17 @@ def _check_files_exist(records: list[CaptionedImage], folder: Path) -> None:
     if not folder.is_dir():
         raise DatasetError(f"image folder not found: {folder}")
     present = set(os.listdir(folder))  # one listing, not one stat per image
-    missing = [record.path for record in records
-               if record.path.parent != folder or record.path.name not in present]
+    missing = [
+        record.path
+        for record in records
+        if record.path.parent != folder or record.path.name not in present
+    ]
     missing = [path for path in missing if not path.is_file()]
     if missing:
-        raise DatasetError(f"{len(missing)} image file(s) listed in the annotations are "
-                           f"missing, the first: {missing[0]}")
+        raise DatasetError(
+            f"{len(missing)} image file(s) listed in the annotations are "
+            f"missing, the first: {missing[0]}"
+        )
 
 
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)
@@ -114,12 +135,14 @@ _LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 
 def swap_left_right(caption: str) -> str:
     """Swap the words "left" and "right" (keeping their case), for mirrored images."""
+
     def swap(match: re.Match[str]) -> str:
         word = match.group(0)
         other = "right" if word.lower() == "left" else "left"
         if word.isupper():
             return other.upper()
         return other.capitalize() if word[0].isupper() else other
+
     return _LEFT_RIGHT.sub(swap, caption)
 
 
@@ -181,7 +204,10 @@ class CocoCaptions(Dataset):
         self.root, self.split, self.resolution = Path(root), split, resolution
         self.center_crop, self.random_flip = center_crop, random_flip
         self.swap_left_right_on_flip, self.skip_bad, self.seed = (
-            swap_left_right_on_flip, skip_bad, seed)
+            swap_left_right_on_flip,
+            skip_bad,
+            seed,
+        )
         self.annotations_path = self.root / "annotations" / f"captions_{split}.json"
         self.image_folder = self.root / split
         self.records = load_captions_file(self.annotations_path, self.image_folder)
@@ -214,8 +240,12 @@ class CocoCaptions(Dataset):
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             if self.swap_left_right_on_flip:
                 caption = swap_left_right(caption)
-        return {"image": to_tensor(image), "caption": caption,
-                "image_id": record.image_id, "index": index}
+        return {
+            "image": to_tensor(image),
+            "caption": caption,
+            "image_id": record.image_id,
+            "index": index,
+        }
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):

@@ -3,7 +3,7 @@
 Spec ("Scoring faithfulness"): shape verdicts come from a classifier trained on real
 renders, which must score >= 98% on real `val` objects before its verdicts count. It
 is trained deterministically (fixed scenes, fixed seed), on the very silhouette crops the
-scorer extracts (`training.segmentation.object_crop`), and cached as safetensors keyed by
+scorer extracts (`training.shapes.pixels.object_crop`), and cached as safetensors keyed by
 canvas size and recipe version, e.g. `ROOT/.xmc_eval/shape_cnn_64.safetensors`.
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from training import segmentation as seg
-from training.shapes import SHAPES, check_canvas_size, render_scene, sample_scene
+from training.shapes import pixels as seg
+from training.shapes.scenes import SHAPES, check_canvas_size, render_scene, sample_scene
 
 # Bump whenever the crops, the network or the training recipe change: caches then retrain.
 RECIPE_VERSION = "1"
@@ -56,8 +56,12 @@ class ShapeCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # (N, 16, 14, 14)
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (N, 32, 7, 7)
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (N, 16, 14, 14)
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (N, 32, 7, 7)
         )
         self.head = nn.Sequential(
             nn.Flatten(), nn.Linear(32 * 7 * 7, 64), nn.ReLU(), nn.Linear(64, len(SHAPES))
@@ -93,8 +97,9 @@ class ShapeClassifier:
 
 def scaled_scene(attributes: dict[str, Any], scale: float) -> dict[str, Any]:
     """The same scene with its boxes scaled to another canvas side."""
-    objects = [{**obj, "bbox": [value * scale for value in obj["bbox"]]}
-               for obj in attributes["objects"]]
+    objects = [
+        {**obj, "bbox": [value * scale for value in obj["bbox"]]} for obj in attributes["objects"]
+    ]
     return {**attributes, "objects": objects}
 
 
@@ -108,7 +113,9 @@ def scene_crops(scenes: list[dict[str, Any]], size: int) -> tuple[torch.Tensor, 
         pixels = seg.as_float_images([render_scene(attributes, size)], size)  # (1, 3, S, S)
         distance = seg.distance_from_background(pixels, seg.background_colors(pixels))[0]
         foreground = seg.foreground_masks(distance[None])[0]
-        for obj, own in zip(attributes["objects"], seg.scene_object_masks(foreground, attributes)):
+        for obj, own in zip(
+            attributes["objects"], seg.scene_object_masks(foreground, attributes), strict=True
+        ):
             crops.append(seg.object_crop(distance, own, foreground & ~own))
             labels.append(SHAPES.index(obj["shape"]))
     return torch.stack(crops), torch.tensor(labels)
@@ -117,8 +124,9 @@ def scene_crops(scenes: list[dict[str, Any]], size: int) -> tuple[torch.Tensor, 
 def training_scenes(size: int, count: int, seed: int) -> list[dict[str, Any]]:
     """Random real scenes, a quarter of them with held-out colour-shape pairs."""
     return [
-        sample_scene(random.Random(f"xmc-eval shape classifier/{seed}/{index}"), size,
-                     heldout=index % 4 == 3)
+        sample_scene(
+            random.Random(f"xmc-eval shape classifier/{seed}/{index}"), size, heldout=index % 4 == 3
+        )
         for index in range(count)
     ]
 
@@ -189,8 +197,11 @@ def save_classifier(classifier: ShapeClassifier, path: Path) -> None:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"recipe": RECIPE_VERSION, "size": str(classifier.size),
-                "val_accuracy": repr(classifier.val_accuracy)}
+    metadata = {
+        "recipe": RECIPE_VERSION,
+        "size": str(classifier.size),
+        "val_accuracy": repr(classifier.val_accuracy),
+    }
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file(classifier.network.state_dict(), str(temporary), metadata=metadata)
     temporary.replace(path)
@@ -211,8 +222,9 @@ def load_classifier(path: Path) -> ShapeClassifier | None:
         network = ShapeCNN()
         network.load_state_dict(load_file(str(path)))
     except (OSError, RuntimeError, ValueError) as error:
-        raise ShapeClassifierError(f"cannot load the shape classifier cache {path}: {error}"
-                                   " (delete it to retrain)") from error
+        raise ShapeClassifierError(
+            f"cannot load the shape classifier cache {path}: {error} (delete it to retrain)"
+        ) from error
     return ShapeClassifier(network, int(metadata["size"]), float(metadata["val_accuracy"]))
 
 
@@ -235,14 +247,19 @@ def load_or_train(
     if config.size != size:
         raise ValueError(f"config is for {config.size}px, asked for {size}px")
     if cache_dir is None:
-        cache_dir = (Path(data_root) / ".xmc_eval" if data_root
-                     else Path(os.environ.get("XMC_CACHE", Path.home() / ".cache" / "xmc")) / "eval")
+        cache_dir = (
+            Path(data_root) / ".xmc_eval"
+            if data_root
+            else Path(os.environ.get("XMC_CACHE", Path.home() / ".cache" / "xmc")) / "eval"
+        )
     path = cache_path(cache_dir, size)
     classifier = load_classifier(path)
     if classifier is None:
         if progress:
-            print(f"training the {size}px shape classifier on real renders (once, cached as "
-                  f"{path})", file=sys.stderr)
+            print(
+                f"training the {size}px shape classifier on real renders (once, cached as {path})",
+                file=sys.stderr,
+            )
         classifier = train_shape_classifier(config, data_root)
         try:
             save_classifier(classifier, path)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training import shapes
-from training.shapes import (
+from training.shapes import scenes as shapes
+from training.shapes.scenes import (
     HELDOUT_PAIRS,
     PALETTE_BACKGROUNDS,
     PALETTE_OBJECTS,
@@ -21,7 +21,6 @@ from training.shapes import (
     SIZES,
     captions_for,
     make_benchmark,
-    render_object_crop,
     render_scene,
     sample_scene,
 )
@@ -39,8 +38,11 @@ def _overlap(a: list[int], b: list[int]) -> bool:
 
 
 def test_palettes_match_spec() -> None:
-    assert PALETTE_BACKGROUNDS == {"black": (25, 25, 25), "gray": (128, 128, 128),
-                                   "white": (235, 235, 235)}
+    assert PALETTE_BACKGROUNDS == {
+        "black": (25, 25, 25),
+        "gray": (128, 128, 128),
+        "white": (235, 235, 235),
+    }
     assert PALETTE_OBJECTS["red"] == (220, 40, 40) and PALETTE_OBJECTS["pink"] == (240, 120, 180)
     assert len(PALETTE_OBJECTS) == 8 and set(SHAPES) == {"circle", "square", "triangle"}
     assert SIZES == {"small": 0.25, "large": 0.45}
@@ -63,10 +65,13 @@ def test_geometry_margins_sizes_and_relation_halves(size: int) -> None:
             first, second = (obj["bbox"] for obj in objects)
             assert not _overlap(first, second)
             assert (objects[0]["color"], objects[0]["shape"]) != (
-                objects[1]["color"], objects[1]["shape"])
+                objects[1]["color"],
+                objects[1]["shape"],
+            )
             axis = 0 if scene["relation"] in ("left of", "right of") else 1
-            low, high = (first, second) if scene["relation"] in ("left of", "above") else (
-                second, first)
+            low, high = (
+                (first, second) if scene["relation"] in ("left of", "above") else (second, first)
+            )
             assert low[axis] + low[axis + 2] <= half <= high[axis]
 
 
@@ -108,9 +113,14 @@ def test_five_distinct_lowercase_captions_naming_the_attributes() -> None:
 
 
 def test_relation_caption_reads_true() -> None:
-    scene = {"background": "gray", "relation": "left of", "objects": [
-        {"shape": "circle", "color": "red", "size": "small", "bbox": [4, 20, 16, 16]},
-        {"shape": "square", "color": "blue", "size": "small", "bbox": [40, 20, 16, 16]}]}
+    scene = {
+        "background": "gray",
+        "relation": "left of",
+        "objects": [
+            {"shape": "circle", "color": "red", "size": "small", "bbox": [4, 20, 16, 16]},
+            {"shape": "square", "color": "blue", "size": "small", "bbox": [40, 20, 16, 16]},
+        ],
+    }
     captions = captions_for(scene, random.Random(0))
     for caption in captions:
         if "left of" in caption:
@@ -135,9 +145,13 @@ def test_shapes_have_their_area() -> None:
     size, side = 64, 28
     areas = {}
     for shape in SHAPES:
-        scene = {"background": "black", "relation": None, "objects": [
-            {"shape": shape, "color": "yellow", "size": "large",
-             "bbox": [10, 10, side, side]}]}
+        scene = {
+            "background": "black",
+            "relation": None,
+            "objects": [
+                {"shape": shape, "color": "yellow", "size": "large", "bbox": [10, 10, side, side]}
+            ],
+        }
         image = np.asarray(render_scene(scene, size)).astype(int)
         areas[shape] = (np.abs(image - np.array(PALETTE_BACKGROUNDS["black"])).sum(-1) > 60).sum()
     assert areas["square"] == side * side
@@ -145,16 +159,10 @@ def test_shapes_have_their_area() -> None:
     assert abs(areas["triangle"] / side**2 - 0.5) < 0.05
 
 
-def test_object_crop_is_its_bounding_box() -> None:
-    crop = render_object_crop("circle", "cyan", "small", "white", 64, random.Random(3))
-    assert crop.size == (16, 16)
-    assert crop.getpixel((8, 8)) == PALETTE_OBJECTS["cyan"]
-    assert crop.getpixel((0, 0)) != PALETTE_OBJECTS["cyan"]
-
-
 def _tree_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def test_same_seed_gives_identical_bytes_and_layout(tmp_path: Path) -> None:
@@ -167,7 +175,8 @@ def test_same_seed_gives_identical_bytes_and_layout(tmp_path: Path) -> None:
     assert a.keys() == c.keys()
     assert a["annotations/captions_train.json"] != c["annotations/captions_train.json"]
     assert a["train/000000000001.png"] != c["train/000000000001.png"] or (
-        a["train/000000000002.png"] != c["train/000000000002.png"])
+        a["train/000000000002.png"] != c["train/000000000002.png"]
+    )
 
     data = json.loads(a["annotations/captions_test_heldout.json"])
     assert len(data["images"]) == 6 and len(data["annotations"]) == 30
@@ -187,8 +196,19 @@ def test_same_seed_gives_identical_bytes_and_layout(tmp_path: Path) -> None:
 
 def test_cli_make_refuses_to_overwrite_and_checks_size(tmp_path: Path, capsys) -> None:
     root = tmp_path / "bench"
-    args = ["make", str(root), "--size", "32", "--train", "3", "--val", "2",
-            "--test-heldout", "2", "--quiet"]
+    args = [
+        "make",
+        str(root),
+        "--size",
+        "32",
+        "--train",
+        "3",
+        "--val",
+        "2",
+        "--test-heldout",
+        "2",
+        "--quiet",
+    ]
     assert shapes.main(args) == 0
     assert len(list((root / "train").glob("*.png"))) == 3
     meta = json.loads((root / "shapes_benchmark.json").read_text())

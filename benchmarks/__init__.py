@@ -1,0 +1,6 @@
+"""Benchmarks and experiment drivers: scripts that print figures, outside the library packages.
+
+python -m benchmarks.train_speed     # training throughput, MFU
+python -m benchmarks.serve_speed     # the HTTP service against in-process generation
+python -m benchmarks.ablation        # the loss ablation on the shapes benchmark
+"""

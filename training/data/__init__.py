@@ -1,0 +1,1 @@
+"""Training data sources: the COCO captions layout (`coco`)."""

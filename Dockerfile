@@ -38,10 +38,12 @@ RUN apt-get update \
     && python3 -m venv /opt/venv
 
 # ---------------------------------------------------------------------------------------------
-# requirements: the dependencies listed in pyproject.toml, as a requirements file.
+# requirements: the dependencies listed in pyproject.toml, as a requirements file, and the lock
+# that pins each at the version CI tested.
 FROM python AS requirements
-COPY pyproject.toml /tmp/pyproject.toml
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" > /requirements.txt
+COPY pyproject.toml requirements.lock /tmp/
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" > /requirements.txt \
+    && cp /tmp/requirements.lock /requirements.lock
 
 # ---------------------------------------------------------------------------------------------
 # project: the project installed under /install with the venv's layout (models/bundled/ travels
@@ -69,11 +71,11 @@ ARG TORCH_INDEX_URL=""
 RUN pip install --no-cache-dir ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} \
         "$TORCH_REQUIREMENT"
 
-# The torch just installed is held fixed while the rest resolves.
-COPY --from=requirements /requirements.txt /tmp/requirements.txt
+# The torch just installed is held fixed while the rest installs at the lock's versions.
+COPY --from=requirements /requirements.txt /requirements.lock /tmp/
 RUN python -c "import importlib.metadata as m; print('torch==' + m.version('torch'))" > /tmp/constraints.txt \
-    && pip install --no-cache-dir -r /tmp/requirements.txt -c /tmp/constraints.txt \
-    && rm /tmp/requirements.txt /tmp/constraints.txt
+    && pip install --no-cache-dir -r /tmp/requirements.txt -c /tmp/requirements.lock -c /tmp/constraints.txt \
+    && rm /tmp/requirements.txt /tmp/requirements.lock /tmp/constraints.txt
 
 COPY --from=project /install/ /opt/venv/
 RUN python -c "import torch, models.pipeline as p; assert (p.BUNDLED_DIR / 'config.json').is_file(), 'bundled model missing'; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"

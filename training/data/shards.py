@@ -19,7 +19,9 @@ Resuming (`resume_at(epoch, batches, batch_size, num_workers)`). The trainer rec
 epoch and the number of batches it has consumed in it on this rank. A DataLoader over an
 IterableDataset takes its batches from the workers in turn, so worker k has delivered
 ceil((batches - k) / K) batches; on resume each worker re-reads its stream from the start
-of the epoch and drops that many items x batch_size before yielding. Exactly what happens:
+of the epoch and drops that many items x batch_size before yielding (the new DataLoader's
+worker j continues the stream of worker (j + batches) mod K, so batches keep their order).
+Exactly what happens:
 - nothing is repeated or skipped when the world size, worker count and batch size are the
   same as when the position was recorded and every worker of the rank still had data at
   that point (all of an epoch but its tail);
@@ -163,9 +165,15 @@ class ShardCaptions(IterableDataset):
             )
         return order[self.rank :: self.world_size][worker::workers]
 
-    def _skip_count(self, worker: int, workers: int) -> int:
+    def _role(self, worker: int, workers: int) -> tuple[int, int]:
+        """(the original worker whose stream this worker continues, items to drop).
+
+        A new DataLoader starts with worker 0, but after `batches` batches the next one
+        was due from worker `batches % K`: worker k takes over the stream of worker
+        (k + batches) % K, so the resumed batches come in the uninterrupted order.
+        """
         if self._resume is None:
-            return 0
+            return worker, 0
         batches, batch_size, recorded_workers = self._resume
         slots = max(workers, 1)  # 0 workers (the main process) is one stream, as 1 worker
         if max(recorded_workers, 1) != slots:
@@ -173,7 +181,8 @@ class ShardCaptions(IterableDataset):
                 f"the position was recorded with {recorded_workers} worker(s), "
                 f"this loader has {workers}: resume with the same num_workers"
             )
-        return math.ceil(max(batches - worker, 0) / slots) * batch_size
+        role = (worker + batches) % slots
+        return role, math.ceil(max(batches - role, 0) / slots) * batch_size
 
     def _decode(self, sample: dict[str, Any]) -> dict[str, Any] | None:
         key = str(sample.get("__key__", "?"))
@@ -225,9 +234,9 @@ class ShardCaptions(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 0)
-        skip = self._skip_count(worker, workers)
+        role, skip = self._role(worker, workers)
         index = 0
-        for sample in self.raw_samples(worker, workers):
+        for sample in self.raw_samples(role, workers):
             decoded = self._decode(sample)
             if decoded is None:
                 continue

@@ -112,6 +112,7 @@ class ShardCaptions(IterableDataset):
         swap_left_right_on_flip: bool = True,
         seed: int = 0,
         shuffle_buffer: int = 1000,
+        pixels: str = "float",
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
@@ -122,6 +123,7 @@ class ShardCaptions(IterableDataset):
             random_flip=random_flip,
             swap_left_right_on_flip=swap_left_right_on_flip,
             seed=seed,
+            pixels=pixels,
         )
         self.resolution = resolution
         found_rank, found_world = distributed_rank()

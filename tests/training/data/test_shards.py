@@ -144,3 +144,17 @@ def test_rank_and_world_come_from_torchrun_environment(
     assert (dataset.rank, dataset.world_size) == (1, 2)
     other = ShardCaptions(folder, 16, shuffle_buffer=0, rank=0)
     assert not set(_ids(dataset)) & set(_ids(other))
+
+
+def test_uint8_items_become_the_float_batch_exactly(tmp_path: Path) -> None:
+    from training.data.records import float_images
+
+    folder = _write_shards(tmp_path / "s", shards=2, per_shard=4)
+    options = {"shuffle_buffer": 0, "seed": 1}
+    floats = next(iter(DataLoader(ShardCaptions(folder, 16, **options), batch_size=4)))
+    raw = next(iter(DataLoader(ShardCaptions(folder, 16, pixels="uint8", **options), batch_size=4)))
+    assert raw["image"].dtype == torch.uint8
+    assert torch.equal(float_images(raw)["image"], floats["image"])
+    assert raw["caption"] == floats["caption"]  # same flips, same captions
+    with pytest.raises(DatasetError, match="pixels"):
+        ShardCaptions(folder, 16, pixels="half")

@@ -158,3 +158,25 @@ def test_uint8_items_become_the_float_batch_exactly(tmp_path: Path) -> None:
     assert raw["caption"] == floats["caption"]  # same flips, same captions
     with pytest.raises(DatasetError, match="pixels"):
         ShardCaptions(folder, 16, pixels="half")
+
+
+def test_two_gloo_processes_read_disjoint_shards(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    folder = _write_shards(tmp_path / "s", shards=4, per_shard=2)
+    worker = Path(__file__).with_name("gloo_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[3]), env.get("PYTHONPATH", "")])
+    outs = [tmp_path / f"rank{r}.json" for r in (0, 1)]
+    args = [str(tmp_path / "init"), str(folder)]
+    processes = [
+        subprocess.Popen([sys.executable, str(worker), str(r), "2", *args, str(outs[r])], env=env)
+        for r in (0, 1)
+    ]
+    assert [p.wait(timeout=120) for p in processes] == [0, 0]
+    seen = [json.loads(out.read_text()) for out in outs]
+    assert [s["rank"] for s in seen] == [0, 1]
+    assert len(seen[0]["ids"]) == len(seen[1]["ids"]) == 4
+    assert sorted(seen[0]["ids"] + seen[1]["ids"]) == list(range(8))

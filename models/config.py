@@ -83,9 +83,17 @@ class DiscriminatorConfig:
     region_resolution: int = 16  # where region features are taken (official cond_size)
     infomax: bool = False  # add InfoMax-GAN local/global projection heads
     infomax_dim: int = 1024  # RKHS dims of the InfoMax heads (mimicry's nrkhs)
+    # Where the InfoMax local features come from: "penultimate" = the raw output of the
+    # block before the last (mimicry's local_feat_blocks; 4x4 here), "region" = the 16x16
+    # region map after a ReLU (this repo's earlier choice, kept as an option)
+    infomax_local: str = "penultimate"
 
     def __post_init__(self) -> None:
         GeneratorConfig(resolution=self.resolution, channel_multipliers=self.channel_multipliers)
+        if self.infomax_local not in ("penultimate", "region"):
+            raise ValueError(
+                f"infomax_local must be 'penultimate' or 'region', got {self.infomax_local!r}"
+            )
 
     @property
     def block_channels(self) -> list[tuple[int, bool]]:

@@ -3,6 +3,8 @@
 Spectral norm on every conv and linear, no normalisation layers. It doubles as the encoder of
 the contrastive losses: phi(x) (sum-pooled last block) against V e_s for L_sent and against the
 real image's phi for L_img, and the 16x16 region features against the words for L_word.
+With `infomax`, InfoMax-GAN heads (Lee et al. 2021, as mimicry) project local features, by
+default the raw output of the block before the last (mimicry's `local_feat_blocks`), and phi.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class DiscriminatorOutput:
     features: torch.Tensor  # (B, F) phi(x)
     sentence: torch.Tensor  # (B, F) V e_s, shared by the projection and L_sent
     regions: torch.Tensor  # (B, N, D_w) 16x16 region features for L_word
-    infomax_local: torch.Tensor | None = None  # (B, K, R)
+    infomax_local: torch.Tensor | None = None  # (B, K, R): K = 16 (4x4) or 256 (16x16)
     infomax_global: torch.Tensor | None = None  # (B, R)
 
 
@@ -69,14 +71,25 @@ class Discriminator(nn.Module, ArtifactMixin):
         self.linear = sn_linear(c.feature_dim, 1)
         self.sentence_projection = sn_linear(c.sentence_dim, c.feature_dim)
         if c.infomax:
-            self.infomax_local = InfoMaxHead(region_channels, c.infomax_dim, local=True)
+            local_channels = region_channels if c.infomax_local == "region" else self._penultimate
+            self.infomax_local = InfoMaxHead(local_channels, c.infomax_dim, local=True)
             self.infomax_global = InfoMaxHead(c.feature_dim, c.infomax_dim, local=False)
 
+    @property
+    def _penultimate(self) -> int:
+        """Channels of the block before the last (the stem when there is one block)."""
+        c = self.config
+        return c.block_channels[-2][0] if len(c.block_channels) > 1 else c.stem_channels
+
     @classmethod
-    def from_preset(cls, name: str, infomax: bool = False) -> Discriminator:
+    def from_preset(
+        cls, name: str, infomax: bool = False, infomax_local: str | None = None
+    ) -> Discriminator:
         config = get_preset(name).discriminator
         if infomax:
             config = DiscriminatorConfig(**{**config.__dict__, "infomax": True})
+        if infomax_local is not None:
+            config = DiscriminatorConfig(**{**config.__dict__, "infomax_local": infomax_local})
         return cls(config)
 
     def forward(self, images: torch.Tensor, sentence: torch.Tensor) -> DiscriminatorOutput:
@@ -98,8 +111,9 @@ class Discriminator(nn.Module, ArtifactMixin):
                 f"({images.shape[0]}) a multiple of b; got {tuple(sentence.shape)}"
             )
         x = self.stem(images)
-        region_map = x
+        region_map = penultimate = x
         for i, block in enumerate(self.blocks, start=1):
+            penultimate = x  # the input of the last block once the loop ends
             x = block(x)
             if i == self.region_block:
                 region_map = x  # (B, C, 16, 16)
@@ -110,6 +124,8 @@ class Discriminator(nn.Module, ArtifactMixin):
         regions = self.region_projection(region_map).flatten(2).transpose(1, 2)  # (B, 256, D_w)
         out = DiscriminatorOutput(logits, features, projected, regions)
         if c.infomax:
-            local = self.infomax_local(F.relu(region_map)).flatten(2).transpose(1, 2)  # (B, K, R)
+            # mimicry feeds the raw block output; "region" keeps the earlier ReLU'd 16x16 map
+            local_map = F.relu(region_map) if c.infomax_local == "region" else penultimate
+            local = self.infomax_local(local_map).flatten(2).transpose(1, 2)  # (B, K, R)
             out.infomax_local, out.infomax_global = local, self.infomax_global(features)
         return out

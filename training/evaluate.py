@@ -3,6 +3,11 @@
     xmc-eval faithfulness --model DIR --data ROOT --split val [--num N] [--clip PATH]
     xmc-eval fid --model DIR --data ROOT --split val --inception-weights PATH
     xmc-eval kid --model DIR --data ROOT --split val --inception-weights PATH
+    xmc-eval protocol --model DIR --data COCO_ROOT --inception-weights PATH [--clip PATH]
+
+`protocol` is the paper's: FID and KID (and CLIP score) on 30,000 images generated from
+COCO val2014 captions, reference statistics cached (training/metrics/protocol.py,
+docs/evaluation.md).
 
 Every image of the split (or its first N) is generated from one of its captions (drawn
 with --seed). Faithfulness is printed beside the same score for the real images (the
@@ -15,90 +20,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
-from models.images import image_grid, to_uint8
-from training.data.coco import CaptionedImage, DatasetError, load_captions_file, load_rgb
+from models.images import image_grid
+from training.data.coco import DatasetError
 from training.metrics import clip_score
 from training.metrics import fid as metrics
+from training.metrics.sampling import (  # noqa: F401  (part of this module's API)
+    EvaluationError,
+    generate,
+    load_split,
+    pick_captions,
+    real_images,
+)
 from training.shapes import scorer as faith
 from training.shapes.classifier import ShapeClassifierError, load_or_train
 from training.shapes.pixels import ImageInputError
 from training.shapes.scenes import BenchmarkError
-
-
-class EvaluationError(ValueError):
-    """Bad arguments or data for an evaluation, explained for the user."""
-
-
-def load_split(
-    data_root: str | Path, split: str, num: int | None = None, need_attributes: bool = False
-) -> list[CaptionedImage]:
-    """The split's images with their captions, sorted by id, the first `num` if given."""
-    root = Path(data_root)
-    records = load_captions_file(root / "annotations" / f"captions_{split}.json", root / split)
-    if num is not None:
-        if num < 1:
-            raise EvaluationError(f"--num must be >= 1, got {num}")
-        records = records[:num]
-    if not records:
-        raise EvaluationError(f"split {split!r} of {root} holds no captioned image")
-    if need_attributes and any(record.attributes is None for record in records):
-        raise EvaluationError(
-            f"split {split!r} of {root} has no scene attributes: "
-            "faithfulness needs the shapes benchmark, not COCO"
-        )
-    return records
-
-
-def pick_captions(records: Sequence[CaptionedImage], seed: int) -> list[str]:
-    """One caption per image, drawn from an RNG seeded by (seed, image id)."""
-    return [
-        random.Random(f"xmc-eval/{seed}/{record.image_id}").choice(record.captions)
-        for record in records
-    ]
-
-
-def generate(
-    pipeline: Any,
-    captions: Sequence[str],
-    seed: int,
-    batch_size: int = 32,
-    progress: bool = False,
-    desc: str = "generate",
-) -> torch.Tensor:
-    """(N, 3, R, R) uint8 images, image i drawn with z seed `seed * 1_000_003 + i`."""
-    from tqdm import tqdm
-
-    if batch_size < 1:
-        raise EvaluationError(f"--batch-size must be >= 1, got {batch_size}")
-    batches = []
-    starts = range(0, len(captions), batch_size)
-    for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
-        chunk = list(captions[start : start + batch_size])
-        seeds = [seed * 1_000_003 + start + i for i in range(len(chunk))]
-        images = pipeline.generate(pipeline.encode_text(chunk), seeds)  # (B, 3, R, R) in [0, 1]
-        batches.append(to_uint8(images))
-    return torch.cat(batches)
-
-
-def real_images(records: Sequence[CaptionedImage], resolution: int) -> torch.Tensor:
-    """(N, 3, R, R) uint8: the split's images, box-resized to R if they differ."""
-    rows = []
-    for record in records:
-        image = load_rgb(record.path)
-        if image.size != (resolution, resolution):
-            image = image.resize((resolution, resolution), Image.Resampling.BOX)
-        rows.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1))
-    return torch.stack(rows)
 
 
 def untrained_pipeline(pipeline: Any, seed: int = 0) -> Any:
@@ -274,13 +217,24 @@ def _parser() -> argparse.ArgumentParser:
         ("faithfulness", "attribute accuracy on the shapes benchmark"),
         ("fid", "Frechet Inception distance"),
         ("kid", "kernel Inception distance"),
+        ("protocol", "the paper's FID/KID (and CLIP score) on 30,000 COCO val2014 captions"),
     ):
+        paper = name == "protocol"
         command = commands.add_parser(name, help=text)
         command.add_argument("--model", help="artifact folder (default: the bundled model)")
         command.add_argument("--data", required=True, metavar="ROOT", help="dataset root")
-        command.add_argument("--split", default="val", help="split name (default val)")
-        command.add_argument("--num", type=int, help="first N images of the split (default all)")
-        command.add_argument("--batch-size", type=int, default=32)
+        command.add_argument(
+            "--split",
+            default="val2014" if paper else "val",
+            help="split name (default %(default)s)",
+        )
+        command.add_argument(
+            "--num",
+            type=int,
+            default=30_000 if paper else None,
+            help="images: random N (protocol, default 30000) or first N (others, default all)",
+        )
+        command.add_argument("--batch-size", type=int, default=50 if paper else 32)
         command.add_argument("--seed", type=int, default=0, help="caption choice and z seeds")
         command.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
         command.add_argument(
@@ -290,14 +244,18 @@ def _parser() -> argparse.ArgumentParser:
             help="folder for the JSON and the sample grid",
         )
         command.add_argument("--quiet", action="store_true", help="no progress bars")
-        if name == "faithfulness":
+        if name in ("faithfulness", "protocol"):
+            cached = "reference statistics" if paper else "shape classifier"
             command.add_argument(
-                "--cache-dir", type=Path, help="shape classifier cache (default ROOT/.xmc_eval)"
+                "--cache-dir", type=Path, help=f"{cached} cache (default ROOT/.xmc_eval)"
             )
             command.add_argument(
-                "--clip", metavar="PATH", help="local CLIP checkpoint: also report CLIP R-precision"
+                "--clip",
+                metavar="PATH",
+                help="local CLIP checkpoint: also report CLIP "
+                + ("score" if paper else "R-precision"),
             )
-        else:
+        if name != "faithfulness":
             command.add_argument(
                 "--inception-weights",
                 required=True,
@@ -318,7 +276,9 @@ def _run(args: argparse.Namespace) -> None:
         "progress": not args.quiet,
         "return_images": True,
     }
-    if args.command == "faithfulness":
+    if args.command == "protocol":
+        result = _run_protocol(pipeline, args)
+    elif args.command == "faithfulness":
         result = faithfulness(pipeline, args.data, args.split, cache_dir=args.cache_dir, **common)
         if args.clip:
             records = load_split(args.data, args.split, args.num)
@@ -355,6 +315,31 @@ def _run(args: argparse.Namespace) -> None:
         )
     json_path, grid_path = write_results(result, args.out, f"{args.command}_{args.split}")
     print(f"wrote {json_path} and {grid_path}")
+
+
+def _run_protocol(pipeline: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from training.metrics.inception import FIDInceptionV3
+    from training.metrics.protocol import ProtocolConfig, evaluate_protocol
+
+    config = ProtocolConfig(args.split, args.num, args.seed, args.batch_size)
+    weights = Path(args.inception_weights)
+    result = evaluate_protocol(
+        pipeline,
+        args.data,
+        FIDInceptionV3.from_file(weights).to(pipeline.device),
+        config,
+        cache_dir=args.cache_dir or Path(args.data) / ".xmc_eval",
+        feature_name=f"FIDInceptionV3:{weights.name}",
+        clip_path=args.clip,
+        progress=not args.quiet,
+    )
+    print(
+        f"protocol over {result['num_images']} images of {args.split} at "
+        f"{pipeline.resolution} px: FID {result['fid']:.3f}, "
+        f"KID {result['kid_mean']:.5f} ± {result['kid_std']:.5f}"
+        + (f", CLIP score {result['clip_score']:.2f}" if "clip_score" in result else "")
+    )
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:

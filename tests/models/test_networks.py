@@ -256,16 +256,24 @@ def test_discriminator_real_and_fake_halves_share_captions(name: str, small_netw
     assert not torch.allclose(fake, swapped, rtol=0, atol=1e-5)  # the caption does matter
 
 
-@pytest.mark.parametrize("name", ["tiny", "shapes-64"])
-def test_discriminator_infomax_heads(name: str) -> None:
-    discriminator = Discriminator.from_preset(name, infomax=True).eval()
+@pytest.mark.parametrize(
+    ("name", "local", "positions"),
+    [
+        ("tiny", "region", 16 * 16),
+        ("shapes-64", "region", 16 * 16),
+        ("tiny", "penultimate", 4 * 4),  # mimicry: the raw output of the block before the last
+        ("shapes-64", "penultimate", 4 * 4),
+    ],
+)
+def test_discriminator_infomax_heads(name: str, local: str, positions: int) -> None:
+    discriminator = Discriminator.from_preset(name, infomax=True, infomax_local=local).eval()
     c = discriminator.config
-    assert c.infomax and c.infomax_dim == 1024
+    assert c.infomax and c.infomax_dim == 1024 and c.infomax_local == local
     assert_spectral_norm_everywhere(discriminator)
     images = torch.rand(2, 3, c.resolution, c.resolution)
     with torch.no_grad():
         out = discriminator(images, torch.randn(2, c.sentence_dim))
-    assert out.infomax_local.shape == (2, 16 * 16, 1024)  # (B, K, R)
+    assert out.infomax_local.shape == (2, positions, 1024)  # (B, K, R)
     assert out.infomax_global.shape == (2, 1024)  # (B, R)
     assert torch.isfinite(out.infomax_local).all() and torch.isfinite(out.infomax_global).all()
 
@@ -325,3 +333,34 @@ def test_config_from_dict_names_unknown_keys() -> None:
         config_from_dict(GeneratorConfig, {"resolution": 32, "colour": 1})
     config = config_from_dict(GeneratorConfig, {"resolution": 32, "channel_multipliers": [4, 2, 1]})
     assert config.channel_multipliers == (4, 2, 1)  # JSON lists come back as tuples
+
+
+def test_infomax_local_features_are_the_raw_penultimate_output() -> None:
+    discriminator = Discriminator.from_preset("tiny", infomax=True).eval()
+    assert discriminator.config.infomax_local == "penultimate"  # the default: mimicry's choice
+    seen: dict[str, torch.Tensor] = {}
+    discriminator.blocks[-1].register_forward_hook(lambda m, i, o: seen.update(last_in=i[0]))
+    discriminator.infomax_local.register_forward_hook(lambda m, i, o: seen.update(head_in=i[0]))
+    c = discriminator.config
+    with torch.no_grad():
+        discriminator(torch.rand(2, 3, c.resolution, c.resolution), torch.randn(2, c.sentence_dim))
+    assert torch.equal(seen["head_in"], seen["last_in"])
+    assert (seen["head_in"] < 0).any()  # raw: no ReLU in front of the head
+    with pytest.raises(ValueError, match="infomax_local"):
+        DiscriminatorConfig(infomax_local="global")
+
+
+def test_pretrained_image_encoder_sees_224_pixels() -> None:
+    from models.image_encoder import PretrainedImageEncoder
+
+    class Recorder(torch.nn.Module):
+        def forward(self, pixel_values: torch.Tensor):
+            self.shape = tuple(pixel_values.shape)
+            return type("Out", (), {"logits": pixel_values.mean(dim=(2, 3))})()
+
+    encoder = PretrainedImageEncoder(Recorder())
+    for side in (128, 256, 224):
+        encoder(torch.rand(2, 3, side, side))
+        assert encoder.resnet.shape == (2, 3, 224, 224)
+    flat = encoder(torch.full((1, 3, 128, 128), 0.25))
+    assert torch.allclose(flat, torch.full((1, 3), 0.25))  # a bilinear resize keeps a constant

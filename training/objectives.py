@@ -41,6 +41,18 @@ class LossWeights:
     rho2: float = 5.0
     rho3: float = 50.0
 
+    @classmethod
+    def from_config(cls, c) -> LossWeights:
+        """The weights a TrainConfig asks for: a loss left out of `losses` has weight 0."""
+        return cls(
+            sent=c.w_sent if "sent" in c.losses else 0.0,
+            word=c.w_word if "word" in c.losses else 0.0,
+            img=c.w_img if "img" in c.losses else 0.0,
+            adversarial=c.adversarial,
+            infomax_d=c.infomax_beta if c.infomax else 0.0,
+            infomax_g=c.infomax_alpha if c.infomax else 0.0,
+        )
+
 
 def _gather(x: torch.Tensor, enabled: bool) -> torch.Tensor:
     """All-gather along the batch with gradients, for negatives from every device."""

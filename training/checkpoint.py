@@ -150,7 +150,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         expected = check.read_text().split()[0]
     except (OSError, IndexError, UnicodeDecodeError):
         raise CheckpointError(
-            f"{path}: its checksum file {check.name} is missing or empty (an interrupted write?)"
+            f"{path}: checksum file {check.name} is missing or empty (an interrupted write?)"
         ) from None
     size, actual = path.stat().st_size, _file_sha256(path)
     if actual != expected:

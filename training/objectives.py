@@ -167,20 +167,28 @@ def generator_loss(
 
 class BatchNormStatsFrozen:
     """Run a module in train mode without updating BN running statistics (the official D-only
-    step discards G's new batch statistics)."""
+    step discards G's new batch statistics). `save()` / `restore()` do the same by hand, for a
+    step that turns out to be skipped."""
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
 
-    def __enter__(self) -> None:
+    def save(self) -> BatchNormStatsFrozen:
         self.buffers = {
             k: v.clone()
             for k, v in self.module.named_buffers()
             if "running" in k or "num_batches" in k
         }
+        return self
 
-    def __exit__(self, *exc) -> None:
+    def restore(self) -> None:
         with torch.no_grad():
             named = dict(self.module.named_buffers())
             for k, v in self.buffers.items():
                 named[k].copy_(v)
+
+    def __enter__(self) -> None:
+        self.save()
+
+    def __exit__(self, *exc) -> None:
+        self.restore()

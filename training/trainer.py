@@ -215,7 +215,7 @@ class Trainer:
         if any_flag(bad, self.info, self.device):
             for module in modules:
                 module.zero_grad(set_to_none=True)
-            raise NonFiniteStep(phase, {k: float(v) for k, v in losses.items()})
+            raise NonFiniteStep(phase, {k: float(v.detach()) for k, v in losses.items()})
 
     def discriminator_step(self, sub: SubBatch) -> dict[str, float]:
         """Update D alone on one sub-batch (official `train_d`): G makes the fakes without a
@@ -238,6 +238,7 @@ class Trainer:
         """Update D and G together from one forward (official `train_g_d`, its two VJPs): each
         network from its own loss, through `backward(inputs=...)`."""
         c, w = self.config, self.weights
+        bn_before = BatchNormStatsFrozen(self.generator).save()  # put back if skipped
         with self._autocast():
             fake = self.g_forward(sub.z, sub.sentence, sub.words, sub.mask)  # (n, 3, R, R)
             out = self.d_forward(torch.cat([sub.real, fake]), sub.sentence)
@@ -258,7 +259,11 @@ class Trainer:
         average_gradients(self.discriminator, self.info)
         average_gradients(self.generator, self.info)
         losses = {"d_loss": d_loss, "g_loss": g_loss}
-        self._check("joint_step", losses, [self.discriminator, self.generator])
+        try:
+            self._check("joint_step", losses, [self.discriminator, self.generator])
+        except NonFiniteStep:
+            bn_before.restore()
+            raise
         self.opt_d.step()
         self.opt_g.step()
         stats = {k: v.item() for k, v in losses.items()}

@@ -30,7 +30,7 @@ class Networks:
     d_forward: nn.Module
 
 
-def build_networks(
+def networks(
     c: TrainConfig, models: Preset, device: torch.device, channels_last: bool, info: DistInfo
 ) -> Networks:
     """G and D from the seed (rank 0's on every rank), the EMA, both Adams."""
@@ -51,7 +51,7 @@ def build_networks(
     return Networks(generator, discriminator, ema, opt_g, opt_d, g_forward, d_forward)
 
 
-def build_text_encoder(given: Any, models: Preset, device: torch.device) -> Any:
+def text_encoder(given: Any, models: Preset, device: torch.device) -> Any:
     """The run's frozen text encoder: `given` (checked against the run's config) or loaded."""
     wanted = models.text_encoder
     if given is None:
@@ -65,7 +65,7 @@ def build_text_encoder(given: Any, models: Preset, device: torch.device) -> Any:
     return given.to(device) if isinstance(given, nn.Module) else given
 
 
-def build_image_encoder(c: TrainConfig, device: torch.device) -> nn.Module | None:
+def image_encoder(c: TrainConfig, device: torch.device) -> nn.Module | None:
     """The pretrained CNN of the extra L_img term, when asked for."""
     if not (c.image_encoder and "img" in c.losses):
         return None
@@ -74,7 +74,7 @@ def build_image_encoder(c: TrainConfig, device: torch.device) -> nn.Module | Non
     return PretrainedImageEncoder.from_pretrained(c.image_encoder).to(device)
 
 
-def build_dataset(c: TrainConfig, resolution: int):
+def dataset(c: TrainConfig, resolution: int):
     from training.data.coco import CocoCaptions
 
     if not c.data:
@@ -91,19 +91,3 @@ def build_dataset(c: TrainConfig, resolution: int):
         skip_bad=not c.strict_data,
         seed=c.seed,
     )
-
-
-def sample_captions(c: TrainConfig, dataset: Any, count: int = 16) -> list[str]:
-    """The fixed captions of the sample grids: the sample split's first, else the dataset's."""
-    from pathlib import Path
-
-    from training.data.coco import DatasetError, load_captions_file
-
-    split = c.sample_split or c.train_split
-    root = Path(c.data)
-    try:
-        records = load_captions_file(root / "annotations" / f"captions_{split}.json", root / split)
-    except (DatasetError, OSError):
-        records = getattr(dataset, "records", [])
-    captions = [r.captions[0] for r in records[: count * 2] if r.captions and r.captions[0]]
-    return captions[:count] or ["a red circle"]

@@ -14,15 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.images import image_grid
-from models.runtime import autocast, autocast_dtype, sample_z
-from training.build import (
-    build_dataset,
-    build_image_encoder,
-    build_networks,
-    build_text_encoder,
-    sample_captions,
-)
+from models.runtime import autocast, autocast_dtype
+from training import build
 from training.checkpoint import (
     CheckpointError,
     load_latest,
@@ -56,6 +49,7 @@ from training.objectives import (
     generator_loss,
 )
 from training.run_dir import RunDir
+from training.samples import sample_captions, write_samples
 
 __all__ = ["NonFiniteError", "RunError", "SubBatch", "Trainer"]
 
@@ -97,17 +91,16 @@ class Trainer:
         self.run = RunDir(run_dir)
         self.run_dir = self.run.path
         self.run.check_config(self.described)
-        nets = build_networks(c, self.model_configs, self.device, self.channels_last, self.info)
+        nets = build.networks(c, self.model_configs, self.device, self.channels_last, self.info)
         self.generator, self.discriminator, self.ema = nets.generator, nets.discriminator, nets.ema
         self.opt_g, self.opt_d = nets.opt_g, nets.opt_d
         self.g_forward, self.d_forward = nets.g_forward, nets.d_forward
-        self.text_encoder = build_text_encoder(text_encoder, self.model_configs, self.device)
-        self.image_encoder = build_image_encoder(c, self.device)
+        self.text_encoder = build.text_encoder(text_encoder, self.model_configs, self.device)
+        self.image_encoder = build.image_encoder(c, self.device)
         self.weights = LossWeights.from_config(c)
-        self.step = self.images_seen = self.skipped_steps = self.bad_in_row = 0
-        self.bad_images = 0
+        self.step = self.images_seen = self.skipped_steps = self.bad_in_row = self.bad_images = 0
         resolution = self.model_configs.generator.resolution
-        self.dataset = dataset if dataset is not None else build_dataset(c, resolution)
+        self.dataset = dataset if dataset is not None else build.dataset(c, resolution)
         self.data = DataStream(
             self.dataset,
             c.batch_size,
@@ -315,16 +308,8 @@ class Trainer:
             ema_b.copy_(b)
 
     # ------------------------------------------------------------------ samples
-    @torch.no_grad()
     def write_samples(self, captions: list[str]) -> Path:
-        text = self.text_encoder.encode(captions, self.device)
-        z = sample_z(list(range(len(captions))), self.model_configs.generator.z_dim).to(self.device)
-        with self._autocast():
-            images = self.ema(z, text.sentence, text.words, text.mask).float().cpu()
-        path = self.run.sample_path(self.step)
-        image_grid(images, columns=min(8, len(captions))).save(path)
-        (self.run.samples / "captions.txt").write_text("\n".join(captions) + "\n")
-        return path
+        return write_samples(self, captions)
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:

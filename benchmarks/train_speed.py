@@ -15,7 +15,6 @@ initialised BertModel of the same size (same FLOPs, meaningless features), and t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import tempfile
@@ -87,51 +86,39 @@ def gemm_peak(device: str, reps: int) -> tuple[float, float, str]:
     return flops / best, flops / best_cpu, f"{str(dtype).replace('torch.', '')} mm {n}x{n}"
 
 
-@contextlib.contextmanager
-def random_bert_if_offline(notes: list[str]):
-    """Let the trainer fall back to a random BERT of the configured size when the real one
-    cannot be loaded (no hub access): the FLOPs and timings are those of the real model."""
-    import training.trainer
+def text_encoder_or_random(config, notes: list[str]):
+    """The configured text encoder, or, when it cannot be loaded (no hub access), a random BERT
+    of the same size: the FLOPs and timings are those of the real model."""
     from models.text_encoder import TextEncoder, TextEncoderLoadError, resolve_bert_path
 
-    class TextEncoderOrRandom:
-        @staticmethod
-        def from_config(config):
-            try:
-                return TextEncoder.from_config(config)
-            except TextEncoderLoadError:
-                from transformers import AutoTokenizer, BertConfig, BertModel
-
-                heads = config.hidden_size // 64
-                bert = BertModel(
-                    BertConfig(
-                        hidden_size=config.hidden_size,
-                        num_hidden_layers=12,
-                        num_attention_heads=heads,
-                        intermediate_size=4 * config.hidden_size,
-                    ),
-                    add_pooling_layer=False,
-                )
-                # MiniLM's tokenizer is the same uncased 30522-token WordPiece as BERT-base
-                tokenizer = AutoTokenizer.from_pretrained(resolve_bert_path("minilm"))
-                note = (
-                    f"{config.name_or_path} is not available offline: using a randomly "
-                    f"initialised BertModel (hidden {config.hidden_size}, 12 layers, "
-                    f"{heads} heads) of the same size"
-                )
-                if note not in notes:
-                    notes.append(note)
-                return TextEncoder(config, bert, tokenizer)
-
-    original = training.trainer.TextEncoder
-    training.trainer.TextEncoder = TextEncoderOrRandom
     try:
-        yield
-    finally:
-        training.trainer.TextEncoder = original
+        return TextEncoder.from_config(config)
+    except TextEncoderLoadError:
+        from transformers import AutoTokenizer, BertConfig, BertModel
+
+        heads = config.hidden_size // 64
+        bert = BertModel(
+            BertConfig(
+                hidden_size=config.hidden_size,
+                num_hidden_layers=12,
+                num_attention_heads=heads,
+                intermediate_size=4 * config.hidden_size,
+            ),
+            add_pooling_layer=False,
+        )
+        # MiniLM's tokenizer is the same uncased 30522-token WordPiece as BERT-base
+        tokenizer = AutoTokenizer.from_pretrained(resolve_bert_path("minilm"))
+        note = (
+            f"{config.name_or_path} is not available offline: using a randomly "
+            f"initialised BertModel (hidden {config.hidden_size}, 12 layers, "
+            f"{heads} heads) of the same size"
+        )
+        if note not in notes:
+            notes.append(note)
+        return TextEncoder(config, bert, tokenizer)
 
 
-def make_trainer(case: Case, data: Path, work: Path, extra: dict[str, Any]):
+def make_trainer(case: Case, data: Path, work: Path, extra: dict[str, Any], notes: list[str]):
     from training.config import TrainConfig
     from training.trainer import Trainer
 
@@ -146,7 +133,9 @@ def make_trainer(case: Case, data: Path, work: Path, extra: dict[str, Any]):
         **case.overrides,
         **extra,
     }
-    return Trainer(TrainConfig(**values), work / case.label, progress=False)
+    config = TrainConfig(**values)
+    text_encoder = text_encoder_or_random(config.model_configs().text_encoder, notes)
+    return Trainer(config, work / case.label, text_encoder=text_encoder, progress=False)
 
 
 def count_step_flops(trainer, batch: dict[str, Any]) -> tuple[float, float]:
@@ -189,8 +178,7 @@ def time_text_encoder(trainer, batches, reps: int = 3) -> float:
 
 
 def run_case(case: Case, data: Path, work: Path, extra: dict[str, Any], notes: list[str]) -> Result:
-    with random_bert_if_offline(notes):
-        trainer = make_trainer(case, data, work, extra)
+    trainer = make_trainer(case, data, work, extra, notes)
     batches = trainer.batches()
     step_flops, text_flops = count_step_flops(trainer, next(batches))
     wall, cpu = time_steps(trainer, batches, case.timed_steps)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -20,22 +21,29 @@ class ArtifactError(ValueError):
     """An artifact directory that cannot be loaded: missing files, wrong kind, key mismatch."""
 
 
-def _publish(tmp: str, path: Path) -> None:
-    """Give a temp file the permissions a plain open() would (mkstemp makes it 0600), then
-    rename it over `path` atomically."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write `path` through `write(file)`: into a temp file beside it, fsync'd, given the
+    permissions a plain open() would (mkstemp makes it 0600), then renamed over `path`. A crash
+    or a full disk at any point leaves the previous file as it was and no temp file behind."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    _publish(tmp, path)
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
@@ -55,13 +63,11 @@ def read_config(directory: str | Path) -> dict[str, Any]:
 
 
 def save_state(module: torch.nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    save_file(state, tmp, metadata=metadata)
-    _publish(tmp, path)
+    payload = save(state, metadata=metadata)
+    atomic_write(path, lambda f: f.write(payload))
 
 
 def load_state(module: torch.nn.Module, path: Path, prefix: str = "") -> None:

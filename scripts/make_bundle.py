@@ -25,6 +25,36 @@ def wall_seconds(stats_path: Path) -> tuple[float, int]:
     return seconds, previous
 
 
+def history_summary(run_dir: Path) -> str:
+    """The run's whole history from history.jsonl: sessions, batch sizes by step range (in images
+    seen), and how each session ended (a start without an end was killed)."""
+    from training.run_dir import RunDir
+
+    sessions: list[dict] = []
+    for event in RunDir(run_dir).history():
+        if event["event"] == "start":
+            sessions.append({"start": event, "end": None})
+        elif sessions and sessions[-1]["end"] is None:
+            sessions[-1]["end"] = event
+    if not sessions:
+        return ""
+    spans: list[list] = []  # [batch, first step, first images]
+    for session in sessions:
+        start = session["start"]
+        if not spans or spans[-1][0] != start["batch"]:
+            spans.append([start["batch"], start["step"], start["images"]])
+    batches = ", then ".join(
+        f"batch {b} from step {step:,} ({images:,} images seen)" for b, step, images in spans
+    )
+    ends: dict[str, int] = {}
+    for session in sessions:
+        how = session["end"]["how"] if session["end"] else "killed (no end record)"
+        how = "error" if how.startswith("error") else how
+        ends[how] = ends.get(how, 0) + 1
+    endings = ", ".join(f"{n} {how}" for how, n in sorted(ends.items()))
+    return f"{len(sessions)} session(s): {batches}; sessions ended: {endings}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
@@ -43,7 +73,9 @@ def main() -> None:
     }
     config = json.loads((args.out / "config.json").read_text())
     train = json.loads((args.run_dir / "config.json").read_text())["train"]
-    seconds, images = wall_seconds(args.run_dir / "stats.jsonl")
+    seconds, _ = wall_seconds(args.run_dir / "stats.jsonl")
+    images = config["training"]["images"]  # images seen, from the checkpoint (not steps x batch)
+    history = "; ".join(x for x in (history_summary(args.run_dir), args.history) if x)
     scores = {
         split: {k: r[k] for k in ("generated", "real", "untrained")} for split, r in results.items()
     }
@@ -63,10 +95,10 @@ circles, squares and triangles on a plain background from captions such as
 | preset | `{train["preset"]}` (G {sum(p.numel() for p in pipe.generator.parameters()):,} parameters), text encoder `{config["text_encoder"]["name_or_path"]}` (frozen) |
 | recipe | official: Adam (0.5, 0.999), lr G 1e-4 / D 4e-4, 2 D steps per G step, losses {", ".join(train["losses"])} + hinge, all weights 1 |
 | changed for a short CPU run | batch {train["batch_size"]}, EMA decay {train["ema_decay"]} (official 0.999 averages over more steps than this run has) |
-| steps | {config["training"]["steps"]:,} generator steps, {images:,} images |
+| steps | {config["training"]["steps"]:,} generator steps, {images:,} images seen |
 | wall time | {seconds / 3600:.2f} h of training (stats.jsonl) |
 | hardware | {platform.machine()} CPU (2 cores), shared with other work; no GPU |
-| history | {args.history or "one uninterrupted run"} |
+| history | {history or "one uninterrupted run"} |
 
 ## Scores (faithfulness, `docs/shapes-benchmark.md`; {args.num} images per split)
 

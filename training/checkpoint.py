@@ -1,16 +1,46 @@
-"""Training checkpoints: tensors and primitives only, written atomically, read weights_only."""
+"""Training checkpoints: tensors and primitives only, written atomically, read weights_only,
+each with a sha256 sidecar checked on load.
+
+    RUN/checkpoint-0000200.pt          torch.save of the trainer state (step 200)
+    RUN/checkpoint-0000200.pt.sha256   "<hex>  checkpoint-0000200.pt" (`sha256sum -c` reads it)
+
+The newest `keep` checkpoints are kept, so a damaged newest one falls back to the one before.
+"""
 
 from __future__ import annotations
 
-import os
+import hashlib
 import random
-import tempfile
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
-CHECKPOINT_NAME = "checkpoint.pt"
+from models.artifacts import atomic_write
+
+PATTERN = re.compile(r"^checkpoint-(\d{7,})\.pt$")
+TRAINED = ("generator", "discriminator", "ema", "opt_g", "opt_d")  # state_dict()s
+COUNTERS = ("step", "images_seen", "skipped_steps", "bad_in_row", "bad_images")
+REQUIRED_KEYS = (*TRAINED, *COUNTERS, "epoch", "image_in_epoch", "rng", "world_size", "config")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written or trusted; the message names the file and why."""
+
+
+def checkpoint_name(step: int) -> str:
+    return f"checkpoint-{step:07d}.pt"
+
+
+def sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The run's checkpoints, oldest first (by step)."""
+    found = [p for p in Path(run_dir).glob("checkpoint-*.pt") if PATTERN.match(p.name)]
+    return sorted(found, key=lambda p: int(PATTERN.match(p.name).group(1)))
 
 
 def rng_state() -> dict[str, Any]:
@@ -32,21 +62,141 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename: a crash mid-write
-    leaves the previous checkpoint intact."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+def trainer_state(trainer: Any) -> dict[str, Any]:
+    """A trainer's checkpoint: G, D, EMA, both optimisers, the position (steps and images
+    seen, epoch and image within it), fault counts, RNG states and the full resolved config
+    (`describe()`), so the checkpoint alone rebuilds any of its networks."""
+    return {
+        **{name: getattr(trainer, name).state_dict() for name in TRAINED},
+        **{name: getattr(trainer, name) for name in COUNTERS},
+        "epoch": trainer.data.epoch,
+        "image_in_epoch": trainer.data.image_in_epoch,
+        "batch_size": trainer.config.batch_size,
+        "rng": rng_state(),
+        "world_size": trainer.info.world_size,
+        "config": trainer.described,
+    }
+
+
+def restore_trainer(trainer: Any, state: dict[str, Any], path: Path) -> None:
+    from training.faults import RunError, one_line
+
+    if state["world_size"] != trainer.info.world_size:
+        raise RunError(
+            f"{path} was written by {state['world_size']} processes; resume it with the "
+            f"same number (got {trainer.info.world_size}) so the data order stays the same"
+        )
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        for name in TRAINED:
+            getattr(trainer, name).load_state_dict(state[name])
+    except (RuntimeError, ValueError, KeyError) as error:
+        reason = one_line(error)
+        raise RunError(f"{path}: does not fit this run's networks ({reason})") from None
+    for name in COUNTERS:
+        setattr(trainer, name, int(state[name]))
+    trainer.data.epoch, trainer.data.image_in_epoch = state["epoch"], state["image_in_epoch"]
+    set_rng_state(state["rng"])
+
+
+class _HashingWriter:
+    """A file that hashes what passes through it, so the digest is of the bytes written."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file, self.hash = file, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write `state` atomically with its sha256 sidecar; any OSError (a full disk) leaves the
+    previous checkpoints intact and raises CheckpointError naming the file."""
+    path = Path(path)
+    digests: list[str] = []
+
+    def write(file: BinaryIO) -> None:
+        writer = _HashingWriter(file)
+        torch.save(state, writer)
+        digests.append(writer.hash.hexdigest())
+
+    try:
+        atomic_write(path, write)
+        line = f"{digests[0]}  {path.name}\n"
+        atomic_write(sidecar(path), lambda f: f.write(line.encode()))
+    except OSError as error:
+        raise CheckpointError(f"cannot write checkpoint {path}: {error}") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Read a checkpoint after checking its sha256; every problem is one CheckpointError line
+    naming the file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    check = sidecar(path)
+    try:
+        expected = check.read_text().split()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        raise CheckpointError(
+            f"{path}: checksum file {check.name} is missing or empty (an interrupted write?)"
+        ) from None
+    size, actual = path.stat().st_size, _file_sha256(path)
+    if actual != expected:
+        raise CheckpointError(
+            f"{path}: sha256 mismatch ({size} bytes, expected {expected[:12]}..., got "
+            f"{actual[:12]}...): the file is damaged (truncated, zeroed or overwritten)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling problem is reported the same way
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: not a readable training checkpoint ({reason})") from None
+    missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a training checkpoint of this trainer (no {missing})")
+    return state
+
+
+def load_latest(
+    run_dir: str | Path, quarantine: bool = True
+) -> tuple[Path, dict[str, Any], list[str]] | None:
+    """The newest checkpoint that loads, with one warning per newer one that did not (with
+    `quarantine`, renamed to `*.corrupt`, so that it is never picked again). None when the run
+    has no checkpoint; CheckpointError when it has some and none loads."""
+    problems: list[str] = []
+    candidates = list_checkpoints(run_dir)
+    for path in reversed(candidates):
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as error:
+            problems.append(str(error))
+            continue
+        warnings = []
+        for bad in candidates[candidates.index(path) + 1 :] if quarantine else []:
+            bad.replace(bad.with_name(bad.name + ".corrupt"))
+            sidecar(bad).unlink(missing_ok=True)
+        for problem in problems:
+            warnings.append(f"{problem}; resuming from {path.name} instead (kept as *.corrupt)")
+        return path, state, warnings
+    if problems:
+        raise CheckpointError(f"no usable checkpoint in {run_dir}: " + "; ".join(problems))
+    return None
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints (and their sidecars)."""
+    for path in list_checkpoints(run_dir)[:-keep]:
+        path.unlink(missing_ok=True)
+        sidecar(path).unlink(missing_ok=True)

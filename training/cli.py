@@ -65,6 +65,12 @@ def _train_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile G and D")
     p.add_argument(
+        "--strict-data",
+        action="store_true",
+        default=None,
+        help="stop at an undecodable image or an empty caption (default: skip and count them)",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -89,7 +95,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
             values[name] = getattr(args, name)
     if args.losses is not None:
         values["losses"] = tuple(x for x in args.losses.split(",") if x)
-    for flag in ("infomax", "gather_negatives", "compile"):
+    for flag in ("infomax", "gather_negatives", "compile", "strict_data"):
         if getattr(args, flag):
             values[flag] = True
     for item in args.set:
@@ -102,63 +108,97 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def train_main(argv: Sequence[str] | None = None) -> int:
+def _error(message: str) -> None:
+    print(f"xmc-train: error: {message}", file=sys.stderr, flush=True)
+
+
+def train_main(argv: Sequence[str] | None = None, *, text_encoder: Any = None) -> int:
+    """`xmc-train`. Exit 0 when done or stopped by Ctrl-C / SIGTERM (after saving), 2 for a bad
+    configuration or run directory, 1 when training fails; every error is one line.
+    `text_encoder` hands the trainer an already loaded encoder (tests)."""
     args = _train_parser().parse_args(argv)
     try:
         config = resolve_config(args)
     except (ValueError, TypeError) as e:
-        print(f"xmc-train: error: {e}", file=sys.stderr)
+        _error(str(e))
         return 2
+    from models.text_encoder import TextEncoderLoadError
+
     if args.dry_run:
-        from models.text_encoder import TextEncoderLoadError
         from training.config import describe
 
         try:
             print(json.dumps(describe(config), indent=2, sort_keys=True))
         except TextEncoderLoadError as e:
-            print(f"xmc-train: error: {e}", file=sys.stderr)
+            _error(str(e))
             return 2
         return 0
-    from models.text_encoder import TextEncoderLoadError
     from training.data.coco import DatasetError
-    from training.trainer import RunError, Trainer
+    from training.faults import RunError, one_line
+    from training.trainer import Trainer
 
     try:
-        trainer = Trainer(config, args.run_dir, progress=not args.no_progress)
+        trainer = Trainer(
+            config, args.run_dir, text_encoder=text_encoder, progress=not args.no_progress
+        )
     except (RunError, DatasetError, TextEncoderLoadError, ValueError, OSError) as e:
-        print(f"xmc-train: error: {e}", file=sys.stderr)
+        _error(one_line(e))
         return 2
-    if trainer.step:
-        print(f"resuming {args.run_dir} at step {trainer.step}", file=sys.stderr)
-    summary = trainer.fit()
+    if trainer.resumed_from is not None:
+        print(
+            f"resuming {args.run_dir} at step {trainer.step} ({trainer.images_seen:,} images "
+            f"seen) from {trainer.resumed_from.name}",
+            file=sys.stderr,
+        )
+    try:
+        summary = trainer.fit()
+    except Exception as e:  # noqa: BLE001 - whatever it is, one line and a non-zero status
+        _error(one_line(e))
+        return 1
+    _report(summary, args.run_dir)
+    return 0
+
+
+def _report(summary: dict[str, Any], run_dir: str) -> None:
+    faults = ""
+    if summary["skipped_steps"] or summary["bad_records"]:
+        faults = (
+            f" ({summary['skipped_steps']} non-finite steps skipped, "
+            f"{summary['bad_records']} bad records skipped)"
+        )
     if summary["interrupted"]:
         print(
-            f"interrupted at step {summary['step']}; checkpoint saved to "
-            f"{summary['checkpoint']}; run `xmc-train {args.run_dir}` to resume",
+            f"interrupted at step {summary['step']}{faults}; checkpoint saved to "
+            f"{summary['checkpoint']}; run `xmc-train {run_dir}` to resume",
             file=sys.stderr,
         )
     else:
         print(
-            f"done: {summary['step']} steps; export with `xmc-export {args.run_dir} OUT_DIR`",
+            f"done: {summary['step']} steps, {summary['images']:,} images{faults}; export "
+            f"with `xmc-export {run_dir} OUT_DIR`",
             file=sys.stderr,
         )
-    return 0
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, model_id: str | None = None) -> Path:
-    """Write the inference artifact (EMA generator + config + text-encoder reference)."""
+def export_run(source: str | Path, out_dir: str | Path, model_id: str | None = None) -> Path:
+    """Write the inference artifact (EMA generator + config + text-encoder reference) from a run
+    directory (its newest good checkpoint) or from one checkpoint file alone: a checkpoint holds
+    the full resolved configuration."""
     from models.config import GeneratorConfig, TextEncoderConfig, config_from_dict
     from models.generator import Generator
     from models.pipeline import save_artifact
-    from training.checkpoint import CHECKPOINT_NAME, load_checkpoint
-    from training.trainer import RunError
+    from training.checkpoint import load_checkpoint, load_latest
+    from training.faults import RunError
 
-    run_dir = Path(run_dir)
-    config_path, ckpt_path = run_dir / "config.json", run_dir / CHECKPOINT_NAME
-    if not config_path.exists() or not ckpt_path.exists():
-        raise RunError(f"{run_dir} is not a training run (needs config.json and {CHECKPOINT_NAME})")
-    described = json.loads(config_path.read_text())
-    state = load_checkpoint(ckpt_path)
+    source = Path(source)
+    if source.is_file():
+        state, name = load_checkpoint(source), source.parent.name
+    else:
+        latest = load_latest(source, quarantine=False) if source.is_dir() else None
+        if latest is None:
+            raise RunError(f"{source} is not a training run (no checkpoint-*.pt in it)")
+        state, name = latest[1], source.name
+    described = state["config"]
     generator = Generator(config_from_dict(GeneratorConfig, described["generator"]))
     generator.load_state_dict(state["ema"])
     text_config = config_from_dict(TextEncoderConfig, described["text_encoder"])
@@ -167,11 +207,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, model_id: str | None = 
         out_dir,
         generator.eval(),
         text_config,
-        model_id or run_dir.name,
+        model_id or name,
         extra={
             "training": {
                 "steps": state["step"],
-                "images": state["step"] * train["batch_size"] * state["world_size"],
+                "images": state["images_seen"],
                 "preset": train["preset"],
                 "losses": list(train["losses"]),
                 "adversarial": train["adversarial"],
@@ -186,16 +226,17 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="xmc-export", description="Export a run's EMA generator as an inference artifact"
     )
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run directory, or one checkpoint-*.pt file")
     p.add_argument("out_dir")
     p.add_argument("--model-id", default=None, help="name served by the API (default: run name)")
     args = p.parse_args(argv)
     from models.artifacts import ArtifactError
-    from training.trainer import RunError
+    from training.checkpoint import CheckpointError
+    from training.faults import RunError
 
     try:
         out = export_run(args.run_dir, args.out_dir, args.model_id)
-    except (RunError, ArtifactError, ValueError, KeyError) as e:
+    except (RunError, CheckpointError, ArtifactError, ValueError, KeyError) as e:
         print(f"xmc-export: error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {out}/config.json and {out}/model.safetensors")

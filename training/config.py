@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 from models.config import (
@@ -22,37 +23,40 @@ class TrainConfig:
     data: str = ""  # a COCO-captions-layout root (COCO itself or `xmc-shapes make`)
     train_split: str = "train"  # annotations/captions_{split}.json + {split}/ images
     sample_split: str = "val"  # where the fixed sample-grid captions come from ("" = train)
-    steps: int = 20_000  # generator updates
+    steps: int = 20_000  # generator updates (skipped non-finite steps do not count)
     batch_size: int = 32  # images per step per process, split into d_steps sub-batches
     d_steps: int = 2  # D updates per G update (official d_step_per_g_step)
-    lr_g: float = 1e-4
-    lr_d: float = 4e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
+    lr_g: float = 1e-4  # Adam learning rate of G (official 1e-4)
+    lr_d: float = 4e-4  # Adam learning rate of D (official 4e-4, TTUR)
+    beta1: float = 0.5  # Adam beta1 of both optimisers (official 0.5)
+    beta2: float = 0.999  # Adam beta2 of both optimisers (official 0.999)
     ema_decay: float = 0.999  # EMA of G's parameters; BN buffers are copied from the live G
     losses: tuple[str, ...] = LOSS_NAMES  # any subset of sent, word, img
-    w_sent: float = 1.0
-    w_word: float = 1.0
-    w_img: float = 1.0
+    w_sent: float = 1.0  # weight of L_sent (sentence <-> image) in L_D and L_G
+    w_word: float = 1.0  # weight of L_word (words <-> 16x16 regions) in L_D and L_G
+    w_img: float = 1.0  # weight of L_img (fake <-> real image) in L_G
     adversarial: str = "hinge"  # hinge | dual-contrastive
     infomax: bool = False  # InfoMax-GAN local-global loss (beta on real in D, alpha on fake in G)
-    infomax_beta: float = 0.2
-    infomax_alpha: float = 0.2
+    infomax_beta: float = 0.2  # InfoMax weight on real images in L_D (mimicry 0.2)
+    infomax_alpha: float = 0.2  # InfoMax weight on fake images in L_G (mimicry 0.2)
     gather_negatives: bool = False  # contrastive negatives from all devices (default: per device)
-    gf_dim: int = 0  # override the preset's widths (0 = keep)
-    df_dim: int = 0
+    gf_dim: int = 0  # override the preset's G base width (0 = keep)
+    df_dim: int = 0  # override the preset's D base width (0 = keep)
     text_encoder: str = ""  # override the preset's BERT (name or local path)
     image_encoder: str = ""  # local transformers ResNet dir: adds L_img on its logits
-    center_crop: bool = False
-    random_flip: bool = True
-    seed: int = 0
-    num_workers: int = 2
-    log_every: int = 20  # steps
-    sample_every: int = 500  # steps
-    checkpoint_every: int = 200  # steps
+    center_crop: bool = False  # crop the centre square before resizing (default: squeeze whole)
+    random_flip: bool = True  # mirror half the images (left/right swapped in their captions)
+    seed: int = 0  # initialisation, data order, captions drawn, flips and noise
+    num_workers: int = 2  # DataLoader worker processes (0 = load in the main process)
+    log_every: int = 20  # steps between stats.jsonl / TensorBoard records
+    sample_every: int = 500  # steps between sample grids in samples/
+    checkpoint_every: int = 200  # steps between checkpoints (also saved at the end and on stop)
     amp: str = "auto"  # auto (bf16 on GPU) | bf16 | off
     channels_last: str = "auto"  # auto (on GPU) | on | off
     compile: bool = False  # torch.compile G and D
+    keep_checkpoints: int = 3  # newest checkpoints kept: a damaged newest falls back to the next
+    max_bad_steps: int = 5  # non-finite steps in a row (each skipped) before the run stops
+    strict_data: bool = False  # undecodable images and empty captions are fatal, not skipped
 
     def __post_init__(self) -> None:
         get_preset(self.preset)
@@ -61,7 +65,15 @@ class TrainConfig:
             raise ValueError(f"unknown losses {bad}; choose a subset of {', '.join(LOSS_NAMES)}")
         if self.adversarial not in ("hinge", "dual-contrastive"):
             raise ValueError("adversarial must be 'hinge' or 'dual-contrastive'")
-        for name in ("steps", "log_every", "sample_every", "checkpoint_every", "d_steps"):
+        for name in (
+            "steps",
+            "log_every",
+            "sample_every",
+            "checkpoint_every",
+            "d_steps",
+            "keep_checkpoints",
+            "max_bad_steps",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.batch_size % self.d_steps or self.batch_size // self.d_steps < 2:
@@ -115,14 +127,16 @@ def _hidden_size(name_or_path: str) -> int:
 
 
 def describe(config: TrainConfig) -> dict:
-    """Everything a run directory records about its configuration."""
+    """Everything a run directory (config.json) and every checkpoint record about the run's
+    configuration, in JSON types (tuples as lists): enough to rebuild any of its networks."""
     models = config.model_configs()
-    return {
+    described = {
         "train": dataclasses.asdict(config),
         "generator": dataclasses.asdict(models.generator),
         "discriminator": dataclasses.asdict(models.discriminator),
         "text_encoder": dataclasses.asdict(models.text_encoder),
     }
+    return json.loads(json.dumps(described))
 
 
 __all__ = [

@@ -29,6 +29,12 @@ class DistInfo:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def device(self) -> torch.device:
+        """This process's GPU (by local rank) when there is one, else the CPU."""
+        if torch.cuda.is_available():
+            return torch.device(f"cuda:{self.local_rank}")
+        return torch.device("cpu")
+
 
 def init_distributed() -> DistInfo:
     """Read torchrun's environment; start gloo (CPU) or nccl (GPU) when there are >1 processes."""

@@ -41,6 +41,18 @@ class LossWeights:
     rho2: float = 5.0
     rho3: float = 50.0
 
+    @classmethod
+    def from_config(cls, c) -> LossWeights:
+        """The weights a TrainConfig asks for: a loss left out of `losses` has weight 0."""
+        return cls(
+            sent=c.w_sent if "sent" in c.losses else 0.0,
+            word=c.w_word if "word" in c.losses else 0.0,
+            img=c.w_img if "img" in c.losses else 0.0,
+            adversarial=c.adversarial,
+            infomax_d=c.infomax_beta if c.infomax else 0.0,
+            infomax_g=c.infomax_alpha if c.infomax else 0.0,
+        )
+
 
 def _gather(x: torch.Tensor, enabled: bool) -> torch.Tensor:
     """All-gather along the batch with gradients, for negatives from every device."""
@@ -155,20 +167,28 @@ def generator_loss(
 
 class BatchNormStatsFrozen:
     """Run a module in train mode without updating BN running statistics (the official D-only
-    step discards G's new batch statistics)."""
+    step discards G's new batch statistics). `save()` / `restore()` do the same by hand, for a
+    step that turns out to be skipped."""
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
 
-    def __enter__(self) -> None:
+    def save(self) -> BatchNormStatsFrozen:
         self.buffers = {
             k: v.clone()
             for k, v in self.module.named_buffers()
             if "running" in k or "num_batches" in k
         }
+        return self
 
-    def __exit__(self, *exc) -> None:
+    def restore(self) -> None:
         with torch.no_grad():
             named = dict(self.module.named_buffers())
             for k, v in self.buffers.items():
                 named[k].copy_(v)
+
+    def __enter__(self) -> None:
+        self.save()
+
+    def __exit__(self, *exc) -> None:
+        self.restore()

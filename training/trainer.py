@@ -1,262 +1,182 @@
-"""The one XMC-GAN trainer: a step is d_steps - 1 D-only updates, then one forward that updates
-D and G together (official `train_step`: `train_d` on the first sub-batches, `train_g_d` on the
-last), followed by the EMA of G."""
+"""The one XMC-GAN trainer. A step is d_steps - 1 `discriminator_step`s (official `train_d`) and
+one `joint_step` (official `train_g_d`: one forward, D and G updated together), then the EMA
+of G; `fit` is the loop around it. Progress is counted in steps and in images seen."""
 
 from __future__ import annotations
 
-import copy
-import json
-import signal
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from models.artifacts import write_json_atomic
-from models.discriminator import Discriminator
-from models.generator import Generator
-from models.images import image_grid
-from models.runtime import autocast, autocast_dtype, sample_z
-from models.text_encoder import TextEncoder
+from models.runtime import autocast, autocast_dtype
+from training import build
 from training.checkpoint import (
-    CHECKPOINT_NAME,
-    load_checkpoint,
-    rng_state,
+    CheckpointError,
+    load_latest,
+    restore_trainer,
     save_checkpoint,
-    set_rng_state,
+    trainer_state,
 )
 from training.config import TrainConfig, describe
+from training.data.stream import DataStream, derived_seed
 from training.distributed import (
-    DistInfo,
     any_flag,
     average_buffers,
     average_gradients,
     barrier,
-    broadcast_module,
     init_distributed,
 )
+from training.faults import (
+    NonFiniteError,
+    NonFiniteStep,
+    RunError,
+    StopSignals,
+    all_finite,
+    one_line,
+    warn,
+)
+from training.logs import TrainLogs
 from training.objectives import (
     BatchNormStatsFrozen,
     LossWeights,
     discriminator_loss,
     generator_loss,
 )
+from training.run_dir import RunDir
+from training.samples import sample_captions, write_samples
+
+__all__ = ["NonFiniteError", "RunError", "SubBatch", "Trainer"]
 
 
-class RunError(RuntimeError):
-    """A run directory that cannot be started or resumed; the message says why."""
+@dataclass
+class SubBatch:
+    """One of the d_steps slices of a step's batch, with its text features and noise."""
 
-
-def derived_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
-
-
-class EpochSampler(torch.utils.data.Sampler):
-    """A seeded permutation per epoch, this rank's share, starting at a saved batch position."""
-
-    def __init__(self, n: int, batch: int, seed: int, epoch: int, start_batch: int, info: DistInfo):
-        self.n, self.batch, self.seed, self.epoch, self.start, self.info = (
-            n,
-            batch,
-            seed,
-            epoch,
-            start_batch,
-            info,
-        )
-
-    def batches_per_epoch(self) -> int:
-        return self.n // self.info.world_size // self.batch
-
-    def __iter__(self) -> Iterator[int]:
-        order = torch.randperm(
-            self.n, generator=torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
-        )
-        mine = order[self.info.rank :: self.info.world_size][
-            : self.batches_per_epoch() * self.batch
-        ]
-        return iter(mine[self.start * self.batch :].tolist())
-
-    def __len__(self) -> int:
-        return (self.batches_per_epoch() - self.start) * self.batch
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers leave SIGINT/SIGTERM to the main process, which saves and stops
-    (a Ctrl-C or `kill` of the process group would otherwise kill them mid-batch)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    real: torch.Tensor  # (n, 3, R, R) in [0, 1]
+    sentence: torch.Tensor  # (n, D_s)
+    words: torch.Tensor  # (n, T, D_w)
+    mask: torch.Tensor  # (n, T) bool
+    z: torch.Tensor  # (n, Z)
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True) -> None:
+    """Handed its text encoder and dataset (or building them from the config); any object with
+    `.config` (a TextEncoderConfig) and `.encode(captions, device) -> TextFeatures` will do."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path,
+        *,
+        text_encoder: Any = None,
+        dataset: Any = None,
+        progress: bool = True,
+    ) -> None:
         self.config = c = config
-        self.run_dir = Path(run_dir)
         self.info = init_distributed()
-        self.device = (
-            torch.device(f"cuda:{self.info.local_rank}")
-            if torch.cuda.is_available()
-            else torch.device("cpu")
-        )
+        self.device = self.info.device()
         self.progress = progress and self.info.is_main
         self.autocast_dtype = autocast_dtype(c.amp, self.device)
         self.channels_last = c.channels_last == "on" or (
             c.channels_last == "auto" and self.device.type == "cuda"
         )
-        models = c.model_configs()
-        self.model_configs = models
-        torch.manual_seed(c.seed)
-        self.generator = Generator(models.generator).to(self.device)
-        self.discriminator = Discriminator(models.discriminator).to(self.device)
-        if self.channels_last:
-            self.generator.to(memory_format=torch.channels_last)
-            self.discriminator.to(memory_format=torch.channels_last)
-        broadcast_module(self.generator, self.info)
-        broadcast_module(self.discriminator, self.info)
-        self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
-        self.text_encoder = TextEncoder.from_config(models.text_encoder).to(self.device)
-        self.image_encoder = None
-        if c.image_encoder and "img" in c.losses:
-            from models.image_encoder import PretrainedImageEncoder
-
-            self.image_encoder = PretrainedImageEncoder.from_pretrained(c.image_encoder).to(
-                self.device
-            )
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), c.lr_g, (c.beta1, c.beta2))
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), c.lr_d, (c.beta1, c.beta2))
-        self.weights = LossWeights(
-            sent=c.w_sent if "sent" in c.losses else 0.0,
-            word=c.w_word if "word" in c.losses else 0.0,
-            img=c.w_img if "img" in c.losses else 0.0,
-            adversarial=c.adversarial,
-            infomax_d=c.infomax_beta if c.infomax else 0.0,
-            infomax_g=c.infomax_alpha if c.infomax else 0.0,
+        self.model_configs = c.model_configs()
+        self.described = describe(c)
+        self.run = RunDir(run_dir)
+        self.run_dir = self.run.path
+        self.run.check_config(self.described)
+        nets = build.networks(c, self.model_configs, self.device, self.channels_last, self.info)
+        self.generator, self.discriminator, self.ema = nets.generator, nets.discriminator, nets.ema
+        self.opt_g, self.opt_d = nets.opt_g, nets.opt_d
+        self.g_forward, self.d_forward = nets.g_forward, nets.d_forward
+        self.text_encoder = build.text_encoder(text_encoder, self.model_configs, self.device)
+        self.image_encoder = build.image_encoder(c, self.device)
+        self.weights = LossWeights.from_config(c)
+        self.step = self.images_seen = self.skipped_steps = self.bad_in_row = self.bad_images = 0
+        resolution = self.model_configs.generator.resolution
+        self.dataset = dataset if dataset is not None else build.dataset(c, resolution)
+        self.data = DataStream(
+            self.dataset,
+            c.batch_size,
+            c.seed,
+            self.info,
+            num_workers=c.num_workers,
+            pin_memory=self.device.type == "cuda",
         )
-        self.g_forward: nn.Module = self.generator
-        self.d_forward: nn.Module = self.discriminator
-        if c.compile:
-            self.g_forward = torch.compile(self.generator)
-            self.d_forward = torch.compile(self.discriminator)
-        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
-        self.stop_requested = False
-        self.dataset = self._dataset()
-        self._prepare_run_dir()
+        self.resumed_from: Path | None = None
+        self._saved_images = -1
+        self._open_run_dir()
 
     # ------------------------------------------------------------------ setup
-    def _dataset(self):
-        from training.data.coco import CocoCaptions
-
-        c = self.config
-        if not c.data:
-            raise RunError(
-                "no training data: pass --data ROOT (a COCO-captions layout; "
-                "`xmc-shapes make ROOT` writes the shapes benchmark)"
-            )
-        return CocoCaptions(
-            c.data,
-            c.train_split,
-            self.model_configs.generator.resolution,
-            center_crop=c.center_crop,
-            random_flip=c.random_flip,
-            seed=c.seed,
-        )
-
-    def _prepare_run_dir(self) -> None:
-        """A new run writes config.json; an existing one must match it and is resumed."""
-        described = json.loads(json.dumps(describe(self.config)))  # tuples as JSON lists
-        config_path = self.run_dir / "config.json"
-        if config_path.exists():
-            saved = json.loads(config_path.read_text())
-            changed = {
-                k
-                for k in ("generator", "discriminator", "text_encoder")
-                if saved.get(k) != described[k]
-            }
-            if changed:
-                raise RunError(
-                    f"{self.run_dir} holds a run with a different "
-                    f"{', '.join(sorted(changed))}; pick another --run-dir"
-                )
-        barrier(self.info)  # every rank has read the old config before rank 0 rewrites it
+    def _open_run_dir(self) -> None:
+        """Write config.json, drop stale temp files, and resume from the newest checkpoint that
+        passes its checksum (warning about any newer one that did not)."""
+        barrier(self.info)  # every rank has checked the old config before rank 0 rewrites it
         if self.info.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "samples").mkdir(exist_ok=True)
-            write_json_atomic(config_path, described)
-        ckpt = self.run_dir / CHECKPOINT_NAME
-        if ckpt.exists():
-            self.load(ckpt)
+            for stale in self.run.create(self.described):
+                warn(f"removed {stale}, a temporary file left by an interrupted write")
+        barrier(self.info)
+        try:
+            latest = load_latest(self.run.path, quarantine=self.info.is_main)
+        except CheckpointError as error:
+            raise RunError(str(error)) from None
+        if latest is None:
+            return
+        path, state, warnings = latest
+        for warning in warnings:
+            warn(warning)
+        self.load_state(state, path)
+        self.resumed_from, self._saved_images = path, self.images_seen
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "ema": self.ema.state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "rng": rng_state(),
-            "world_size": self.info.world_size,
-            "train": describe(self.config)["train"],
-        }
+        """Everything a resume needs, as tensors and primitives (see training.checkpoint)."""
+        return trainer_state(self)
 
-    def save(self) -> Path:
-        path = self.run_dir / CHECKPOINT_NAME
+    def load_state(self, state: dict[str, Any], path: Path) -> None:
+        restore_trainer(self, state, path)
+
+    def save(self) -> Path | None:
+        """Checkpoint (main process), then keep the newest `keep_checkpoints`. Non-finite
+        weights are never written: the last good checkpoint stays the newest."""
+        path = self.run.checkpoint_path(self.step)
+        if self._saved_images == self.images_seen and path.exists():
+            return path  # nothing new since the last save
+        networks = (self.generator, self.discriminator, self.ema)
+        if not all_finite(t for m in networks for t in m.state_dict().values()):
+            raise NonFiniteError(
+                f"the weights became non-finite at step {self.step}; not saved, the last good "
+                f"checkpoint is {self._last_checkpoint()}"
+            )
         if self.info.is_main:
             save_checkpoint(path, self.state_dict())
+            self.run.prune(self.config.keep_checkpoints)
+        self._saved_images = self.images_seen
         return path
 
-    def load(self, path: Path) -> None:
-        state = load_checkpoint(path)
-        if state["world_size"] != self.info.world_size:
-            raise RunError(
-                f"{path} was written by {state['world_size']} processes; resume it "
-                f"with the same number (got {self.info.world_size}) so the data "
-                "order stays the same"
-            )
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.ema.load_state_dict(state["ema"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        self.step, self.epoch = state["step"], state["epoch"]
-        self.batch_in_epoch = state["batch_in_epoch"]
-        set_rng_state(state["rng"])
+    def _last_checkpoint(self) -> str:
+        found = self.run.checkpoints()
+        return str(found[-1]) if found else "none (no checkpoint written yet)"
 
     # ------------------------------------------------------------------ data
     def batches(self) -> Iterator[dict[str, Any]]:
         """This rank's batches, from the saved position on, epoch after epoch."""
-        c = self.config
-        while True:
-            self.dataset.set_epoch(self.epoch)
-            sampler = EpochSampler(
-                len(self.dataset), c.batch_size, c.seed, self.epoch, self.batch_in_epoch, self.info
-            )
-            if sampler.batches_per_epoch() == 0:
-                raise RunError(
-                    f"{len(self.dataset)} images cannot fill one batch of "
-                    f"{c.batch_size} per process"
-                )
-            loader = torch.utils.data.DataLoader(
-                self.dataset,
-                batch_size=c.batch_size,
-                sampler=sampler,
-                drop_last=True,
-                num_workers=c.num_workers,
-                persistent_workers=False,
-                worker_init_fn=_ignore_stop_signals if c.num_workers else None,
-                pin_memory=self.device.type == "cuda",
-            )
-            for batch in loader:
-                self.batch_in_epoch += 1
-                yield batch
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        return self.data.batches()
+
+    @property
+    def epoch(self) -> int:
+        return self.data.epoch
+
+    @property
+    def bad_records(self) -> int:
+        """Undecodable images skipped while training plus empty captions dropped at load."""
+        return self.bad_images + getattr(self.dataset, "empty_captions", 0)
 
     def _noise(self, n: int, sub: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(
@@ -264,64 +184,117 @@ class Trainer:
         )
         return torch.randn(n, self.model_configs.generator.z_dim, generator=g).to(self.device)
 
-    # ------------------------------------------------------------------ one step
+    def sub_batches(self, batch: dict[str, Any]) -> list[SubBatch]:
+        text = self.text_encoder.encode(list(batch["caption"]), self.device)
+        images = batch["image"].to(self.device, non_blocking=True)  # (B, 3, R, R)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        n = images.shape[0] // self.config.d_steps
+        parts = [slice(k * n, (k + 1) * n) for k in range(self.config.d_steps)]
+        return [
+            SubBatch(images[p], text.sentence[p], text.words[p], text.mask[p], self._noise(n, k))
+            for k, p in enumerate(parts)
+        ]
+
+    # ------------------------------------------------------------------ the two phases
     def _autocast(self):
         return autocast(self.device, self.autocast_dtype)
 
-    def _images(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.to(self.device, non_blocking=True)
-        return (
-            images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
-        )
+    def _check(self, phase: str, losses: dict[str, torch.Tensor], modules: list[nn.Module]):
+        """Raise NonFiniteStep (on every rank alike) if a loss or an averaged gradient is not
+        finite; the caller then skips the optimiser steps."""
+        grads = [p.grad for m in modules for p in m.parameters() if p.grad is not None]
+        bad = not all_finite(list(losses.values()) + grads)
+        if any_flag(bad, self.info, self.device):
+            for module in modules:
+                module.zero_grad(set_to_none=True)
+            raise NonFiniteStep(phase, {k: float(v.detach()) for k, v in losses.items()})
 
-    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        c, w, gather = self.config, self.weights, self.config.gather_negatives
-        text = self.text_encoder.encode(batch["caption"], self.device)
-        images = self._images(batch["image"])
-        n = images.shape[0] // c.d_steps
-        stats: dict[str, float] = {}
+    def discriminator_step(self, sub: SubBatch) -> dict[str, float]:
+        """Update D alone on one sub-batch (official `train_d`): G makes the fakes without a
+        graph and its BN running statistics are left as they were."""
+        with self._autocast():
+            with torch.no_grad(), BatchNormStatsFrozen(self.generator):
+                fake = self.g_forward(sub.z, sub.sentence, sub.words, sub.mask)  # (n, 3, R, R)
+            out = self.d_forward(torch.cat([sub.real, fake]), sub.sentence)
+        d_loss, d_terms = discriminator_loss(
+            out, sub.words, sub.mask, self.weights, self.config.gather_negatives
+        )
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        average_gradients(self.discriminator, self.info)
+        self._check("discriminator_step", {"d_loss": d_loss}, [self.discriminator])
+        self.opt_d.step()
+        return {"d_loss": d_loss.item(), **{f"d_{k}": v.item() for k, v in d_terms.items()}}
+
+    def joint_step(self, sub: SubBatch) -> dict[str, float]:
+        """Update D and G together from one forward (official `train_g_d`, its two VJPs): each
+        network from its own loss, through `backward(inputs=...)`."""
+        c, w = self.config, self.weights
+        bn_before = BatchNormStatsFrozen(self.generator).save()  # put back if skipped
+        with self._autocast():
+            fake = self.g_forward(sub.z, sub.sentence, sub.words, sub.mask)  # (n, 3, R, R)
+            out = self.d_forward(torch.cat([sub.real, fake]), sub.sentence)
+        d_loss, d_terms = discriminator_loss(out, sub.words, sub.mask, w, c.gather_negatives)
+        cnn_real = cnn_fake = None
+        if self.image_encoder is not None:
+            with self._autocast():
+                with torch.no_grad():
+                    cnn_real = self.image_encoder(sub.real)
+                cnn_fake = self.image_encoder(fake)
+        g_loss, g_terms = generator_loss(
+            out, sub.words, sub.mask, w, c.gather_negatives, cnn_real, cnn_fake
+        )
+        self.opt_d.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad(set_to_none=True)
+        d_loss.backward(inputs=list(self.discriminator.parameters()), retain_graph=True)
+        g_loss.backward(inputs=list(self.generator.parameters()))
+        average_gradients(self.discriminator, self.info)
+        average_gradients(self.generator, self.info)
+        losses = {"d_loss": d_loss, "g_loss": g_loss}
+        try:
+            self._check("joint_step", losses, [self.discriminator, self.generator])
+        except NonFiniteStep:
+            bn_before.restore()
+            raise
+        self.opt_d.step()
+        self.opt_g.step()
+        stats = {k: v.item() for k, v in losses.items()}
+        stats.update({f"d_{k}": v.item() for k, v in d_terms.items()})
+        stats.update({f"g_{k}": v.item() for k, v in g_terms.items()})
+        return stats
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float] | None:
+        """d_steps - 1 discriminator steps, one joint step, the EMA. A phase with a non-finite
+        loss or gradient skips the rest of the step (no optimiser step, no EMA) and returns
+        None; `max_bad_steps` such steps in a row raise NonFiniteError."""
+        self.images_seen += len(batch["image"]) * self.info.world_size
+        *d_only, last = self.sub_batches(batch)
         self.generator.train()
         self.discriminator.train()
-        for sub in range(c.d_steps):
-            part = slice(sub * n, (sub + 1) * n)
-            real, words, mask = images[part], text.words[part], text.mask[part]
-            sentence = text.sentence[part]
-            z = self._noise(n, sub)
-            last = sub == c.d_steps - 1
-            with self._autocast():
-                if last:
-                    fake = self.g_forward(z, sentence, words, mask)
-                else:  # D-only update: G's batch statistics are not kept (official train_d)
-                    with torch.no_grad(), BatchNormStatsFrozen(self.generator):
-                        fake = self.g_forward(z, sentence, words, mask)
-                out = self.d_forward(torch.cat([real, fake]), sentence)
-            d_loss, d_terms = discriminator_loss(out, words, mask, w, gather)
-            self.opt_d.zero_grad(set_to_none=True)
-            if not last:
-                d_loss.backward()
-            else:
-                cnn_real = cnn_fake = None
-                if self.image_encoder is not None:
-                    with self._autocast():
-                        with torch.no_grad():
-                            cnn_real = self.image_encoder(real)
-                        cnn_fake = self.image_encoder(fake)
-                g_loss, g_terms = generator_loss(out, words, mask, w, gather, cnn_real, cnn_fake)
-                self.opt_g.zero_grad(set_to_none=True)
-                # the official simultaneous update: both gradients from this one forward
-                d_loss.backward(inputs=list(self.discriminator.parameters()), retain_graph=True)
-                g_loss.backward(inputs=list(self.generator.parameters()))
-                average_gradients(self.generator, self.info)
-                stats["g_loss"] = g_loss.item()
-                stats.update({f"g_{k}": v.item() for k, v in g_terms.items()})
-            average_gradients(self.discriminator, self.info)
-            self.opt_d.step()
-            stats["d_loss"] = d_loss.item()
-            stats.update({f"d_{k}": v.item() for k, v in d_terms.items()})
-        self.opt_g.step()
+        stats: dict[str, float] = {}
+        try:
+            for sub in d_only:
+                stats.update(self.discriminator_step(sub))
+            stats.update(self.joint_step(last))
+        except NonFiniteStep as skipped:
+            return self._skip(skipped)
         self._update_ema()
         self.step += 1
+        self.bad_in_row = 0
         return stats
+
+    def _skip(self, skipped: NonFiniteStep) -> None:
+        self.skipped_steps += 1
+        self.bad_in_row += 1
+        warn(f"step {self.step + 1} skipped: {skipped} ({self.bad_in_row} in a row)")
+        if self.bad_in_row >= self.config.max_bad_steps:
+            raise NonFiniteError(
+                f"{self.bad_in_row} steps in a row were non-finite (max_bad_steps), the last "
+                f"at step {self.step + 1}: {skipped}; stopped, the last good checkpoint "
+                f"{self._last_checkpoint()} is untouched"
+            )
+        return None
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -334,117 +307,94 @@ class Trainer:
         for ema_b, b in zip(self.ema.buffers(), self.generator.buffers(), strict=True):
             ema_b.copy_(b)
 
-    # ------------------------------------------------------------------ samples and logs
-    def sample_captions(self, count: int = 16) -> list[str]:
-        from training.data.coco import load_captions_file
-
-        c = self.config
-        split = c.sample_split or c.train_split
-        root = Path(c.data)
-        try:
-            records = load_captions_file(
-                root / "annotations" / f"captions_{split}.json", root / split
-            )
-        except ValueError:
-            records = self.dataset.records
-        return [r.captions[0] for r in records[:count]]
-
-    @torch.no_grad()
+    # ------------------------------------------------------------------ samples
     def write_samples(self, captions: list[str]) -> Path:
-        text = self.text_encoder.encode(captions, self.device)
-        z = sample_z(list(range(len(captions))), self.model_configs.generator.z_dim).to(self.device)
-        with self._autocast():
-            images = self.ema(z, text.sentence, text.words, text.mask).float().cpu()
-        path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
-        image_grid(images, columns=min(8, len(captions))).save(path)
-        (self.run_dir / "samples" / "captions.txt").write_text("\n".join(captions) + "\n")
-        return path
+        return write_samples(self, captions)
 
-    def _handle_signal(self, signum, frame) -> None:
-        self.stop_requested = True
-
+    # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
-        """Train to config.steps; save on SIGINT/SIGTERM and at the end. Returns a summary."""
-        c = self.config
-        previous = {
-            s: signal.signal(s, self._handle_signal) for s in (signal.SIGINT, signal.SIGTERM)
-        }
-        writer = bar = None
-        if self.info.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step)
-        if self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=c.steps, initial=self.step, unit="step", dynamic_ncols=True)
-        captions = self.sample_captions() if self.info.is_main else []
+        """Train to config.steps. Saves every checkpoint_every steps, at the end, on SIGINT /
+        SIGTERM and after an error between two steps; never after a failed step."""
+        c, world = self.config, self.info.world_size
+        logs = TrainLogs.for_trainer(self)
+        captions = sample_captions(c, self.dataset) if self.info.is_main else []
+        batches = self.batches()
         sums: dict[str, float] = defaultdict(float)
         count, tick = 0, time.perf_counter()
-        images_per_step = c.batch_size * self.info.world_size
-        interrupted, mid_step = False, False
-        try:
-            batches = self.batches()
-            while self.step < c.steps:
-                if any_flag(self.stop_requested, self.info, self.device):
-                    interrupted = True
-                    break
-                try:
-                    batch = next(batches)
-                except RuntimeError:
-                    if not self.stop_requested:
-                        raise
-                    interrupted = True  # a worker stopped by the same signal: stop cleanly
-                    break
-                mid_step = True
-                for k, v in self.train_step(batch).items():
-                    sums[k] += v
-                mid_step = False
-                count += 1
-                if bar is not None:
-                    bar.update(1)
-                if self.step % c.log_every == 0 or self.step == c.steps:
-                    elapsed = time.perf_counter() - tick
-                    record = {k: v / count for k, v in sums.items()}
-                    record.update(
-                        step=self.step,
-                        images=self.step * images_per_step,
-                        epoch=self.epoch,
-                        img_per_s=count * images_per_step / elapsed,
-                    )
-                    self._log(record, writer, bar)
-                    sums.clear()
-                    count, tick = 0, time.perf_counter()
-                if self.info.is_main and (self.step % c.sample_every == 0 or self.step == c.steps):
-                    self.write_samples(captions)
-                if self.step % c.checkpoint_every == 0:
-                    self.save()
-        finally:
-            if not mid_step:  # a step that failed half-way leaves the last checkpoint as is
-                self.save()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-            if bar is not None:
-                bar.close()
-            if writer is not None:
-                writer.close()
+        interrupted = mid_step = False
+        self._record("start")
+        with StopSignals() as stop:
+            try:
+                while self.step < c.steps:
+                    batch = self._next_batch(batches, stop)
+                    if batch is None:
+                        interrupted = True
+                        break
+                    self.bad_images += int(torch.as_tensor(batch.get("skipped", 0)).sum())
+                    mid_step = True
+                    stats = self.train_step(batch)
+                    mid_step = False
+                    logs.advance(len(batch["image"]) * world)
+                    if stats is None:
+                        continue
+                    for k, v in stats.items():
+                        sums[k] += v
+                    count += 1
+                    if self.step % c.log_every == 0 or self.step == c.steps:
+                        logs.write(logs.record(self, sums, count, time.perf_counter() - tick))
+                        sums.clear()
+                        count, tick = 0, time.perf_counter()
+                    if self.info.is_main and (
+                        self.step % c.sample_every == 0 or self.step == c.steps
+                    ):
+                        self.write_samples(captions)
+                    if self.step % c.checkpoint_every == 0:
+                        self.save()
+                path = self.save()
+            except BaseException as error:
+                self._save_after(error, mid_step)
+                self._record("end", how=f"error: {one_line(error)}")
+                raise
+            finally:
+                batches.close()  # shuts the DataLoader workers down now
+                logs.close()
+        self._record("end", how="interrupted" if interrupted else "done")
         return {
             "step": self.step,
+            "images": self.images_seen,
             "interrupted": interrupted,
-            "checkpoint": str(self.run_dir / CHECKPOINT_NAME),
+            "checkpoint": str(path),
+            "skipped_steps": self.skipped_steps,
+            "bad_records": self.bad_records,
         }
 
-    def _log(self, record: dict[str, float], writer, bar) -> None:
-        if not self.info.is_main:
+    def _next_batch(self, batches: Iterator[dict[str, Any]], stop: StopSignals):
+        """The next batch, or None when a stop was asked for (on any rank)."""
+        if any_flag(stop.requested, self.info, self.device):
+            return None
+        try:
+            return next(batches)
+        except RuntimeError:
+            if not stop.requested:
+                raise
+            return None  # a worker stopped by the same signal: stop cleanly
+
+    def _save_after(self, error: BaseException, mid_step: bool) -> None:
+        """After an error between two steps, keep the progress; after a failed step, a failed
+        save or non-finite weights, leave the last good checkpoint as it is."""
+        if mid_step or isinstance(error, (CheckpointError, NonFiniteError)):
             return
-        with open(self.run_dir / "stats.jsonl", "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-        for k, v in record.items():
-            if k not in ("step",):
-                writer.add_scalar(f"train/{k}", v, self.step)
-        if bar is not None:
-            bar.set_postfix(
-                img_s=f"{record['img_per_s']:.1f}",
-                d=f"{record.get('d_loss', 0):.3f}",
-                g=f"{record.get('g_loss', 0):.3f}",
+        try:
+            self.save()
+        except Exception as again:  # noqa: BLE001 - the first error is the one to report
+            warn(f"could not save after the error: {one_line(again)}")
+
+    def _record(self, event: str, **fields: Any) -> None:
+        if self.info.is_main:
+            self.run.record(
+                event,
+                step=self.step,
+                images=self.images_seen,
+                batch=self.config.batch_size * self.info.world_size,
+                **fields,
             )

@@ -45,3 +45,17 @@ def test_table_aligns_columns():
 
     lines = _table(["name", "s"], [["a", "1.00"], ["longer", "12.50"]]).splitlines()
     assert lines == ["name        s", "------  -----", "a        1.00", "longer  12.50"]
+
+
+def test_a_case_trains_with_an_injected_text_encoder(tmp_path):
+    """make_trainer hands the Trainer its encoder (no module is patched) and a counted step runs."""
+    from benchmarks.train_speed import Case, count_step_flops, make_trainer
+    from training.shapes.scenes import make_benchmark
+
+    data = tmp_path / "data"
+    make_benchmark(data, size=32, seed=0, n_train=16, n_val=2, n_test_heldout=0, progress=False)
+    torch.set_num_threads(1)
+    notes: list[str] = []
+    trainer = make_trainer(Case("tiny", "tiny", 8, 1), data, tmp_path / "runs", {}, notes)
+    step_flops, text_flops = count_step_flops(trainer, next(trainer.batches()))
+    assert step_flops > text_flops > 0 and trainer.step == 1 and notes == []

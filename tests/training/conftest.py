@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,22 +34,28 @@ def small_shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def shared_text_encoder(text_encoder, single_thread: None) -> Iterator[None]:
-    """Every Trainer of the module reuses the session's MiniLM instead of loading its own
+def new_trainer(text_encoder, single_thread: None) -> Callable[..., object]:
+    """Trainer factory handing every Trainer the session's MiniLM instead of loading its own
     (about 3 s each on this machine); the encoder is frozen, so sharing it changes nothing."""
-    import training.trainer
-    from models.text_encoder import TextEncoder
+    from training.trainer import Trainer
 
-    class CachedTextEncoder:
-        @staticmethod
-        def from_config(config):
-            return (
-                text_encoder if config == text_encoder.config else TextEncoder.from_config(config)
-            )
+    def make(config, run_dir, **kwargs):
+        kwargs.setdefault("progress", False)
+        kwargs.setdefault("text_encoder", text_encoder)
+        return Trainer(config, run_dir, **kwargs)
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training.trainer, "TextEncoder", CachedTextEncoder)
-        yield
+    return make
+
+
+@pytest.fixture(scope="module")
+def train_cli(text_encoder, single_thread: None) -> Callable[..., int]:
+    """`xmc-train` in this process, handed the session's MiniLM."""
+    from training.cli import train_main
+
+    def run(argv: list[str]) -> int:
+        return train_main(argv, text_encoder=text_encoder)
+
+    return run
 
 
 @pytest.fixture(scope="session")

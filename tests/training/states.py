@@ -43,5 +43,5 @@ TRAINED_KEYS = ("generator", "discriminator", "ema", "opt_g", "opt_d")
 
 def trained_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """What training changes: G, D, EMA weights and both optimiser states, and the position."""
-    keys = TRAINED_KEYS + ("step", "epoch", "batch_in_epoch")
+    keys = TRAINED_KEYS + ("step", "images_seen", "epoch", "image_in_epoch")
     return {k: checkpoint[k] for k in keys}

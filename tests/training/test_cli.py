@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.training.states import assert_identical, trained_state
 
-pytestmark = pytest.mark.usefixtures("shared_text_encoder")
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _flags(data: Path, steps: int) -> list[str]:
@@ -40,29 +39,33 @@ def _flags(data: Path, steps: int) -> list[str]:
 
 
 def _load(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    from training.checkpoint import list_checkpoints, load_checkpoint
+
+    return load_checkpoint(list_checkpoints(run_dir)[-1])
 
 
-def _train(args: list[str], capsys) -> tuple[int, str, str]:
-    from training.cli import train_main
+@pytest.fixture
+def train(train_cli, capsys):
+    """xmc-train in this process -> (exit status, stdout, stderr)."""
 
-    code = train_main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
+    def run(args: list[str]) -> tuple[int, str, str]:
+        code = train_cli(args)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
 
 
 @pytest.fixture(scope="module")
-def cli_runs(tmp_path_factory, shapes_root) -> dict[str, Path]:
+def cli_runs(tmp_path_factory, shapes_root, train_cli) -> dict[str, Path]:
     """Through the CLI: 4 straight steps, and 2 steps resumed to 4 (stderr kept)."""
-    from training.cli import train_main
-
     root = tmp_path_factory.mktemp("cli-runs")
     straight, resumed = root / "straight", root / "resumed"
-    assert train_main([str(straight)] + _flags(shapes_root, 4)) == 0
-    assert train_main([str(resumed)] + _flags(shapes_root, 2)) == 0
+    assert train_cli([str(straight)] + _flags(shapes_root, 4)) == 0
+    assert train_cli([str(resumed)] + _flags(shapes_root, 2)) == 0
     assert _load(resumed)["step"] == 2
     # resuming needs only the run directory and the new step count
-    assert train_main([str(resumed), "--steps", "4", "--no-progress"]) == 0
+    assert train_cli([str(resumed), "--steps", "4", "--no-progress"]) == 0
     return {"straight": straight, "resumed": resumed}
 
 
@@ -72,15 +75,15 @@ def test_cli_resume_is_bit_exact(cli_runs):
     assert_identical(trained_state(straight), trained_state(resumed))
 
 
-def test_resume_message_names_the_step(cli_runs, capsys):
-    code, _, err = _train([str(cli_runs["resumed"]), "--steps", "4", "--no-progress"], capsys)
+def test_resume_message_names_the_step(cli_runs, train):
+    code, _, err = train([str(cli_runs["resumed"]), "--steps", "4", "--no-progress"])
     assert code == 0
     assert f"resuming {cli_runs['resumed']} at step 4" in err and "done: 4 steps" in err
 
 
-def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
+def test_dry_run_prints_the_resolved_config(tmp_path, train):
     run_dir = tmp_path / "run"
-    code, out, _ = _train(
+    code, out, _ = train(
         [
             str(run_dir),
             "--preset",
@@ -98,7 +101,6 @@ def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
             "12",
             "--dry-run",
         ],
-        capsys,
     )
     assert code == 0
     described = json.loads(out)
@@ -112,8 +114,8 @@ def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
     assert not run_dir.exists()  # a dry run writes nothing
 
 
-def test_dry_run_of_a_run_shows_its_saved_config(cli_runs, capsys):
-    code, out, _ = _train([str(cli_runs["straight"]), "--set", "lr_g=3e-4", "--dry-run"], capsys)
+def test_dry_run_of_a_run_shows_its_saved_config(cli_runs, train):
+    code, out, _ = train([str(cli_runs["straight"]), "--set", "lr_g=3e-4", "--dry-run"])
     assert code == 0
     train = json.loads(out)["train"]
     assert train["preset"] == "tiny" and train["steps"] == 4 and train["lr_g"] == 3e-4
@@ -132,10 +134,8 @@ def test_dry_run_of_a_run_shows_its_saved_config(cli_runs, capsys):
         (["--adversarial", "wasserstein"], "adversarial must be"),
     ],
 )
-def test_bad_flags_give_one_line_and_exit_2(flags, message, tmp_path, capsys):
-    code, out, err = _train(
-        [str(tmp_path / "run"), "--preset", "tiny", "--dry-run"] + flags, capsys
-    )
+def test_bad_flags_give_one_line_and_exit_2(flags, message, tmp_path, train):
+    code, out, err = train([str(tmp_path / "run"), "--preset", "tiny", "--dry-run"] + flags)
     assert code == 2 and out == ""
     assert err.startswith("xmc-train: error: ") and err.count("\n") == 1, err
     assert message in err and "Traceback" not in err
@@ -150,21 +150,21 @@ def test_malformed_flag_value_is_an_argparse_error(tmp_path, capsys):
     assert "--steps: invalid int value: 'ten'" in capsys.readouterr().err
 
 
-def test_missing_data_dir_is_named(tmp_path, capsys):
+def test_missing_data_dir_is_named(tmp_path, train):
     missing = tmp_path / "no-such-data"
-    code, _, err = _train(
-        [str(tmp_path / "run"), "--preset", "tiny", "--data", str(missing), "--no-progress"], capsys
+    code, _, err = train(
+        [str(tmp_path / "run"), "--preset", "tiny", "--data", str(missing), "--no-progress"]
     )
     assert code == 2 and str(missing) in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
-    code, _, err = _train([str(tmp_path / "run"), "--preset", "tiny", "--no-progress"], capsys)
+    code, _, err = train([str(tmp_path / "run"), "--preset", "tiny", "--no-progress"])
     assert code == 2 and "--data" in err
 
 
-def test_missing_image_encoder_dir_is_a_clear_error(shapes_root, tmp_path, capsys):
+def test_missing_image_encoder_dir_is_a_clear_error(shapes_root, tmp_path, train):
     missing = tmp_path / "no-resnet"
-    code, _, err = _train(
-        [str(tmp_path / "run"), "--image-encoder", str(missing)] + _flags(shapes_root, 1), capsys
+    code, _, err = train(
+        [str(tmp_path / "run"), "--image-encoder", str(missing)] + _flags(shapes_root, 1)
     )
     assert code == 2 and err.startswith("xmc-train: error: ") and str(missing) in err
     assert "Traceback" not in err and not (tmp_path / "run").exists()
@@ -175,24 +175,24 @@ def test_missing_image_encoder_dir_is_a_clear_error(shapes_root, tmp_path, capsy
     [["--set", "d_steps=0"], ["--text-encoder", "/nonexistent"]],
     ids=["d_steps=0", "missing-text-encoder"],
 )
-def test_more_bad_flags_give_one_line_and_exit_2(flags, tmp_path, capsys):
-    code, _, err = _train([str(tmp_path / "run"), "--preset", "tiny", "--dry-run"] + flags, capsys)
+def test_more_bad_flags_give_one_line_and_exit_2(flags, tmp_path, train):
+    code, _, err = train([str(tmp_path / "run"), "--preset", "tiny", "--dry-run"] + flags)
     assert code == 2 and err.startswith("xmc-train: error: ") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize(
     "flags, part", [(["--set", "gf_dim=8"], "generator"), (["--infomax"], "discriminator")]
 )
-def test_resuming_with_another_architecture_is_refused(flags, part, cli_runs, capsys):
+def test_resuming_with_another_architecture_is_refused(flags, part, cli_runs, train):
     run_dir = cli_runs["straight"]
     saved = (run_dir / "config.json").read_text()
-    code, _, err = _train([str(run_dir), "--no-progress"] + flags, capsys)
+    code, _, err = train([str(run_dir), "--no-progress"] + flags)
     assert code == 2 and f"different {part}" in err and str(run_dir) in err
     assert (run_dir / "config.json").read_text() == saved
     assert _load(run_dir)["step"] == 4
 
 
-def test_sigterm_saves_a_checkpoint_then_the_run_resumes(shapes_root, tmp_path, capsys):
+def test_sigterm_saves_a_checkpoint_then_the_run_resumes(shapes_root, tmp_path, train):
     run_dir = tmp_path / "run"
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     child = subprocess.Popen(
@@ -225,9 +225,10 @@ def test_sigterm_saves_a_checkpoint_then_the_run_resumes(shapes_root, tmp_path, 
     checkpoint = _load(run_dir)
     step = checkpoint["step"]
     assert 0 < step < 1000 and "Traceback" not in err
-    assert f"interrupted at step {step}; checkpoint saved to {run_dir / 'checkpoint.pt'}" in err
+    saved = run_dir / f"checkpoint-{step:07d}.pt"
+    assert f"interrupted at step {step}; checkpoint saved to {saved}" in err
     assert not list(run_dir.glob("*.tmp"))
-    code, _, err = _train([str(run_dir), "--steps", str(step + 1), "--no-progress"], capsys)
+    code, _, err = train([str(run_dir), "--steps", str(step + 1), "--no-progress"])
     assert code == 0 and f"at step {step}" in err
     assert _load(run_dir)["step"] == step + 1
 

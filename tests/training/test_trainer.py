@@ -14,11 +14,11 @@ import torch
 
 from tests.training.states import assert_identical, only_tensors_and_primitives, trained_state
 
-pytestmark = pytest.mark.usefixtures("shared_text_encoder")
-
 
 def _load(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    from training.checkpoint import list_checkpoints, load_checkpoint
+
+    return load_checkpoint(list_checkpoints(run_dir)[-1])
 
 
 def _stats(run_dir: Path) -> list[dict]:
@@ -26,31 +26,31 @@ def _stats(run_dir: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def straight_run(tmp_path_factory, small_shapes_root, tiny_config) -> Path:
+def straight_run(tmp_path_factory, small_shapes_root, tiny_config, new_trainer) -> Path:
     """Four uninterrupted steps over a 3-batch epoch (so the run crosses an epoch)."""
-    from training.trainer import Trainer
-
     run_dir = tmp_path_factory.mktemp("straight") / "run"
     config = tiny_config(small_shapes_root, steps=4, sample_every=2)
-    summary = Trainer(config, run_dir, progress=False).fit()
+    summary = new_trainer(config, run_dir).fit()
     assert summary == {
         "step": 4,
+        "images": 32,
         "interrupted": False,
-        "checkpoint": str(run_dir / "checkpoint.pt"),
+        "checkpoint": str(run_dir / "checkpoint-0000004.pt"),
+        "skipped_steps": 0,
+        "bad_records": 0,
     }
     return run_dir
 
 
-def test_resume_is_bit_exact(straight_run, small_shapes_root, tiny_config, tmp_path):
-    from training.trainer import Trainer
-
+def test_resume_is_bit_exact(straight_run, small_shapes_root, tiny_config, tmp_path, new_trainer):
     run_dir = tmp_path / "run"
-    Trainer(tiny_config(small_shapes_root, steps=2, sample_every=2), run_dir, progress=False).fit()
+    new_trainer(tiny_config(small_shapes_root, steps=2, sample_every=2), run_dir).fit()
     assert _load(run_dir)["step"] == 2
-    resumed = Trainer(
+    resumed = new_trainer(
         tiny_config(small_shapes_root, steps=4, sample_every=2), run_dir, progress=False
     )
-    assert (resumed.step, resumed.epoch, resumed.batch_in_epoch) == (2, 0, 2)
+    assert (resumed.step, resumed.epoch, resumed.data.image_in_epoch) == (2, 0, 16)
+    assert resumed.images_seen == 16
     resumed.fit()
     straight, again = _load(straight_run), _load(run_dir)
     assert (again["step"], again["epoch"]) == (4, 1)
@@ -63,14 +63,12 @@ def test_resume_is_bit_exact(straight_run, small_shapes_root, tiny_config, tmp_p
 
 
 def test_sigint_saves_and_the_run_resumes_bit_exactly(
-    straight_run, small_shapes_root, tiny_config, tmp_path
+    straight_run, small_shapes_root, tiny_config, tmp_path, new_trainer
 ):
     """SIGINT after step 1 (of 4): fit stops, saves, restores the handler; resuming matches."""
-    from training.trainer import Trainer
-
     run_dir = tmp_path / "run"
     config = tiny_config(small_shapes_root, steps=4, sample_every=2)
-    trainer = Trainer(config, run_dir, progress=False)
+    trainer = new_trainer(config, run_dir)
     step = trainer.train_step
 
     def step_then_interrupt(batch):
@@ -93,7 +91,7 @@ def test_sigint_saves_and_the_run_resumes_bit_exactly(
     assert not leaked and summary["interrupted"] and summary["step"] == 1
     assert _load(run_dir)["step"] == 1
     assert not list(run_dir.glob("*.tmp"))
-    Trainer(config, run_dir, progress=False).fit()
+    new_trainer(config, run_dir).fit()
     assert_identical(trained_state(_load(straight_run)), trained_state(_load(run_dir)))
 
 
@@ -107,11 +105,16 @@ def test_checkpoint_holds_tensors_and_primitives_only(straight_run):
         "opt_g",
         "opt_d",
         "step",
+        "images_seen",
         "epoch",
-        "batch_in_epoch",
+        "image_in_epoch",
         "rng",
+        "config",
     } <= set(checkpoint)
-    assert (checkpoint["step"], checkpoint["epoch"], checkpoint["batch_in_epoch"]) == (4, 1, 1)
+    assert (checkpoint["step"], checkpoint["epoch"], checkpoint["image_in_epoch"]) == (4, 1, 8)
+    assert checkpoint["images_seen"] == 32
+    # the full resolved configuration travels with the weights
+    assert checkpoint["config"] == json.loads((straight_run / "config.json").read_text())
     assert {"torch", "python"} <= set(checkpoint["rng"])
     assert checkpoint["rng"]["torch"].dtype == torch.uint8
     for name in ("opt_g", "opt_d"):
@@ -129,6 +132,7 @@ def test_run_directory_describes_itself(straight_run):
 
     described = json.loads((straight_run / "config.json").read_text())
     assert set(described) == {"train", "generator", "discriminator", "text_encoder"}
+    # every record is strict JSON (no NaN) and carries the position in images and fault counts
     assert described["train"]["preset"] == "tiny" and described["train"]["steps"] == 4
     assert described["generator"]["gf_dim"] == 4 and described["generator"]["resolution"] == 32
     assert described["text_encoder"]["hidden_size"] == described["generator"]["word_dim"] == 384
@@ -165,11 +169,9 @@ LOSS_CASES = {
 
 
 @pytest.mark.parametrize("case", list(LOSS_CASES))
-def test_loss_switches_pick_the_terms(case, shapes_root, tiny_config, tmp_path):
-    from training.trainer import Trainer
-
+def test_loss_switches_pick_the_terms(case, shapes_root, tiny_config, tmp_path, new_trainer):
     overrides, terms = LOSS_CASES[case]
-    trainer = Trainer(tiny_config(shapes_root, **overrides), tmp_path / "run", progress=False)
+    trainer = new_trainer(tiny_config(shapes_root, **overrides), tmp_path / "run")
     stats = trainer.train_step(next(trainer.batches()))
     assert set(stats) == {"d_loss", "g_loss", "d_adv", "g_adv"} | terms
     assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
@@ -196,12 +198,10 @@ def test_loss_switches_pick_the_terms(case, shapes_root, tiny_config, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def one_step(tmp_path_factory, shapes_root, tiny_config):
+def one_step(tmp_path_factory, shapes_root, tiny_config, new_trainer):
     """One observed train step (decay 0.9): G before it, G's BN buffers at every G forward,
     and G's BN statistics recomputed by hand from the last sub-batch alone."""
-    from training.trainer import Trainer
-
-    trainer = Trainer(
+    trainer = new_trainer(
         tiny_config(shapes_root, ema_decay=0.9),
         tmp_path_factory.mktemp("one-step") / "run",
         progress=False,

@@ -13,8 +13,11 @@ resumed run that calls `set_epoch` sees exactly the batches of an uninterrupted 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
+import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +28,19 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+log = logging.getLogger(__name__)
+
 
 class DatasetError(ValueError):
     """An annotations file, image folder or image that cannot be used, naming the file."""
+
+
+def _inside(file_name: str) -> bool:
+    """A file_name that stays inside its split folder: relative, no `..` out of it."""
+    if not file_name or file_name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", file_name):
+        return False
+    normal = posixpath.normpath(file_name.replace("\\", "/"))
+    return normal != ".." and not normal.startswith("../")
 
 
 @dataclass(frozen=True)
@@ -81,6 +94,11 @@ def load_captions_file(
             f"images[{position}] needs an integer 'id' and a string 'file_name'",
         )
         _require(image["id"] not in files, path, f"duplicate image id {image['id']}")
+        _require(
+            _inside(image["file_name"]),
+            path,
+            f"images[{position}] file_name {image['file_name']!r} leaves the image folder",
+        )
         files[image["id"]] = image["file_name"]
         attributes[image["id"]] = image.get("attributes")
     captions: dict[int, list[tuple[int, str]]] = {}
@@ -182,7 +200,11 @@ class CocoCaptions(Dataset):
     dataset when the iterator is created). With `swap_left_right_on_flip` the words "left"
     and "right" of a flipped image's caption are swapped so that it stays true (needed for
     the shapes benchmark's relations). With `skip_bad`, an undecodable image is replaced
-    by the next good one and counted in `skipped` (per process when using workers).
+    by the next good one, counted in `skipped` (per process when using workers) and in the
+    item's `skipped` field (how many bad records were passed over to reach it: the trainer
+    sums these across workers), and empty captions are dropped at load (counted in
+    `empty_captions`; an image left with none is dropped too). Without it, either is a
+    DatasetError naming the file.
     """
 
     def __init__(
@@ -210,13 +232,33 @@ class CocoCaptions(Dataset):
         )
         self.annotations_path = self.root / "annotations" / f"captions_{split}.json"
         self.image_folder = self.root / split
-        self.records = load_captions_file(self.annotations_path, self.image_folder)
+        self.records, self.empty_captions = self._drop_empty_captions(
+            load_captions_file(self.annotations_path, self.image_folder)
+        )
         if not self.records:
             raise DatasetError(f"{self.annotations_path}: no captioned images")
         _check_files_exist(self.records, self.image_folder)
         self.epoch = 0
         self.skipped = 0
         self._bad: set[int] = set()
+
+    def _drop_empty_captions(
+        self, records: list[CaptionedImage]
+    ) -> tuple[list[CaptionedImage], int]:
+        kept, empty = [], 0
+        for record in records:
+            captions = tuple(c for c in record.captions if c)
+            if len(captions) < len(record.captions) and not self.skip_bad:
+                raise DatasetError(
+                    f"{self.annotations_path}: image {record.image_id} ({record.path.name}) "
+                    "has an empty caption (skip such records with strict_data off)"
+                )
+            empty += len(record.captions) - len(captions)
+            if captions:
+                kept.append(dataclasses.replace(record, captions=captions))
+        if empty:
+            log.warning("%s: skipped %d empty caption(s)", self.annotations_path, empty)
+        return kept, empty
 
     def __len__(self) -> int:
         return len(self.records)
@@ -251,15 +293,19 @@ class CocoCaptions(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         index %= len(self)
+        passed = 0
         for offset in range(len(self)):
             candidate = (index + offset) % len(self)
             if candidate in self._bad:
+                passed += 1
                 continue
             try:
-                return self._load(candidate)
-            except DatasetError:
+                return {**self._load(candidate), "skipped": passed}
+            except DatasetError as error:
                 if not self.skip_bad:
                     raise
+                log.warning("skipping a bad record: %s", error)
                 self._bad.add(candidate)
                 self.skipped += 1
+                passed += 1
         raise DatasetError(f"no decodable image left in {self.image_folder}")

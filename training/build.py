@@ -1,0 +1,93 @@
+"""What a trainer is made of, built from its configuration: the networks and their optimisers,
+the text and image encoders, the dataset. A trainer can be handed its own encoder and dataset
+instead (tests and benchmarks do)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.config import Preset
+from models.discriminator import Discriminator
+from models.generator import Generator
+from training.config import TrainConfig
+from training.distributed import DistInfo, broadcast_module
+from training.faults import RunError
+
+
+@dataclass
+class Networks:
+    generator: Generator
+    discriminator: Discriminator
+    ema: Generator  # the EMA of G's parameters (BN buffers copied): what is exported
+    opt_g: torch.optim.Adam
+    opt_d: torch.optim.Adam
+    g_forward: nn.Module  # G itself, or its torch.compile'd wrapper
+    d_forward: nn.Module
+
+
+def networks(
+    c: TrainConfig, models: Preset, device: torch.device, channels_last: bool, info: DistInfo
+) -> Networks:
+    """G and D from the seed (rank 0's on every rank), the EMA, both Adams."""
+    torch.manual_seed(c.seed)
+    generator = Generator(models.generator).to(device)
+    discriminator = Discriminator(models.discriminator).to(device)
+    if channels_last:
+        generator.to(memory_format=torch.channels_last)
+        discriminator.to(memory_format=torch.channels_last)
+    broadcast_module(generator, info)
+    broadcast_module(discriminator, info)
+    ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    betas = (c.beta1, c.beta2)
+    opt_g = torch.optim.Adam(generator.parameters(), c.lr_g, betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), c.lr_d, betas)
+    g_forward: nn.Module = torch.compile(generator) if c.compile else generator
+    d_forward: nn.Module = torch.compile(discriminator) if c.compile else discriminator
+    return Networks(generator, discriminator, ema, opt_g, opt_d, g_forward, d_forward)
+
+
+def text_encoder(given: Any, models: Preset, device: torch.device) -> Any:
+    """The run's frozen text encoder: `given` (checked against the run's config) or loaded."""
+    wanted = models.text_encoder
+    if given is None:
+        from models.text_encoder import TextEncoder
+
+        given = TextEncoder.from_config(wanted)
+    elif getattr(given, "config", None) != wanted:
+        raise RunError(
+            f"the text encoder given has {getattr(given, 'config', None)}; this run needs {wanted}"
+        )
+    return given.to(device) if isinstance(given, nn.Module) else given
+
+
+def image_encoder(c: TrainConfig, device: torch.device) -> nn.Module | None:
+    """The pretrained CNN of the extra L_img term, when asked for."""
+    if not (c.image_encoder and "img" in c.losses):
+        return None
+    from models.image_encoder import PretrainedImageEncoder
+
+    return PretrainedImageEncoder.from_pretrained(c.image_encoder).to(device)
+
+
+def dataset(c: TrainConfig, resolution: int):
+    from training.data.coco import CocoCaptions
+
+    if not c.data:
+        raise RunError(
+            "no training data: pass --data ROOT (a COCO-captions layout; "
+            "`xmc-shapes make ROOT` writes the shapes benchmark)"
+        )
+    return CocoCaptions(
+        c.data,
+        c.train_split,
+        resolution,
+        center_crop=c.center_crop,
+        random_flip=c.random_flip,
+        skip_bad=not c.strict_data,
+        seed=c.seed,
+    )

@@ -1,0 +1,106 @@
+"""The endless, resumable stream of training batches: epoch after epoch of a seeded permutation,
+this process's share, from a position counted in images.
+
+Counting the position in images (not batches) means a run resumed with another batch size
+continues at exactly the next unseen image of the epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from training.distributed import DistInfo
+from training.faults import RunError, ignore_interrupt
+
+
+def derived_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+class EpochSampler(Sampler):
+    """This rank's share of epoch `epoch`'s seeded permutation, from its image `start` on, cut
+    to whole batches of `batch`."""
+
+    def __init__(self, n: int, batch: int, seed: int, epoch: int, start: int, info: DistInfo):
+        self.n, self.batch, self.seed, self.epoch = n, batch, seed, epoch
+        self.start, self.info = start, info
+
+    def share(self) -> list[int]:
+        order = torch.randperm(
+            self.n, generator=torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
+        )
+        return order[self.info.rank :: self.info.world_size].tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        mine = self.share()
+        return iter(mine[self.start : self.start + len(self)])
+
+    def __len__(self) -> int:
+        left = max(self.n // self.info.world_size - self.start, 0)
+        return left // self.batch * self.batch
+
+
+def shutdown(iterator: Any) -> None:
+    """Stop a DataLoader iterator's workers now, not whenever it is garbage-collected: a live
+    iterator left behind by an error kept the process from exiting."""
+    stop = getattr(iterator, "_shutdown_workers", None)  # torch's own teardown, when it has one
+    if stop is not None:
+        stop()
+
+
+class DataStream:
+    """Batches of `batch` images for this rank, from (epoch, image_in_epoch) on, for ever."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch: int,
+        seed: int,
+        info: DistInfo,
+        *,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        self.dataset, self.batch, self.seed, self.info = dataset, batch, seed, info
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.epoch, self.image_in_epoch = 0, 0
+
+    def _loader(self) -> DataLoader:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
+        sampler = EpochSampler(
+            len(self.dataset), self.batch, self.seed, self.epoch, self.image_in_epoch, self.info
+        )
+        if len(self.dataset) // self.info.world_size < self.batch:
+            raise RunError(
+                f"{len(self.dataset)} images cannot fill one batch of {self.batch} per process"
+            )
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+            worker_init_fn=ignore_interrupt if self.num_workers else None,
+            pin_memory=self.pin_memory,
+        )
+
+    def batches(self) -> Iterator[dict[str, Any]]:
+        """The position moves past a batch when it is handed out; closing the generator (or an
+        error inside it) shuts the workers down at once."""
+        while True:
+            iterator = iter(self._loader())
+            try:
+                for batch in iterator:
+                    self.image_in_epoch += self.batch
+                    yield batch
+            finally:
+                shutdown(iterator)
+                del iterator
+            self.epoch, self.image_in_epoch = self.epoch + 1, 0

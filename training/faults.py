@@ -1,0 +1,82 @@
+"""What can go wrong in a long run, named: the errors that end it, the checks that catch poison
+before it is trained on, and the signal handling that turns Ctrl-C / SIGTERM into a clean stop.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterable
+
+import torch
+
+
+class RunError(RuntimeError):
+    """A run directory that cannot be started or resumed; the message says why."""
+
+
+class NonFiniteError(RuntimeError):
+    """Too many training steps in a row had non-finite losses or gradients (or the weights
+    became non-finite): the run stopped without overwriting its last good checkpoint."""
+
+
+class NonFiniteStep(Exception):  # noqa: N818 - a signal between the phases, not an error
+    """Raised inside one step when a phase's loss or gradients are not finite."""
+
+    def __init__(self, phase: str, losses: dict[str, float]) -> None:
+        self.phase, self.losses = phase, losses
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
+        super().__init__(f"non-finite {phase} ({shown})")
+
+
+def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """True when every element of every tensor is finite (one device sync)."""
+    # the max of |t| neither overflows nor hides a NaN (max propagates NaN)
+    peaks = [t.detach().abs().max().float() for t in tensors if t.numel()]
+    return not peaks or bool(torch.isfinite(torch.stack(peaks)).all())
+
+
+def warn(message: str) -> None:
+    print(f"xmc-train: warning: {message}", file=sys.stderr, flush=True)
+
+
+def one_line(error: BaseException) -> str:
+    """The cause of an error as one line. An error re-raised from a DataLoader worker carries
+    the worker's traceback in its message: its last line is the cause."""
+    text = str(error).strip() or type(error).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and "Traceback" in text:
+        last = lines[-1]
+        head, sep, rest = last.partition(": ")
+        return rest if sep and "." in head and " " not in head else last
+    return " ".join(lines)
+
+
+class StopSignals:
+    """Within `with`, SIGINT and SIGTERM set `requested` instead of killing the process, so the
+    loop stops between two steps and saves; the previous handlers come back on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __enter__(self) -> StopSignals:
+        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def ignore_interrupt(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C (SIGINT to the whole process group) to the main process,
+    which stops and saves between two steps. They keep SIGTERM's default: the main process
+    terminates its daemonic workers with it at exit, and a worker that ignored it made every
+    failing run hang in `multiprocessing`'s exit join."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -13,15 +13,18 @@ import torch
 from PIL import Image
 
 from models.artifacts import (
+    CHECKSUM_KEY,
     CONFIG_NAME,
+    MALFORMED,
     WEIGHTS_NAME,
     ArtifactError,
+    one_line,
     read_config,
     save_state,
     write_json_atomic,
 )
 from models.config import GeneratorConfig, TextEncoderConfig, config_from_dict, config_to_dict
-from models.generator import Generator
+from models.generator import Generator, GeneratorOutput
 from models.images import to_pil
 from models.runtime import autocast, autocast_dtype, pick_device, sample_z
 from models.text_encoder import TextEncoder, TextFeatures
@@ -36,10 +39,11 @@ def save_artifact(
     model_id: str,
     extra: dict | None = None,
 ) -> Path:
-    """Write an inference artifact: generator weights + configs; the BERT by reference."""
+    """Write an inference artifact: generator weights + configs (with the weights' sha256,
+    verified on load); the BERT by reference."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_state(generator, directory / WEIGHTS_NAME)
+    digest = save_state(generator, directory / WEIGHTS_NAME)
     write_json_atomic(
         directory / CONFIG_NAME,
         {
@@ -47,10 +51,46 @@ def save_artifact(
             "model_id": model_id,
             "generator": config_to_dict(generator.config),
             "text_encoder": config_to_dict(text_config),
+            CHECKSUM_KEY: digest,
             **(extra or {}),
         },
     )
     return directory
+
+
+def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """a, b (*S), t (N,) -> (N, *S)."""
+    t = t.view(-1, *([1] * a.dim()))
+    return a + (b - a) * t
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation of two latents a, b (D,) at t (N,) -> (N, D): it keeps the norm
+    of a Gaussian z on its shell, where a straight line would pass through low-norm latents."""
+    cosine = (a @ b / (a.norm() * b.norm()).clamp_min(1e-12)).clamp(-1.0, 1.0)
+    omega = torch.arccos(cosine)
+    if float(omega.sin()) < 1e-6:  # (anti)parallel: the great circle is not unique
+        return lerp(a, b, t)
+    weights_a = torch.sin((1.0 - t) * omega) / omega.sin()
+    weights_b = torch.sin(t * omega) / omega.sin()
+    return weights_a[:, None] * a + weights_b[:, None] * b
+
+
+def interpolate_features(features: TextFeatures, t: torch.Tensor) -> TextFeatures:
+    """Two captions' features (2 rows) -> one row per t in [0, 1]: sentences and words lerped
+    (padding zeroed), the word mask the union of both, except at t = 0 and 1, which are
+    exactly the first and the second caption."""
+    first, second = features.select([0]), features.select([1])
+    words = [f.words[0] * f.mask[0, :, None] for f in (first, second)]  # (T, D) each
+    union = first.mask[0] | second.mask[0]
+    masks = [first.mask[0] if x == 0 else second.mask[0] if x == 1 else union for x in t.tolist()]
+    tokens = [first.tokens[0] if x < 0.5 else second.tokens[0] for x in t.tolist()]
+    return TextFeatures(
+        lerp(*words, t.to(words[0].device)),
+        torch.stack(masks),
+        lerp(first.sentence[0], second.sentence[0], t.to(words[0].device)),
+        tokens,
+    )
 
 
 class XMCGANPipeline:
@@ -90,15 +130,26 @@ class XMCGANPipeline:
                 "reinstall the package or pass an artifact directory"
             )
         data = read_config(directory)
+        config_path = directory / CONFIG_NAME
         if "generator" not in data:
-            raise ArtifactError(f"{directory / CONFIG_NAME} holds no generator config")
+            raise ArtifactError(f"{config_path} holds no generator config")
         try:
             text_config = config_from_dict(TextEncoderConfig, data.get("text_encoder", {}))
-        except (TypeError, ValueError) as e:
-            raise ArtifactError(f"{directory / CONFIG_NAME}: {e}") from None
+            generator_config = config_from_dict(GeneratorConfig, data["generator"])
+        except MALFORMED as e:
+            raise ArtifactError(f"{config_path}: {one_line(e)}") from None
+        dims = (generator_config.word_dim, generator_config.sentence_dim)
+        if dims != (text_config.hidden_size, text_config.hidden_size):
+            raise ArtifactError(
+                f"{config_path}: the generator expects {dims[0]}-d words and {dims[1]}-d "
+                f"sentences but the text encoder gives {text_config.hidden_size}-d features"
+            )
+        model_id = data.get("model_id", directory.name)
+        if not isinstance(model_id, str) or not 0 < len(model_id) <= 200:
+            raise ArtifactError(f"{config_path}: model_id must be a string of 1 to 200 characters")
         generator = Generator.from_pretrained(directory)
         text_encoder = TextEncoder.from_config(text_config)
-        return cls(generator, text_encoder, device, data.get("model_id", directory.name))
+        return cls(generator, text_encoder, device, model_id)
 
     def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> None:
         save_artifact(directory, self.generator, self.text_encoder.config, self.model_id, extra)
@@ -125,13 +176,36 @@ class XMCGANPipeline:
         if len(seeds) != len(features):
             raise ValueError(f"got {len(seeds)} seeds for {len(features)} captions")
         config: GeneratorConfig = self.generator.config
-        z = sample_z(seeds, config.z_dim, truncation).to(self.device)
+        z = sample_z(seeds, config.z_dim, truncation)
+        return self._run(z, features, return_attention)
+
+    def _run(self, z: torch.Tensor, features: TextFeatures, return_attention: bool = False):
         f = features.to(self.device)
         with self._autocast():
-            out = self.generator(z, f.sentence, f.words, f.mask, return_attention=return_attention)
-        if return_attention:
-            return out[0].float().cpu(), out[1].float().cpu()
+            out = self.generator(
+                z.to(self.device), f.sentence, f.words, f.mask, return_attention=return_attention
+            )
+        if isinstance(out, GeneratorOutput):
+            return GeneratorOutput(out.images.float().cpu(), out.attention.float().cpu())
         return out.float().cpu()
+
+    @torch.no_grad()
+    def interpolate(
+        self,
+        features: TextFeatures,
+        seeds: tuple[int, int],
+        frames: int,
+        truncation: float = 1.0,
+    ) -> torch.Tensor:
+        """`frames` images walking from (caption 0, seeds[0]) to (caption 1, seeds[1]):
+        text features lerped, z slerped. `features` holds the two captions (2 rows; the same
+        caption twice walks the seed alone). Returns (frames, 3, R, R) in [0, 1] on the CPU;
+        the first and last frames are the two endpoints' own images."""
+        if len(features) != 2 or frames < 2:
+            raise ValueError("interpolate needs two rows of features and at least two frames")
+        t = torch.linspace(0.0, 1.0, frames)
+        z_a, z_b = sample_z(list(seeds), self.generator.config.z_dim, truncation)
+        return self._run(slerp(z_a, z_b, t), interpolate_features(features, t))
 
     def word_attention(
         self, caption: str, seed: int = 0, truncation: float = 1.0

@@ -29,6 +29,18 @@ logger = logging.getLogger("xmc_service")
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
+def default_threads(pipeline: Pipeline) -> int | None:
+    """On the CPU, one model thread per core but one, which the HTTP side keeps: on 2 cores
+    two model threads spin against the event loop (measured 2.5x slower per forward under
+    load, docs/service.md). None (torch's default) on a GPU."""
+    import os
+
+    device = getattr(pipeline, "device", None)
+    if device is None or getattr(device, "type", str(device)) != "cpu":
+        return None
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 async def _start(state: ServiceState, pipeline: Pipeline | None) -> None:
     settings = state.settings
     batcher: Batcher | None = None
@@ -44,8 +56,9 @@ async def _start(state: ServiceState, pipeline: Pipeline | None) -> None:
             text_cache_size=settings.text_cache_size,
             metrics=state.metrics,
         )
-        if settings.torch_threads is not None:
-            await batcher.set_threads(settings.torch_threads)
+        threads = settings.torch_threads or default_threads(pipeline)
+        if threads is not None:
+            await batcher.set_threads(threads)
         if settings.warmup:
             await batcher.warmup()
     except BaseException:

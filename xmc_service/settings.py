@@ -50,8 +50,8 @@ class Settings(BaseSettings):
     image_store_size: int = Field(2048, ge=1)
     """The most images kept for url responses; the oldest go first."""
     torch_threads: int | None = Field(None, ge=1, le=1024)
-    """CPU threads for the model's operations; None keeps torch's default (one per core). Where
-    the cores are shared (with the HTTP side, or other processes), fewer can be much faster."""
+    """CPU threads for the model's operations; None: on the CPU one per core but one (left to the
+    HTTP side), on a GPU torch's default."""
     warmup: bool = True
     """Run warm-up forwards (batch 1, 2, 4, ... and the full batch) before /health/ready is 200."""
     public_url: str | None = None

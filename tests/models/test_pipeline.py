@@ -157,3 +157,14 @@ def test_return_attention_is_a_typed_output(pipe: XMCGANPipeline) -> None:
     out = pipe.generate(pipe.encode_text([RED]), [1], return_attention=True)
     assert isinstance(out, GeneratorOutput)
     assert out.images.shape == (1, 3, 32, 32) and out.attention.shape[-2:] == (16, 16)
+
+
+def test_folded_norms_match_the_trained_generator(pipe: XMCGANPipeline) -> None:
+    features = pipe.encode_text([RED, BLUE])
+    z = torch.randn(2, pipe.generator.config.z_dim)
+    f = features
+    with torch.inference_mode():
+        plain = pipe.generator(z, f.sentence, f.words, f.mask)
+        folded = pipe.inference_generator(z, f.sentence, f.words, f.mask)
+    assert (plain - folded).abs().max() < 1e-4
+    assert pipe.generator_flops(batch=2) > 0

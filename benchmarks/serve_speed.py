@@ -46,20 +46,14 @@ class Level:
     images_per_s: float
     latencies_ms: tuple[float, ...]
 
-    @property
-    def images(self) -> int:
-        return len(self.latencies_ms)
-
-    def percentile(self, q: float) -> float:
-        return _percentile(list(self.latencies_ms), q)
-
 
 def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
 class InProcess:
-    """The model in this process: pipe.generate with cached text features, nothing else."""
+    """The model in this process: pipe.generate with cached text features, nothing else; and
+    the pre-issue-13 path (the plain generator at torch's default threads) for the gain."""
 
     def __init__(
         self, model_dir: str | None, device: str, batch: int, threads: int | None = None
@@ -68,10 +62,11 @@ class InProcess:
 
         from models import XMCGANPipeline
 
-        if threads is not None:
-            torch.set_num_threads(threads)
         self._torch = torch
         self.pipe = XMCGANPipeline.from_pretrained(model_dir, device=device)
+        self.threads = threads or default_threads(device)
+        self.default_threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
         self.batch = batch
         captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(batch)]
         self.feats, self.single = (
@@ -82,6 +77,35 @@ class InProcess:
             for _ in range(3):  # warm-up: the first calls of a shape are slower
                 self.pipe.generate(self.feats, list(range(batch)))
                 self.pipe.generate(self.single, [0])
+                self._plain()
+        self.flops_per_image = self.pipe.generator_flops()
+
+    def _plain(self) -> None:
+        f = self.feats.to(self.pipe.device)
+        z = self._torch.randn(len(f), self.pipe.generator.config.z_dim, device=self.pipe.device)
+        self.pipe.generator(z, f.sentence, f.words, f.mask)
+
+    def measure_plain(self, seconds: float) -> float:
+        """images/s of the unfolded generator at torch's default thread count (the old path)."""
+        self._torch.set_num_threads(self.default_threads)
+        try:
+            with self._torch.inference_mode():
+                images, started = 0, time.perf_counter()
+                while images < 2 * self.batch or time.perf_counter() - started < seconds:
+                    self._plain()
+                    images += self.batch
+                return images / (time.perf_counter() - started)
+        finally:
+            self._torch.set_num_threads(self.threads)
+
+    def gemm_peak(self, seconds: float = 2.0) -> float:
+        """FLOP/s of a 1024^2 fp32 matmul at the model's thread count: the machine's limit."""
+        a, b = self._torch.randn(1024, 1024), self._torch.randn(1024, 1024)
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            a @ b
+            calls += 1
+        return calls * 2 * 1024**3 / (time.perf_counter() - started)
 
     def measure(self, seconds: float) -> tuple[float, float]:
         """(batched images/s, single-image p50 ms)."""
@@ -99,6 +123,11 @@ class InProcess:
                 self.pipe.generate(self.single, [len(latencies)])
                 latencies.append((time.perf_counter() - tick) * 1000)
         return throughput, _percentile(latencies, 50)
+
+
+def default_threads(device: str) -> int | None:
+    """The service's default (xmc_service.app.default_threads): cores but one on the CPU."""
+    return max(1, (os.cpu_count() or 1) - 1) if device == "cpu" else None
 
 
 def _free_port() -> int:
@@ -204,6 +233,7 @@ class Paired:
     limit: float  # in-process batched images/s
     single_ms: float  # in-process one-image p50
     ratio: float  # service / in-process, the median of the rounds' ratios
+    plain: float  # the pre-issue-13 in-process path (unfolded, torch's default threads)
 
     def percentile(self, q: float) -> float:
         return _percentile(list(self.latencies_ms), q)
@@ -212,12 +242,13 @@ class Paired:
 def measure_level(
     model: InProcess, server: Server, clients: int, seconds: float, rounds: int
 ) -> Paired:
-    levels, limits, singles = [], [], []
+    levels, limits, singles, plains = [], [], [], []
     for _ in range(rounds):
         levels.append(asyncio.run(_measure(server.base, clients, seconds / rounds)))
         limit, single_ms = model.measure(seconds / rounds)
         limits.append(limit)
         singles.append(single_ms)
+        plains.append(model.measure_plain(seconds / rounds / 2))
     ratios = [level.images_per_s / limit for level, limit in zip(levels, limits, strict=True)]
     return Paired(
         clients,
@@ -226,6 +257,7 @@ def measure_level(
         float(np.median(limits)),
         float(np.median(singles)),
         float(np.median(ratios)),
+        float(np.median(plains)),
     )
 
 
@@ -241,16 +273,9 @@ def serve_and_measure(
 
 def random_artifact(preset: str, directory: Path) -> str:
     """A random-weight artifact of `preset` (the bench measures speed, not quality)."""
-    from models import Generator, TextEncoder, XMCGANPipeline, get_preset
+    from models import XMCGANPipeline
 
-    chosen = get_preset(preset)
-    pipe = XMCGANPipeline(
-        Generator(chosen.generator),
-        TextEncoder.from_config(chosen.text_encoder),
-        device="cpu",
-        model_id=f"xmc-{preset}-random",
-    )
-    pipe.save_pretrained(directory)
+    XMCGANPipeline.from_preset(preset, device="cpu").save_pretrained(directory)
     return str(directory)
 
 
@@ -279,7 +304,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--torch-threads",
         type=int,
-        help="CPU threads for the model, in-process and in the server (XMC_TORCH_THREADS)",
+        help="CPU threads for the model, in-process and in the server (XMC_TORCH_THREADS); "
+        "default: the service's (on the CPU, cores but one)",
     )
     return parser
 
@@ -296,14 +322,15 @@ def _pick_model(args: argparse.Namespace, scratch: Path) -> tuple[str | None, st
 
 
 def _report(
-    described: str, device: str, args: argparse.Namespace, batched: list[Paired], naive: Paired
+    described: str, device: str, args: argparse.Namespace, model: InProcess, figures: tuple
 ) -> str:
-    import torch
-
+    batched, naive, peak = figures
+    flops, model_default_threads = model.flops_per_image, model.default_threads
     batch, wait = args.max_batch_images, args.max_wait_ms
-    threads, cpus = args.torch_threads or torch.get_num_threads(), os.cpu_count()
+    threads, cpus = model.threads, os.cpu_count()
     lines = [
-        f"model: {described}; device: {device}; torch threads: {threads}; cpus: {cpus}",
+        f"model: {described}; device: {device}; torch threads: {threads}; cpus: {cpus}; "
+        f"load average at the start: {args.load_at_start}",
         (
             f"in-process = pipe.generate on cached text features at batch {batch}; each level "
             f"alternates {args.rounds} rounds of service and in-process, {args.seconds:g} s in all "
@@ -321,6 +348,16 @@ def _report(
             f"{paired.ratio:7.2f}"
         )
     top, one = batched[-1], batched[0]
+    gain = np.median([p.limit / p.plain for p in batched])
+    lines.append(
+        f"in-process gain (folded BNs, channels_last, {threads} thread(s)) over the plain "
+        f"generator at torch's default {model_default_threads} threads: {gain:.2f}x (goal >= 2x)"
+    )
+    achieved = top.limit * flops
+    lines.append(
+        f"generator: {flops / 1e9:.3f} GFLOP/image; in-process {achieved / 1e9:.1f} GFLOP/s = "
+        f"{achieved / peak:.0%} of the measured fp32 GEMM peak {peak / 1e9:.1f} GFLOP/s"
+    )
     lines.append(f"service / in-process at {top.clients} clients: {top.ratio:.2f} (goal >= 0.90)")
     lines.append(
         f"batched / naive at {top.clients} clients: "
@@ -338,6 +375,7 @@ def _report(
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.load_at_start = os.getloadavg()
     levels = [int(level) for level in args.clients.split(",")]
     from xmc_service.state import resolve_device
 
@@ -352,7 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         batched = serve_and_measure(model, server, levels, args.seconds, args.rounds)
         naive_server = Server(model_dir, device, 1, 0.0, args.torch_threads)
         naive = serve_and_measure(model, naive_server, levels[-1:], args.seconds, args.rounds)[0]
-    print(_report(described, device, args, batched, naive))
+        peak = model.gemm_peak()
+    print(_report(described, device, args, model, (batched, naive, peak)))
+    print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
     return 0
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import struct
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +17,23 @@ from models.config import config_from_dict, config_to_dict
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+CHECKSUM_KEY = "weights_sha256"  # in config.json: the sha256 of model.safetensors, hex
+# A safetensors header is a few KB per hundred tensors; anything near this is not a model's.
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+MAX_CONFIG_BYTES = 1024 * 1024
+_DTYPES = {
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F64": torch.float64,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "BOOL": torch.bool,
+}
+
+# Errors that malformed files raise from json, struct, torch and the dataclasses; each becomes
+# one ArtifactError line naming the file.
+MALFORMED = (TypeError, ValueError, KeyError, ZeroDivisionError, RecursionError, OverflowError)
 
 
 class ArtifactError(ValueError):
@@ -41,6 +60,23 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
+def one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 400 else text[:400] + "..."
+
+
+def artifact_file(directory: str | Path, name: str) -> Path:
+    """`directory / name`, refused when it is missing or a link that leaves the directory."""
+    directory = Path(directory)
+    path = directory / name
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found")
+    root, target = directory.resolve(), path.resolve()
+    if not target.is_relative_to(root):
+        raise ArtifactError(f"{path} links to {target}, outside the artifact directory {root}")
+    return path
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
@@ -53,32 +89,114 @@ def read_config(directory: str | Path) -> dict[str, Any]:
             f"{path} not found: an artifact directory holds {CONFIG_NAME} "
             f"and {WEIGHTS_NAME} (written by save_pretrained / xmc-export)"
         )
+    path = artifact_file(directory, CONFIG_NAME)
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ArtifactError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes: not a config")
     try:
         data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path} is not valid JSON: {e}") from None
+    except (UnicodeDecodeError, *MALFORMED) as e:
+        raise ArtifactError(f"{path} is not valid JSON: {one_line(e)}") from None
     if not isinstance(data, dict):
         raise ArtifactError(f"{path} must hold a JSON object")
     return data
 
 
-def save_state(module: torch.nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+def save_state(module: torch.nn.Module, path: Path, metadata: dict[str, str] | None = None) -> str:
+    """Write the module's tensors as safetensors, atomically; returns the file's sha256 (hex)."""
     from safetensors.torch import save
 
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     payload = save(state, metadata=metadata)
     atomic_write(path, lambda f: f.write(payload))
+    return hashlib.sha256(payload).hexdigest()
 
 
-def load_state(module: torch.nn.Module, path: Path, prefix: str = "") -> None:
-    """Load strictly, naming any missing or unexpected key."""
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """The safetensors JSON header alone: tensor name -> (dtype, shape). Nothing is allocated
+    but the header, whose stated length is checked against the file first."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise ArtifactError(f"{path}: not a safetensors file (shorter than 8 bytes)")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > min(MAX_HEADER_BYTES, size - 8):
+            raise ArtifactError(
+                f"{path}: safetensors header of {length} bytes in a {size}-byte file "
+                f"(at most {MAX_HEADER_BYTES}): a damaged or foreign file"
+            )
+        raw = f.read(length)
+    try:
+        header = json.loads(raw)
+        tensors = {
+            name: (str(entry["dtype"]), tuple(int(d) for d in entry["shape"]))
+            for name, entry in header.items()
+            if name != "__metadata__"
+        }
+    except (UnicodeDecodeError, AttributeError, *MALFORMED) as e:
+        raise ArtifactError(f"{path}: unreadable safetensors header: {one_line(e)}") from None
+    return tensors
+
+
+def expected_state(module_class: type, config: Any) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """The (dtype, shape) of every tensor `module_class(config)` holds, from a meta-device
+    build that allocates no storage."""
+    names = {dtype: name for name, dtype in _DTYPES.items()}
+    with torch.device("meta"):
+        module = module_class(config)
+    return {
+        k: (names.get(v.dtype, str(v.dtype)), tuple(v.shape))
+        for k, v in module.state_dict().items()
+    }
+
+
+def check_header(path: Path, expected: dict[str, tuple[str, tuple[int, ...]]]) -> None:
+    """Refuse a weights file whose names, dtypes or shapes differ from what the config builds."""
+    found = read_header(path)
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise ArtifactError(
+            f"{path}: weights do not match the config: missing keys "
+            f"{missing[:10]}{'...' if len(missing) > 10 else ''}, unexpected keys "
+            f"{unexpected[:10]}{'...' if len(unexpected) > 10 else ''}"
+        )
+    for name, (dtype, shape) in expected.items():
+        if found[name] != (dtype, shape):
+            raise ArtifactError(
+                f"{path}: {name} is {found[name][0]} {list(found[name][1])} but the config "
+                f"builds {dtype} {list(shape)}"
+            )
+
+
+def read_state(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, refused on a checksum mismatch or a non-finite value."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     if not path.is_file():
         raise ArtifactError(f"{path} not found")
-    state = load_file(str(path))
-    if prefix:
-        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if sha256 is not None and file_sha256(path) != sha256.lower():
+        raise ArtifactError(f"{path}: sha256 differs from {CHECKSUM_KEY} in {CONFIG_NAME}")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, *MALFORMED) as e:
+        raise ArtifactError(f"{path}: {one_line(e)}") from None
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ArtifactError(f"{path}: {name} holds NaN or infinite values")
+    return state
+
+
+def assign_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """load_state_dict, strictly, naming any missing or unexpected key and `path`."""
     expected = set(module.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
@@ -90,7 +208,18 @@ def load_state(module: torch.nn.Module, path: Path, prefix: str = "") -> None:
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:  # shape mismatches
-        raise ArtifactError(f"{path}: {e}") from None
+        raise ArtifactError(f"{path}: {one_line(e)}") from None
+
+
+def load_state(
+    module: torch.nn.Module, path: Path, prefix: str = "", sha256: str | None = None
+) -> None:
+    """Load strictly, naming any missing or unexpected key; refuse a checksum mismatch and
+    non-finite values."""
+    state = read_state(path, sha256)
+    if prefix:
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    assign_state(module, state, path)
 
 
 class ArtifactMixin:
@@ -103,21 +232,31 @@ class ArtifactMixin:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         data = {"kind": self.artifact_kind, self.artifact_kind: config_to_dict(self.config)}
-        save_state(self, directory / WEIGHTS_NAME)  # type: ignore[arg-type]
+        digest = save_state(self, directory / WEIGHTS_NAME)  # type: ignore[arg-type]
+        data[CHECKSUM_KEY] = digest
         write_json_atomic(directory / CONFIG_NAME, {**data, **(extra or {})})
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu"):
+        """Config checked, then the weights' header against it, then (only then) the network
+        built and the weights loaded: a bad artifact never costs more than its header."""
         data = read_config(directory)
+        config_path = Path(directory) / CONFIG_NAME
         if cls.artifact_kind not in data:
             raise ArtifactError(
-                f"{Path(directory) / CONFIG_NAME} holds no "
-                f"{cls.artifact_kind!r} config (kind: {data.get('kind')!r})"
+                f"{config_path} holds no {cls.artifact_kind!r} config (kind: {data.get('kind')!r})"
             )
+        checksum = data.get(CHECKSUM_KEY)
+        if checksum is not None and not (isinstance(checksum, str) and len(checksum) == 64):
+            raise ArtifactError(f"{config_path}: {CHECKSUM_KEY} must be 64 hex digits")
         try:
             config = config_from_dict(cls.config_class, data[cls.artifact_kind])
-        except (TypeError, ValueError) as e:
-            raise ArtifactError(f"{Path(directory) / CONFIG_NAME}: {e}") from None
+            expected = expected_state(cls, config)
+        except MALFORMED as e:
+            raise ArtifactError(f"{config_path}: {one_line(e)}") from None
+        weights = artifact_file(directory, WEIGHTS_NAME)
+        check_header(weights, expected)
+        state = read_state(weights, sha256=checksum)
         model = cls(config)
-        load_state(model, Path(directory) / WEIGHTS_NAME)  # type: ignore[arg-type]
+        assign_state(model, state, weights)  # type: ignore[arg-type]
         return model.to(device).eval()  # type: ignore[attr-defined]

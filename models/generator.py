@@ -7,6 +7,8 @@ conditional BN -> CBN-ReLU-conv3x3-tanh, mapped to [0, 1]. No spectral norm in G
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +32,13 @@ def word_attention(
     logits = logits.masked_fill(~word_mask[:, None, :], float("-inf"))
     attention = logits.softmax(dim=-1)
     return attention @ words, attention
+
+
+class GeneratorOutput(NamedTuple):
+    """What `Generator(..., return_attention=True)` returns (a tuple, so it also unpacks)."""
+
+    images: torch.Tensor  # (B, 3, R, R) in [0, 1]
+    attention: torch.Tensor  # (B, T, 16, 16): each region's distribution over the words
 
 
 class Generator(nn.Module, ArtifactMixin):
@@ -72,11 +81,11 @@ class Generator(nn.Module, ArtifactMixin):
         words: torch.Tensor,
         word_mask: torch.Tensor,
         return_attention: bool = False,
-    ):
+    ) -> torch.Tensor | GeneratorOutput:
         """z (B, Z), sentence (B, D_s), words (B, T, D_w), word_mask (B, T) bool.
 
-        Returns images (B, 3, R, R) in [0, 1]; with return_attention also the word attention
-        (B, T, 16, 16) (each region's distribution over words).
+        Returns images (B, 3, R, R) in [0, 1]; with return_attention a GeneratorOutput that
+        adds the word attention (B, T, 16, 16) (each region's distribution over words).
         """
         c = self.config
         batch = z.shape[0]
@@ -111,5 +120,5 @@ class Generator(nn.Module, ArtifactMixin):
         x = self.head_conv(F.relu(self.head_norm(x, m)))
         images = (torch.tanh(x) + 1.0) / 2.0
         if return_attention:
-            return images, attention.transpose(1, 2).reshape(batch, -1, side, side)
+            return GeneratorOutput(images, attention.transpose(1, 2).reshape(batch, -1, side, side))
         return images

@@ -20,7 +20,7 @@ from xmc_service.middleware import (
     OpenAICORSMiddleware,
     RequestIdMiddleware,
 )
-from xmc_service.routes import generate, health, images, models, page
+from xmc_service.routes import generate, health, images, interpolations, models, page
 from xmc_service.settings import Settings
 from xmc_service.state import ServiceState, load_pipeline
 
@@ -29,7 +29,19 @@ logger = logging.getLogger("xmc_service")
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
-async def _load_and_warm(state: ServiceState, pipeline: Pipeline | None) -> None:
+def default_threads(pipeline: Pipeline) -> int | None:
+    """On the CPU, one model thread per core but one, which the HTTP side keeps: on 2 cores
+    two model threads spin against the event loop (measured 2.5x slower per forward under
+    load, docs/service.md). None (torch's default) on a GPU."""
+    import os
+
+    device = getattr(pipeline, "device", None)
+    if device is None or getattr(device, "type", str(device)) != "cpu":
+        return None
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+async def _start(state: ServiceState, pipeline: Pipeline | None) -> None:
     settings = state.settings
     batcher: Batcher | None = None
     try:
@@ -44,28 +56,52 @@ async def _load_and_warm(state: ServiceState, pipeline: Pipeline | None) -> None
             text_cache_size=settings.text_cache_size,
             metrics=state.metrics,
         )
-        if settings.torch_threads is not None:
-            await batcher.set_threads(settings.torch_threads)
+        threads = settings.torch_threads or default_threads(pipeline)
+        if threads is not None:
+            await batcher.set_threads(threads)
         if settings.warmup:
             await batcher.warmup()
-        batcher.start()
-        state.batcher = batcher
-        state.status = "ready"
-        logger.info(
-            "ready: %s at %d px, batches of up to %d images",
-            pipeline.model_id,
-            pipeline.resolution,
-            settings.max_batch_images,
-        )
-    except asyncio.CancelledError:
+    except BaseException:
         if batcher is not None:
             await batcher.stop()
         raise
-    except Exception as error:
-        logger.exception("the model failed to load")
-        state.status, state.error = "failed", f"{type(error).__name__}: {error}"
-        if batcher is not None:
-            await batcher.stop()
+    batcher.start()
+    state.batcher, state.status, state.error = batcher, "ready", None
+    logger.info(
+        "ready: %s at %d px, batches of up to %d images",
+        pipeline.model_id,
+        pipeline.resolution,
+        settings.max_batch_images,
+    )
+
+
+def describe_failure(error: BaseException) -> str:
+    """One line: an ArtifactError already names its file; anything else gets its type."""
+    from models.artifacts import ArtifactError, one_line
+
+    if isinstance(error, ArtifactError):
+        return one_line(error)
+    return f"{type(error).__name__}: {one_line(error)}"
+
+
+async def _load_and_warm(state: ServiceState, pipeline: Pipeline | None) -> None:
+    """Load until it works (keep_retrying) or once: a failure then calls state.on_failure,
+    which xmc-serve sets to stop the server, so the process exits 1."""
+    while True:
+        try:
+            await _start(state, pipeline)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            state.status, state.error = "failed", describe_failure(error)
+            logger.error("the model failed to load: %s", state.error)
+            logger.debug("the load failure's traceback", exc_info=True)
+        if not state.settings.keep_retrying:
+            if state.on_failure is not None:
+                state.on_failure()
+            return
+        await asyncio.sleep(state.settings.retry_s)
 
 
 def _lifespan(pipeline: Pipeline | None):
@@ -107,15 +143,16 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
         images=ImageStore(settings.image_ttl_s, settings.image_store_size),
     )
     install_error_handlers(app)
-    for router in (images.router, generate.router, models.router, health.router, page.router):
-        app.include_router(router)
+    routers = (images, generate, interpolations, models, health, page)
+    for module in routers:
+        app.include_router(module.router)
     if settings.cors_origins:
         app.add_middleware(
             OpenAICORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["authorization", "content-type", "x-request-id"],
-            expose_headers=["x-request-id", "retry-after"],
+            expose_headers=["x-request-id", "retry-after", "x-seeds"],
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)  # outermost: every response gets an id

@@ -38,6 +38,10 @@ class Pipeline(Protocol):
         self, feats: Any, seeds: list[int], truncation: float = 1.0, **kwargs: Any
     ) -> Any: ...
 
+    def interpolate(
+        self, feats: Any, seeds: tuple[int, int], frames: int, truncation: float = 1.0
+    ) -> Any: ...
+
 
 class QueueFull(Exception):
     """The queue cannot take the request's images now; retry after `retry_after_s` seconds."""
@@ -209,6 +213,22 @@ class Batcher:
         feats = self.pipeline.encode_text(["warm-up"] * size)
         with torch.inference_mode():
             self.pipeline.generate(feats, list(range(size)))
+
+    async def interpolate(
+        self, captions: tuple[str, str], seeds: tuple[int, int], frames: int, truncation: float
+    ) -> np.ndarray:
+        """(frames, H, W, 3) uint8 walking between the two captions and seeds, run on the model
+        thread between batches; it counts as `frames` images against the queue's room."""
+        if self.queued_images + frames > self.max_queue_images:
+            raise QueueFull(self._retry_after(frames))
+
+        def walk() -> np.ndarray:
+            feats = self._cache.features(list(captions))
+            with torch.inference_mode():
+                images = self.pipeline.interpolate(feats, seeds, frames, truncation)
+            return to_uint8(images)
+
+        return await self.run_in_worker(walk)
 
     async def generate(
         self,

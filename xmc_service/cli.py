@@ -24,6 +24,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="port (default 8000; XMC_PORT)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="XMC_DEVICE")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument(
+        "--keep-retrying",
+        action="store_true",
+        default=None,
+        help="when the model cannot be loaded, stay up (ready 503) and retry every "
+        "XMC_RETRY_S seconds instead of exiting 1 (XMC_KEEP_RETRYING)",
+    )
     return parser
 
 
@@ -34,6 +41,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         "host": args.host,
         "port": args.port,
         "device": args.device,
+        "keep_retrying": args.keep_retrying,
     }
     return Settings(**{key: value for key, value in overrides.items() if value is not None})
 
@@ -70,19 +78,48 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
     )
-
-    import uvicorn
-
     from xmc_service.app import create_app
 
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    failure = run_server(app, settings, args.log_level)
+    if failure is not None:
+        print(f"xmc-serve: the model could not be loaded: {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def server_options(settings: Settings) -> dict[str, object]:
+    """uvicorn options from the settings (also used by the tests' server)."""
+    return {
+        "limit_concurrency": settings.max_connections,
+        "timeout_graceful_shutdown": 10,
+        "proxy_headers": False,  # X-Forwarded-* is the client's to forge; see XMC_PUBLIC_URL
+    }
+
+
+def run_server(app: object, settings: Settings, log_level: str) -> str | None:
+    """uvicorn until a signal, or until the model fails to load (without keep_retrying); returns
+    that failure's one-line description, else None."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
         host=settings.host,
         port=settings.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=10,
+        log_level=log_level,
+        **server_options(settings),  # type: ignore[arg-type]
     )
-    return 0
+    server = uvicorn.Server(config)
+    state = app.state.service  # type: ignore[attr-defined]
+    failures: list[str] = []
+
+    def stop() -> None:
+        failures.append(state.error or "unknown error")
+        server.should_exit = True
+
+    state.on_failure = stop
+    server.run()
+    return failures[0] if failures else None
 
 
 if __name__ == "__main__":

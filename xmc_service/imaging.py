@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+ANIMATION_TYPES = {"webp": "image/webp", "gif": "image/gif"}
 
 
 def encode_image(pixels: np.ndarray, output_format: str) -> bytes:
@@ -28,6 +29,20 @@ def encode_image(pixels: np.ndarray, output_format: str) -> bytes:
         image.save(buffer, format="WEBP", lossless=True)
     else:
         raise ValueError(f"unsupported output format {output_format!r}")
+    return buffer.getvalue()
+
+
+def encode_animation(frames: np.ndarray, output_format: str, frame_ms: int) -> bytes:
+    """(N, H, W, 3) uint8 -> an animated WebP (lossless) or GIF that loops forever."""
+    images = [Image.fromarray(np.ascontiguousarray(frame)) for frame in frames]
+    buffer = io.BytesIO()
+    options = {"save_all": True, "append_images": images[1:], "duration": frame_ms, "loop": 0}
+    if output_format == "webp":
+        images[0].save(buffer, format="WEBP", lossless=True, **options)
+    elif output_format == "gif":
+        images[0].save(buffer, format="GIF", optimize=False, **options)
+    else:
+        raise ValueError(f"unsupported animation format {output_format!r}")
     return buffer.getvalue()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from xmc_service.settings import (
     MAX_CAPTION_CHARS,
@@ -26,10 +26,13 @@ Caption = Annotated[
     Field(min_length=1, max_length=MAX_CAPTION_CHARS, description="What to draw."),
     AfterValidator(_not_blank),
 ]
-Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+# Strict: JSON true, "2" or 2.0 are refused, never coerced into a count or a seed.
+Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]
+Count = Annotated[StrictInt, Field(ge=1, le=MAX_IMAGES_PER_CAPTION)]
 Truncation = Annotated[
     float,
     Field(
+        strict=True,  # a JSON number (1 or 0.7), never true or "0.7"
         gt=0.0,
         le=1.0,
         description="Latent truncation in (0, 1]: 1.0 samples the prior, smaller trades variety "
@@ -46,12 +49,14 @@ class ImageGenerationRequest(BaseModel):
 
     prompt: Caption
     model: str | None = Field(None, description="Must name the served model when given.")
-    n: int | None = Field(1, ge=1, le=MAX_IMAGES_PER_CAPTION)
+    n: Count | None = 1
     size: str | None = Field("auto", description="'auto' or the model's native size, e.g. '64x64'.")
     response_format: Literal["b64_json", "url"] | None = "b64_json"
     output_format: OutputFormat | None = "png"
     user: str | None = Field(None, max_length=256)
-    stream: bool | None = Field(None, description="Streaming is not supported; false or absent.")
+    stream: StrictBool | None = Field(
+        None, description="Streaming is not supported; false or absent."
+    )
     seed: Seed | None = Field(None, description="Extension: image i uses seed + i.")
     truncation: Truncation = 1.0
 
@@ -74,14 +79,45 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     captions: list[Caption] = Field(min_length=1, max_length=MAX_CAPTIONS_PER_REQUEST)
-    n: int = Field(1, ge=1, le=MAX_IMAGES_PER_CAPTION, description="Images per caption.")
+    n: Count = Field(1, description="Images per caption.")
     seeds: list[Seed] | None = Field(
         None,
         description="One seed per image, caption-major (len = captions x n); random if absent.",
     )
     truncation: Truncation = 1.0
     output_format: OutputFormat = "png"
-    return_attention: bool = Field(False, description="Add each word's 16x16 attention map.")
+    return_attention: StrictBool = Field(False, description="Add each word's 16x16 attention map.")
+    model: str | None = None
+
+
+MAX_FRAMES = 48
+
+
+class InterpolationRequest(BaseModel):
+    """Native: walk from one caption and seed to another in `frames` images, as one animation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    captions: list[Caption] = Field(
+        min_length=1,
+        max_length=2,
+        description="[from, to]; one caption keeps it and walks the seed alone.",
+    )
+    seeds: list[Seed] | None = Field(
+        None,
+        min_length=1,
+        max_length=2,
+        description="[from, to]; one seed keeps it and walks the caption alone; two random seeds "
+        "if absent.",
+    )
+    frames: Annotated[StrictInt, Field(ge=2, le=MAX_FRAMES)] = 16
+    frame_ms: Annotated[StrictInt, Field(ge=20, le=5000)] = Field(
+        100, description="How long each frame shows."
+    )
+    truncation: Truncation = 1.0
+    output_format: Literal["webp", "gif"] = Field(
+        "webp", description="Animated WebP (lossless) or GIF (256 colours)."
+    )
     model: str | None = None
 
 

@@ -50,10 +50,31 @@ class Settings(BaseSettings):
     image_store_size: int = Field(2048, ge=1)
     """The most images kept for url responses; the oldest go first."""
     torch_threads: int | None = Field(None, ge=1, le=1024)
-    """CPU threads for the model's operations; None keeps torch's default (one per core). Where
-    the cores are shared (with the HTTP side, or other processes), fewer can be much faster."""
+    """CPU threads for the model's operations; None: on the CPU one per core but one (left to the
+    HTTP side), on a GPU torch's default."""
     warmup: bool = True
     """Run warm-up forwards (batch 1, 2, 4, ... and the full batch) before /health/ready is 200."""
+    public_url: str | None = None
+    """The base URL clients reach this server at (e.g. https://images.example.com), for
+    response_format=url answers; None answers a path (/v1/images/files/...). Never taken from
+    the request's Host header, which the client controls."""
+    max_connections: int = Field(256, ge=1, le=65_536)
+    """Open connections (and in-flight requests) beyond which a new request is answered 503 at
+    once by the HTTP server (uvicorn's limit_concurrency), so overload is refused fast."""
+    keep_retrying: bool = False
+    """When the model cannot be loaded: False stops xmc-serve with exit code 1 (an orchestrator
+    sees it); True keeps it up, /health/ready 503, retrying every retry_s seconds."""
+    retry_s: float = Field(10.0, gt=0, le=3600)
+    """Seconds between load attempts with keep_retrying."""
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")) or any(c in value for c in " ?#"):
+            raise ValueError("must be an http:// or https:// base URL without query or fragment")
+        return value.rstrip("/")
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -26,6 +27,7 @@ class ServiceState:
     error: str | None = None
     batcher: Batcher | None = None
     created: int = field(default_factory=lambda: int(time.time()))
+    on_failure: Callable[[], None] | None = None  # xmc-serve: stop the server (exit code 1)
 
 
 def resolve_device(requested: str) -> str:

@@ -179,3 +179,123 @@ def test_artifact_files_are_readable_by_other_users(tmp_path) -> None:
     for name in (CONFIG_NAME, "model.safetensors"):
         mode = (tmp_path / name).stat().st_mode
         assert mode & stat.S_IROTH and mode & stat.S_IRGRP, oct(mode)
+
+
+# -- bad model directories (issue 13): each refused at load, in one line naming the file -------
+
+
+def _config(directory: Path) -> dict:
+    return json.loads((directory / CONFIG_NAME).read_text())
+
+
+def _edit_config(directory: Path, **generator: object) -> None:
+    data = _config(directory)
+    data["generator"].update(generator)
+    (directory / CONFIG_NAME).write_text(json.dumps(data))
+
+
+def _nan_weight(directory: Path) -> None:
+    state = load_file(str(directory / WEIGHTS_NAME))
+    state["stem.weight"][0, 0] = float("nan")
+    save_file(state, str(directory / WEIGHTS_NAME))
+    data = _config(directory)
+    data.pop("weights_sha256")  # an artifact without a checksum: the NaN itself must be seen
+    (directory / CONFIG_NAME).write_text(json.dumps(data))
+
+
+def _flip_bytes(directory: Path) -> None:
+    raw = bytearray((directory / WEIGHTS_NAME).read_bytes())
+    for i in range(len(raw) - 4096, len(raw)):
+        raw[i] ^= 0x10  # inside the tensor data, past the header
+    (directory / WEIGHTS_NAME).write_bytes(bytes(raw))
+
+
+def _huge_header(directory: Path) -> None:
+    raw = (directory / WEIGHTS_NAME).read_bytes()
+    (directory / WEIGHTS_NAME).write_bytes((2**40).to_bytes(8, "little") + raw[8:])
+
+
+def _link_outside(directory: Path) -> None:
+    outside = directory.parent / f"{directory.name}-elsewhere.safetensors"
+    (directory / WEIGHTS_NAME).rename(outside)
+    (directory / WEIGHTS_NAME).symlink_to(outside)
+
+
+BAD_MODEL_DIRS = {
+    "nan weight": (_nan_weight, WEIGHTS_NAME, "stem.weight holds NaN"),
+    "nan rho0": (lambda d: _edit_config(d, rho0=float("nan")), CONFIG_NAME, "rho0"),
+    "gf_dim 300": (lambda d: _edit_config(d, gf_dim=300), WEIGHTS_NAME, "but the config builds"),
+    "gf_dim 0": (lambda d: _edit_config(d, gf_dim=0), CONFIG_NAME, "gf_dim must be"),
+    "gf_dim huge": (lambda d: _edit_config(d, gf_dim=10**9), CONFIG_NAME, "gf_dim must be"),
+    "z_dim bool": (lambda d: _edit_config(d, z_dim=True), CONFIG_NAME, "z_dim"),
+    "multipliers nested": (
+        lambda d: _edit_config(d, channel_multipliers=[[4], 2, 1]),
+        CONFIG_NAME,
+        "channel_multipliers",
+    ),
+    "bn_eps zero": (lambda d: _edit_config(d, bn_eps=0), CONFIG_NAME, "bn_eps"),
+    "deep json": (
+        lambda d: (d / CONFIG_NAME).write_text("[" * 100_000 + "]" * 100_000),
+        CONFIG_NAME,
+        "not valid JSON",
+    ),
+    "huge header": (_huge_header, WEIGHTS_NAME, "header of 1099511627776 bytes"),
+    "truncated weights": (
+        lambda d: (d / WEIGHTS_NAME).write_bytes((d / WEIGHTS_NAME).read_bytes()[:5000]),
+        WEIGHTS_NAME,
+        "header of",
+    ),
+    "flipped bytes": (_flip_bytes, WEIGHTS_NAME, "sha256 differs"),
+    "symlink out": (_link_outside, WEIGHTS_NAME, "outside the artifact directory"),
+    "bad checksum field": (
+        lambda d: (d / CONFIG_NAME).write_text(json.dumps({**_config(d), "weights_sha256": ["x"]})),
+        CONFIG_NAME,
+        "weights_sha256",
+    ),
+}
+
+
+@pytest.mark.parametrize("defect", list(BAD_MODEL_DIRS))
+def test_a_bad_model_dir_is_refused_in_one_line_naming_the_file(
+    defect: str, tiny_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from models.pipeline import XMCGANPipeline
+
+    directory = tmp_path / "model"
+    shutil.copytree(tiny_artifact, directory)
+    damage, culprit, message = BAD_MODEL_DIRS[defect]
+    damage(directory)
+    built_on: list[str] = []  # every Generator built before the refusal, by device
+    init = Generator.__init__
+
+    def spy(self, config) -> None:
+        built_on.append(torch.empty(0).device.type)
+        init(self, config)
+
+    monkeypatch.setattr(Generator, "__init__", spy)
+    with pytest.raises(ArtifactError, match=message) as error:
+        XMCGANPipeline.from_pretrained(directory, device="cpu")
+    text = str(error.value)
+    assert str(directory / culprit) in text and "\n" not in text, text
+    assert set(built_on) <= {"meta"}, built_on  # refused before any real network existed
+
+
+def test_save_artifact_writes_a_checksum_that_load_verifies(tiny_artifact: Path) -> None:
+    from models.artifacts import file_sha256
+
+    data = _config(tiny_artifact)
+    assert data["weights_sha256"] == file_sha256(tiny_artifact / WEIGHTS_NAME)
+
+
+def test_a_link_inside_the_model_dir_is_followed(tiny_artifact: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from models.pipeline import XMCGANPipeline
+
+    directory = tmp_path / "model"
+    shutil.copytree(tiny_artifact, directory)
+    (directory / WEIGHTS_NAME).rename(directory / "weights-v1.safetensors")
+    (directory / WEIGHTS_NAME).symlink_to("weights-v1.safetensors")
+    assert XMCGANPipeline.from_pretrained(directory, device="cpu").resolution == 32

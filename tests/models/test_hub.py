@@ -42,13 +42,17 @@ def test_a_repo_id_resolves_from_the_cache_offline(
     assert resolved == snapshot and (resolved / "model.safetensors").is_file()
 
 
-def test_the_pipeline_loads_the_resolved_snapshot(tiny_artifact: Path, tmp_path: Path) -> None:
+def test_the_pipeline_loads_a_repo_id_from_the_cache(
+    tiny_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
     from models import XMCGANPipeline
 
-    snapshot = _fake_cache(tmp_path / "hub", tiny_artifact)
-    directory = resolve_model_dir("org/xmc-tiny", cache_dir=tmp_path / "hub")
-    assert directory == snapshot
-    assert XMCGANPipeline.from_pretrained(directory, device="cpu").model_id == "xmc-tiny"
+    _fake_cache(tmp_path / "hub", tiny_artifact)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    pipe = XMCGANPipeline.from_pretrained("org/xmc-tiny", device="cpu")
+    assert pipe.model_id == "xmc-tiny" and pipe(["a red circle"], seed=0)[0].size == (32, 32)
 
 
 def test_an_uncached_repo_is_a_one_line_error_offline(tmp_path: Path) -> None:

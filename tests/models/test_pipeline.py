@@ -130,3 +130,41 @@ def test_missing_bundled_model_is_a_clear_error(monkeypatch, tmp_path: Path) -> 
     with pytest.raises(ArtifactError, match="bundled") as error:
         XMCGANPipeline.from_pretrained()
     assert "pass an artifact directory" in str(error.value)
+
+
+def test_interpolation_starts_and_ends_at_the_endpoints(pipe: XMCGANPipeline) -> None:
+    features = pipe.encode_text([RED, BLUE])
+    frames = pipe.to_pil(pipe.interpolate(features, (3, 9), frames=5))
+    assert len(frames) == 5 and frames[0].size == (32, 32)
+    assert max_difference(frames[0], pipe(RED, seed=3)[0]) <= 1
+    assert max_difference(frames[-1], pipe(BLUE, seed=9)[0]) <= 1
+    assert max_difference(frames[1], frames[3]) > 1  # the middle moves
+
+
+def test_slerp_keeps_the_endpoints_and_the_shell() -> None:
+    from models.pipeline import slerp
+
+    a, b = torch.randn(64), torch.randn(64)
+    path = slerp(a, b, torch.linspace(0, 1, 9))
+    assert torch.allclose(path[0], a) and torch.allclose(path[-1], b, atol=1e-5)
+    assert path.norm(dim=1).min() > 0.9 * min(a.norm(), b.norm())  # no dip towards 0
+    assert torch.equal(slerp(a, a, torch.linspace(0, 1, 3))[1], a)
+
+
+def test_return_attention_is_a_typed_output(pipe: XMCGANPipeline) -> None:
+    from models.generator import GeneratorOutput
+
+    out = pipe.generate(pipe.encode_text([RED]), [1], return_attention=True)
+    assert isinstance(out, GeneratorOutput)
+    assert out.images.shape == (1, 3, 32, 32) and out.attention.shape[-2:] == (16, 16)
+
+
+def test_folded_norms_match_the_trained_generator(pipe: XMCGANPipeline) -> None:
+    features = pipe.encode_text([RED, BLUE])
+    z = torch.randn(2, pipe.generator.config.z_dim)
+    f = features
+    with torch.inference_mode():
+        plain = pipe.generator(z, f.sentence, f.words, f.mask)
+        folded = pipe.inference_generator(z, f.sentence, f.words, f.mask)
+    assert (plain - folded).abs().max() < 1e-4
+    assert pipe.generator_flops(batch=2) > 0

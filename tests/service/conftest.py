@@ -65,8 +65,9 @@ def make_client(tiny_pipeline: Any) -> Callable[..., Any]:
 
 
 @contextmanager
-def running_server(app: Any) -> Iterator[str]:
-    """Serve `app` with uvicorn on a free loopback port in a thread; yields the base URL."""
+def running_server(app: Any, **options: Any) -> Iterator[str]:
+    """Serve `app` with uvicorn (and these uvicorn.Config options) on a free loopback port in a
+    thread; yields the base URL."""
     import socket
     import threading
 
@@ -77,7 +78,7 @@ def running_server(app: Any) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"

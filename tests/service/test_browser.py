@@ -13,12 +13,12 @@ from tests.service.conftest import running_server
 from xmc_service.app import create_app
 from xmc_service.settings import Settings
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
+CHROMEDRIVER = Path(shutil.which("chromedriver") or "/usr/bin/chromedriver")
 
 pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+    not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
+    reason="needs both Debian's chromium and chromium-driver (.ci/run installs them)",
 )
 
 
@@ -76,5 +76,21 @@ def test_type_a_caption_and_see_images(tiny_pipeline: Any, browser: Any, tmp_pat
         )
         assert images[0].get_attribute("alt") == "a red circle"
         assert "3 image(s)" in status.text and status.get_attribute("class") == ""
+
+        browser.find_element(By.ID, "walk-to").send_keys("a blue square")
+        browser.find_element(By.ID, "seed").send_keys("3")
+        frames = browser.find_element(By.ID, "frames")
+        frames.clear()
+        frames.send_keys("4")
+        browser.find_element(By.ID, "interpolate").click()
+        animation = browser.find_element(By.ID, "animation")
+        WebDriverWait(browser, 30).until(
+            lambda driver: (
+                driver.execute_script("return arguments[0].naturalWidth", animation) == 32
+            )
+        )
+        walk_status = browser.find_element(By.ID, "walk-status").text
+        assert walk_status == "4 frames, seeds 3,3", walk_status
+        assert animation.get_attribute("alt") == "a red circle → a blue square"
         browser.save_screenshot(str(tmp_path / "page.png"))
         assert (tmp_path / "page.png").stat().st_size > 1000

@@ -95,3 +95,45 @@ def test_a_client_that_disconnects_gets_its_work_dropped() -> None:
     assert fake.batch_sizes == [1]
     assert all("gone" not in captions for captions in fake.encoded)
     assert 'xmc_rejections_total{reason="client_disconnected"} 1.0' in metrics
+
+
+def test_past_the_connection_limit_overload_is_refused_at_once() -> None:
+    """XMC_MAX_CONNECTIONS reaches uvicorn's limit_concurrency: with the model held, 64 clients
+    against a limit of 8 get their 503s in well under a second, not after the queue drains."""
+    from xmc_service.cli import server_options
+
+    gate = threading.Event()
+    fake = FakePipeline(gate=gate)
+    settings = Settings(max_batch_images=4, max_wait_ms=1.0, warmup=False, max_connections=8)
+    app = create_app(settings, pipeline=fake)
+
+    async def crowd(base: str) -> list[tuple[int, float]]:
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+
+            async def one(i: int) -> tuple[int, float]:
+                tick = time.perf_counter()
+                response = await client.post(
+                    "/v1/images/generations", json={"prompt": f"p{i}", "seed": i}
+                )
+                return response.status_code, time.perf_counter() - tick
+
+            tasks = [asyncio.create_task(one(i)) for i in range(64)]
+            refused_by = time.perf_counter() + 5
+            while time.perf_counter() < refused_by and sum(t.done() for t in tasks) < 56:
+                await asyncio.sleep(0.01)
+            held = not gate.is_set()
+            gate.set()  # now let the admitted ones finish
+            results = await asyncio.gather(*tasks)
+            assert held
+            return results
+
+    with running_server(app, **server_options(settings)) as base:
+        results = asyncio.run(crowd(base))
+        after = httpx.post(f"{base}/v1/images/generations", json={"prompt": "x"}, timeout=30)
+    assert after.status_code == 200  # the crowd gone, the server serves again
+    statuses = [status for status, _ in results]
+    assert set(statuses) <= {200, 503}, statuses
+    refused = sorted(seconds for status, seconds in results if status == 503)
+    assert len(refused) >= 64 - 8, statuses
+    assert refused[len(refused) // 2] < 1.0, refused  # the median refusal, model still held

@@ -11,12 +11,14 @@ from xmc_service.deps import StateDep
 router = APIRouter(tags=["health"])
 
 
+@router.head("/health/live", include_in_schema=False)
 @router.get("/health/live")
 async def live() -> dict[str, str]:
     """200 while the process serves HTTP."""
     return {"status": "ok"}
 
 
+@router.head("/health/ready", include_in_schema=False)
 @router.get("/health/ready", responses={503: {"description": "Loading, or failed to load."}})
 async def ready(state: StateDep) -> JSONResponse:
     """200 once the model is loaded and warmed up; 503 before (or if loading failed)."""

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from xmc_service.deps import BatcherDep, StateDep, require_api_key
 from xmc_service.errors import APIError
-from xmc_service.imaging import to_base64
+from xmc_service.imaging import MEDIA_TYPES, to_base64
 from xmc_service.routes._generation import (
     check_model,
     encode_all,
@@ -21,6 +21,11 @@ from xmc_service.schemas import ErrorResponse, ImageData, ImageGenerationRequest
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 503)}
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
+
+
+def file_url(public_url: str | None, image_id: str) -> str:
+    """XMC_PUBLIC_URL + the file's path, or the path alone: never from the Host header."""
+    return f"{public_url or ''}/v1/images/files/{image_id}"
 
 
 def check_size(size: str | None, resolution: int) -> None:
@@ -66,7 +71,7 @@ async def create_images(
     for image, file in zip(images, files, strict=True):
         if body.response_format == "url":
             image_id = state.images.put(file, output_format)
-            url = str(request.url_for("get_image_file", image_id=image_id))
+            url = file_url(state.settings.public_url, image_id)
             data.append(ImageData(url=url, revised_prompt=body.prompt, seed=image.seed))
         else:
             data.append(
@@ -80,7 +85,13 @@ async def create_images(
 @router.get(
     "/files/{image_id}",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorResponse}},
+    responses={
+        200: {
+            "content": {media_type: {} for media_type in MEDIA_TYPES.values()},
+            "description": "The image, as the output_format it was generated in.",
+        },
+        404: {"model": ErrorResponse},
+    },
 )
 async def get_image_file(image_id: str, state: StateDep) -> Response:
     """An image from a `response_format=url` answer, for `image_ttl_s` seconds after it."""

@@ -16,6 +16,8 @@ def _page() -> str:
     return files("xmc_service").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+@router.api_route(
+    "/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False
+)
 async def page() -> HTMLResponse:
     return HTMLResponse(_page())

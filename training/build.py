@@ -75,19 +75,21 @@ def image_encoder(c: TrainConfig, device: torch.device) -> nn.Module | None:
 
 
 def dataset(c: TrainConfig, resolution: int):
-    from training.data.coco import CocoCaptions
+    """The training source named by --data: a COCO-captions root, a folder of images with
+    same-name .txt captions, a JSONL manifest, or webdataset tar shards (docs/data.md)."""
+    from training.data import open_source
 
     if not c.data:
         raise RunError(
-            "no training data: pass --data ROOT (a COCO-captions layout; "
-            "`xmc-shapes make ROOT` writes the shapes benchmark)"
+            "no training data: pass --data (a COCO-captions root, an image+txt folder, a .jsonl "
+            "manifest or .tar shards; `xmc-shapes make ROOT` writes the shapes benchmark)"
         )
-    return CocoCaptions(
+    return open_source(
         c.data,
-        c.train_split,
         resolution,
+        split=c.train_split,
         center_crop=c.center_crop,
         random_flip=c.random_flip,
-        skip_bad=not c.strict_data,
         seed=c.seed,
+        skip_bad=not c.strict_data,
     )

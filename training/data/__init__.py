@@ -47,13 +47,15 @@ def open_source(
     random_flip: bool = True,
     swap_left_right_on_flip: bool = True,
     seed: int = 0,
+    skip_bad: bool = True,
     **shard_options: Any,
 ) -> Any:
     """The dataset for `spec`: map-style for COCO, folder and JSONL (exact resume through
     `set_epoch` and the sampler), iterable for shards (`ShardCaptions.resume_at`).
 
     `split` is used by the COCO layout only; `shard_options` (shuffle_buffer, rank,
-    world_size) by shards only. Every dataset counts its skipped bad records (`skipped`).
+    world_size) by shards only. Every dataset counts its skipped bad records (`skipped`);
+    `skip_bad=False` makes a bad COCO record fatal instead (the trainer's strict_data).
     """
     kind = source_kind(spec)
     common = {
@@ -67,7 +69,7 @@ def open_source(
     if kind == "coco":
         from training.data.coco import CocoCaptions
 
-        return CocoCaptions(spec, split, resolution, skip_bad=True, **common)
+        return CocoCaptions(spec, split, resolution, skip_bad=skip_bad, **common)
     if kind == "folder":
         from training.data.folder import FolderCaptions
 

@@ -134,8 +134,12 @@ def make_item(
     options: ItemOptions,
     image_id: int,
     index: int,
+    skipped: int = 0,
 ) -> dict[str, Any]:
-    """Resize, maybe flip (with the caption's left/right swapped), draw one caption."""
+    """Resize, maybe flip (with the caption's left/right swapped), draw one caption.
+
+    `skipped` is how many bad records were passed over to reach this one: the trainer sums
+    it over each batch, as it does for `CocoCaptions` items."""
     caption = captions[int(rng.integers(len(captions)))]
     flip = options.random_flip and bool(rng.random() < 0.5)
     image = resize_image(image, options.resolution, options.center_crop)
@@ -147,7 +151,13 @@ def make_item(
         tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
     else:
         tensor = to_tensor(image)  # (3, R, R) float in [0, 1]
-    return {"image": tensor, "caption": caption, "image_id": image_id, "index": index}
+    return {
+        "image": tensor,
+        "caption": caption,
+        "image_id": image_id,
+        "index": index,
+        "skipped": skipped,
+    }
 
 
 def float_images(batch: dict[str, Any]) -> dict[str, Any]:
@@ -212,23 +222,26 @@ class CaptionedImages(Dataset):
     def item_rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng((self.options.seed, self.epoch, index))
 
-    def _load(self, index: int) -> dict[str, Any]:
+    def _load(self, index: int, skipped: int) -> dict[str, Any]:
         record = self.records[index]
         image = load_rgb(record.path)
         rng = self.item_rng(index)
-        return make_item(image, record.captions, rng, self.options, record.image_id, index)
+        return make_item(image, record.captions, rng, self.options, record.image_id, index, skipped)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         index %= len(self)
+        passed = 0
         for offset in range(len(self)):
             candidate = (index + offset) % len(self)
             if candidate in self._bad:
+                passed += 1
                 continue
             try:
-                return self._load(candidate)
+                return self._load(candidate, passed)
             except DatasetError as error:
                 self._bad.add(candidate)
                 self.bad.add("undecodable_image", str(error))
+                passed += 1
         raise DatasetError(f"{self.name}: no decodable image left")

@@ -237,13 +237,15 @@ class ShardCaptions(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 0)
         role, skip = self._role(worker, workers)
-        index = 0
+        index = passed = 0  # passed: bad samples since the last item
         for sample in self.raw_samples(role, workers):
             decoded = self._decode(sample)
             if decoded is None:
+                passed += 1
                 continue
             index += 1
             if index <= skip:
+                passed = 0
                 continue
             yield make_item(
                 decoded["image"],
@@ -252,4 +254,6 @@ class ShardCaptions(IterableDataset):
                 self.options,
                 decoded["image_id"],
                 index - 1,
+                passed,
             )
+            passed = 0

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from training.distributed import DistInfo
 from training.faults import RunError, ignore_interrupt
@@ -71,6 +71,8 @@ class DataStream:
         self.epoch, self.image_in_epoch = 0, 0
 
     def _loader(self) -> DataLoader:
+        if isinstance(self.dataset, IterableDataset):
+            return self._stream_loader()
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.epoch)
         sampler = EpochSampler(
@@ -91,16 +93,36 @@ class DataStream:
             pin_memory=self.pin_memory,
         )
 
+    def _stream_loader(self) -> DataLoader:
+        """Shards: the dataset splits itself across ranks and workers; a resumed epoch restarts
+        after the batches already consumed (training.data.shards says what repeats)."""
+        self.dataset.resume_at(
+            self.epoch, self.image_in_epoch // self.batch, self.batch, self.num_workers
+        )
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+            worker_init_fn=ignore_interrupt if self.num_workers else None,
+            pin_memory=self.pin_memory,
+        )
+
     def batches(self) -> Iterator[dict[str, Any]]:
         """The position moves past a batch when it is handed out; closing the generator (or an
         error inside it) shuts the workers down at once."""
         while True:
             iterator = iter(self._loader())
+            delivered = 0
             try:
                 for batch in iterator:
                     self.image_in_epoch += self.batch
+                    delivered += 1
                     yield batch
             finally:
                 shutdown(iterator)
                 del iterator
+            if not delivered and isinstance(self.dataset, IterableDataset):
+                raise RunError(f"an epoch of the shards gave no batch of {self.batch} images")
             self.epoch, self.image_in_epoch = self.epoch + 1, 0

@@ -64,7 +64,7 @@ def test_prepare_then_train_from_each_source(
         items = list(dataset)
         assert len(items) == GOOD and dataset.skipped == 0
         assert all(item["image"].shape == (3, 24, 24) for item in items)
-        assert set(items[0]) == {"image", "caption", "image_id", "index"}
+        assert set(items[0]) == {"image", "caption", "image_id", "index", "skipped"}
 
 
 def test_prepared_pixels_match_the_map_loader(caption_folder: Path, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from tests.training.data.conftest import GOOD
 from training.data import open_source, source_kind
 from training.data.coco import DatasetError
 
-ITEM_KEYS = {"image", "caption", "image_id", "index"}
+ITEM_KEYS = {"image", "caption", "image_id", "index", "skipped"}
 
 
 def _check_items(dataset, resolution: int = 24, captions: bool = True) -> list[dict]:
@@ -74,9 +74,9 @@ def test_jsonl_refuses_paths_outside_its_root(manifest: Path) -> None:
 def test_coco_root_goes_through_cococaptions_with_skipping(coco_root: Path) -> None:
     dataset = open_source(coco_root, 24, split="train2014")
     assert type(dataset).__name__ == "CocoCaptions"
-    # CocoCaptions' own empty-caption skipping lands with the trainer's coco.py change
-    items = _check_items(dataset, captions=False)
-    assert dataset.skipped == 1  # the corrupt file
+    items = _check_items(dataset)
+    assert dataset.skipped == 1 and dataset.empty_captions >= 1  # the corrupt file, blanks
+    assert sum(i["skipped"] for i in items) >= 1  # the item that stood in for it says so
     assert {i["image_id"] for i in items} <= {r.image_id for r in dataset.records}
 
 

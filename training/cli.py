@@ -84,7 +84,6 @@ def _train_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """Saved run config (when resuming) <- flags <- --set overrides, validated."""
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     saved = Path(args.run_dir) / "config.json"
     values: dict[str, Any] = {}
     if saved.exists():
@@ -98,14 +97,22 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     for flag in ("infomax", "gather_negatives", "compile", "strict_data"):
         if getattr(args, flag):
             values[flag] = True
-    for item in args.set:
+    values.update(parse_overrides(args.set))
+    return TrainConfig(**values)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """--set KEY=VALUE items -> TrainConfig field values, typed as the fields are."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    values = {}
+    for item in items:
         key, sep, text = item.partition("=")
         if not sep or key not in fields:
             raise ValueError(
                 f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}"
             )
         values[key] = _parse_value(fields[key], text)
-    return TrainConfig(**values)
+    return values
 
 
 def _error(message: str) -> None:
@@ -186,6 +193,7 @@ def export_run(source: str | Path, out_dir: str | Path, model_id: str | None = N
     the full resolved configuration."""
     from models.config import GeneratorConfig, TextEncoderConfig, config_from_dict
     from models.generator import Generator
+    from models.hub import write_model_card
     from models.pipeline import save_artifact
     from training.checkpoint import load_checkpoint, load_latest
     from training.faults import RunError
@@ -218,6 +226,13 @@ def export_run(source: str | Path, out_dir: str | Path, model_id: str | None = N
                 "infomax": train["infomax"],
             }
         },
+    )
+    write_model_card(
+        out_dir,
+        model_id or name,
+        description=f"XMC-GAN generator ({train['preset']}), {state['images_seen']:,} images "
+        f"seen; exported by xmc-export from {source.name}.",
+        tags=[train["preset"]],
     )
     return Path(out_dir)
 

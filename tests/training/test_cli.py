@@ -242,7 +242,13 @@ def test_export_writes_an_artifact_the_pipeline_generates_with(cli_runs, tmp_pat
     out = tmp_path / "artifact"
     assert export_main([str(cli_runs["resumed"]), str(out)]) == 0
     assert "model.safetensors" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
+    card = (out / "README.md").read_text()
+    assert "pipeline_tag: text-to-image" in card and "library_name: xmc" in card
     config = json.loads((out / "config.json").read_text())
     assert config["model_id"] == "resumed" and config["training"]["steps"] == 4
     assert config["training"]["images"] == 32

@@ -19,7 +19,7 @@ LOSS_NAMES = ("sent", "word", "img")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    preset: str = "shapes-64"  # a models/ preset: coco-256, coco-128, shapes-64, shapes-32, tiny
+    preset: str = "shapes-64"  # a models/ preset: coco-256, coco-128, shapes-64, shapes-32, shapes-32-cpu, tiny
     data: str = ""  # a COCO-captions-layout root (COCO itself or `xmc-shapes make`)
     train_split: str = "train"  # annotations/captions_{split}.json + {split}/ images
     sample_split: str = "val"  # where the fixed sample-grid captions come from ("" = train)

@@ -21,7 +21,7 @@ from models.layers import ConditionalBatchNorm, LocalConditionalBatchNorm
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-SMALL_PRESETS = ["tiny", "shapes-32", "shapes-64"]
+SMALL_PRESETS = ["tiny", "shapes-32", "shapes-32-cpu", "shapes-64"]
 
 
 def trainable(module: nn.Module) -> int:

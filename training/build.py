@@ -65,6 +65,32 @@ def text_encoder(given: Any, models: Preset, device: torch.device) -> Any:
     return given.to(device) if isinstance(given, nn.Module) else given
 
 
+def cached_text_encoder(c: TrainConfig, encoder: Any, dataset: Any, progress: bool) -> Any:
+    """The encoder behind a feature cache (TrainConfig.text_cache): it is frozen, so each
+    distinct caption needs encoding once. A disk cache is built on first use from the
+    captions of a map-style dataset."""
+    from pathlib import Path
+
+    from models.text_encoder import TextEncoder
+    from training.text_cache import CachedTextEncoder, DiskTextCache, build_text_cache
+
+    if c.text_cache == "off" or not isinstance(encoder, TextEncoder):
+        return encoder  # an encoder object handed in (a cache itself, say) is used as it is
+    if c.text_cache == "memory":
+        return CachedTextEncoder(encoder)
+    directory = Path(c.text_cache)
+    if not (directory / "meta.json").is_file():
+        records = getattr(dataset, "records", None)
+        if records is None:
+            raise RunError(
+                f"text_cache={c.text_cache}: a disk cache is built from a map-style dataset's "
+                "captions (COCO, folder, JSONL); use text_cache=memory for shards"
+            )
+        captions = (caption for record in records for caption in record.captions)
+        build_text_cache(encoder, captions, directory, progress=progress)
+    return DiskTextCache(directory, encoder)
+
+
 def image_encoder(c: TrainConfig, device: torch.device) -> nn.Module | None:
     """The pretrained CNN of the extra L_img term, when asked for."""
     if not (c.image_encoder and "img" in c.losses):

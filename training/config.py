@@ -19,7 +19,8 @@ LOSS_NAMES = ("sent", "word", "img")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    preset: str = "shapes-64"  # a models/ preset: coco-256, coco-128, shapes-64, shapes-32, shapes-32-cpu, tiny
+    # a models/ preset: coco-256, coco-128, shapes-64, shapes-32, shapes-32-cpu, tiny
+    preset: str = "shapes-64"
     data: str = ""  # a COCO-captions-layout root (COCO itself or `xmc-shapes make`)
     train_split: str = "train"  # annotations/captions_{split}.json + {split}/ images
     sample_split: str = "val"  # where the fixed sample-grid captions come from ("" = train)
@@ -57,9 +58,15 @@ class TrainConfig:
     keep_checkpoints: int = 3  # newest checkpoints kept: a damaged newest falls back to the next
     max_bad_steps: int = 5  # non-finite steps in a row (each skipped) before the run stops
     strict_data: bool = False  # undecodable images and empty captions are fatal, not skipped
+    # the frozen text encoder's features, computed once per distinct caption: "memory" (kept
+    # in RAM), a directory (memory-mapped on disk, built there from the training captions on
+    # first use, refused when another encoder built it) or "off" (encode every batch)
+    text_cache: str = "memory"
 
     def __post_init__(self) -> None:
         get_preset(self.preset)
+        if not self.text_cache:
+            raise ValueError("text_cache is 'memory', 'off' or a directory, got ''")
         bad = [name for name in self.losses if name not in LOSS_NAMES]
         if bad:
             raise ValueError(f"unknown losses {bad}; choose a subset of {', '.join(LOSS_NAMES)}")

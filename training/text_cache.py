@@ -55,14 +55,21 @@ def encoder_identity(encoder: TextEncoder) -> dict[str, Any]:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     c = encoder.config
-    return {"name_or_path": c.name_or_path, "weights_sha256": digest.hexdigest(),
-            "pooling": c.pooling, "hidden_size": c.hidden_size, "max_length": c.max_length,
-            "vocab_size": len(encoder.tokenizer)}
+    return {
+        "name_or_path": c.name_or_path,
+        "weights_sha256": digest.hexdigest(),
+        "pooling": c.pooling,
+        "hidden_size": c.hidden_size,
+        "max_length": c.max_length,
+        "vocab_size": len(encoder.tokenizer),
+    }
 
 
 def _describe(identity: dict[str, Any]) -> str:
-    return (f"{identity['name_or_path']!r} (weights {identity['weights_sha256'][:12]}, "
-            f"pooling {identity['pooling']}, max_length {identity['max_length']})")
+    return (
+        f"{identity['name_or_path']!r} (weights {identity['weights_sha256'][:12]}, "
+        f"pooling {identity['pooling']}, max_length {identity['max_length']})"
+    )
 
 
 def unique(captions: Iterable[str]) -> list[str]:
@@ -77,9 +84,7 @@ class CachedTextEncoder:
     """
 
     def __init__(self, encoder: TextEncoder) -> None:
-        if not encoder.config.frozen:
-            raise ValueError("only a frozen text encoder can be cached (its features would "
-                             "change as it trains)")
+        # the encoder is frozen (TextEncoderConfig refuses frozen=False), so features never go stale
         self.encoder = encoder
         self.config = encoder.config
         self.hits = 0
@@ -94,16 +99,21 @@ class CachedTextEncoder:
         """Encode every caption not yet cached (e.g. a whole training split, up front)."""
         todo = [c for c in unique(captions) if c not in self._store]
         for start in range(0, len(todo), batch_size):
-            self._add(todo[start:start + batch_size])
+            self._add(todo[start : start + batch_size])
 
     def _add(self, captions: list[str]) -> None:
         features = self.encoder.encode(captions).to("cpu")
         for i, caption in enumerate(captions):
-            self._store[caption] = (features.words[i].clone(), features.mask[i].clone(),
-                                    features.sentence[i].clone(), features.tokens[i])
+            self._store[caption] = (
+                features.words[i].clone(),
+                features.mask[i].clone(),
+                features.sentence[i].clone(),
+                features.tokens[i],
+            )
 
-    def encode(self, captions: Sequence[str],
-               device: torch.device | str | None = None) -> TextFeatures:
+    def encode(
+        self, captions: Sequence[str], device: torch.device | str | None = None
+    ) -> TextFeatures:
         """The encoder's features for `captions` (B, ...), on `device` (default: CPU)."""
         if isinstance(captions, str) or not all(isinstance(c, str) for c in captions):
             raise TypeError("captions must be a list of strings")
@@ -113,13 +123,22 @@ class CachedTextEncoder:
         if missing:
             self._add(missing)
         rows = [self._store[c] for c in captions]
-        features = TextFeatures(torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows]),
-                                torch.stack([r[2] for r in rows]), [r[3] for r in rows])
+        features = TextFeatures(
+            torch.stack([r[0] for r in rows]),
+            torch.stack([r[1] for r in rows]),
+            torch.stack([r[2] for r in rows]),
+            [r[3] for r in rows],
+        )
         return features.to(device) if device is not None else features
 
 
-def build_text_cache(encoder: TextEncoder, captions: Iterable[str], directory: str | Path,
-                     batch_size: int = 256, progress: bool = True) -> Path:
+def build_text_cache(
+    encoder: TextEncoder,
+    captions: Iterable[str],
+    directory: str | Path,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> Path:
     """Encode every distinct caption once into `directory` (memory-mappable .npy files).
 
     Writes words (N, T, D) float32, mask (N, T) bool, sentence (N, D) float32, input_ids
@@ -138,15 +157,21 @@ def build_text_cache(encoder: TextEncoder, captions: Iterable[str], directory: s
     tmp = directory.with_name(directory.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    shapes = {"words": ((len(rows), t, d), np.float32), "mask": ((len(rows), t), np.bool_),
-              "sentence": ((len(rows), d), np.float32), "input_ids": ((len(rows), t), np.int32)}
-    arrays = {name: np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=dtype,
-                                              shape=shape)
-              for name, (shape, dtype) in shapes.items()}
+    shapes = {
+        "words": ((len(rows), t, d), np.float32),
+        "mask": ((len(rows), t), np.bool_),
+        "sentence": ((len(rows), d), np.float32),
+        "input_ids": ((len(rows), t), np.int32),
+    }
+    arrays = {
+        name: np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+        for name, (shape, dtype) in shapes.items()
+    }
     with torch.no_grad():
-        for start in tqdm(range(0, len(rows), batch_size), desc="text cache", unit="batch",
-                          disable=not progress):
-            chunk = rows[start:start + batch_size]
+        for start in tqdm(
+            range(0, len(rows), batch_size), desc="text cache", unit="batch", disable=not progress
+        ):
+            chunk = rows[start : start + batch_size]
             batch = encoder.tokenize(chunk)
             device = next(encoder.bert.parameters()).device
             ids, attn = batch["input_ids"].to(device), batch["attention_mask"].to(device)
@@ -160,8 +185,10 @@ def build_text_cache(encoder: TextEncoder, captions: Iterable[str], directory: s
         array.flush()
     del arrays
     (tmp / "captions.json").write_text(json.dumps(rows, ensure_ascii=False))
-    (tmp / "meta.json").write_text(json.dumps(
-        {"format": CACHE_FORMAT, "count": len(rows), "encoder": identity}, indent=2) + "\n")
+    (tmp / "meta.json").write_text(
+        json.dumps({"format": CACHE_FORMAT, "count": len(rows), "encoder": identity}, indent=2)
+        + "\n"
+    )
     if directory.exists():
         shutil.rmtree(directory)
     tmp.rename(directory)
@@ -179,24 +206,30 @@ class DiskTextCache:
         self.directory = Path(directory)
         meta_path = self.directory / "meta.json"
         if not meta_path.is_file():
-            raise FileNotFoundError(f"{self.directory} is not a text cache (no meta.json); "
-                                    "build one with build_text_cache")
+            raise FileNotFoundError(
+                f"{self.directory} is not a text cache (no meta.json); "
+                "build one with build_text_cache"
+            )
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != CACHE_FORMAT:
-            raise TextCacheMismatchError(f"{self.directory}: format {meta.get('format')!r}, "
-                                         f"expected {CACHE_FORMAT!r}; rebuild it")
+            raise TextCacheMismatchError(
+                f"{self.directory}: format {meta.get('format')!r}, "
+                f"expected {CACHE_FORMAT!r}; rebuild it"
+            )
         identity = encoder_identity(encoder)
         if meta["encoder"] != identity:
             raise TextCacheMismatchError(
                 f"text cache {self.directory} was built by {_describe(meta['encoder'])}, not by "
-                f"the encoder in use {_describe(identity)}; rebuild it or pick another directory")
+                f"the encoder in use {_describe(identity)}; rebuild it or pick another directory"
+            )
         self.encoder = encoder
         self.config = encoder.config
         self.strict = strict
         self.hits = 0
         self.misses = 0
-        self.arrays = {name: np.load(self.directory / f"{name}.npy", mmap_mode="r")
-                       for name in _ARRAYS}
+        self.arrays = {
+            name: np.load(self.directory / f"{name}.npy", mmap_mode="r") for name in _ARRAYS
+        }
         captions = json.loads((self.directory / "captions.json").read_text())
         self.index = {caption: row for row, caption in enumerate(captions)}
 
@@ -210,21 +243,29 @@ class DiskTextCache:
         order = np.asarray(rows)
         ids = torch.from_numpy(self.arrays["input_ids"][order].astype(np.int64))  # (B, T)
         mask = torch.from_numpy(np.ascontiguousarray(self.arrays["mask"][order]))  # (B, T)
-        tokens = [self.encoder.tokenizer.convert_ids_to_tokens(row[m].tolist())
-                  for row, m in zip(ids, mask)]
-        return TextFeatures(torch.from_numpy(np.ascontiguousarray(self.arrays["words"][order])),
-                            mask, torch.from_numpy(np.ascontiguousarray(self.arrays["sentence"][order])),
-                            tokens)
+        tokens = [
+            self.encoder.tokenizer.convert_ids_to_tokens(row[m].tolist())
+            for row, m in zip(ids, mask, strict=True)
+        ]
+        return TextFeatures(
+            torch.from_numpy(np.ascontiguousarray(self.arrays["words"][order])),
+            mask,
+            torch.from_numpy(np.ascontiguousarray(self.arrays["sentence"][order])),
+            tokens,
+        )
 
-    def encode(self, captions: Sequence[str],
-               device: torch.device | str | None = None) -> TextFeatures:
+    def encode(
+        self, captions: Sequence[str], device: torch.device | str | None = None
+    ) -> TextFeatures:
         """Cached features for `captions`; misses are encoded (or raise KeyError if strict)."""
         if isinstance(captions, str) or not all(isinstance(c, str) for c in captions):
             raise TypeError("captions must be a list of strings")
         missing = [i for i, c in enumerate(captions) if c not in self.index]
         if missing and self.strict:
-            raise KeyError(f"{len(missing)} caption(s) not in text cache {self.directory}, "
-                           f"e.g. {captions[missing[0]]!r}")
+            raise KeyError(
+                f"{len(missing)} caption(s) not in text cache {self.directory}, "
+                f"e.g. {captions[missing[0]]!r}"
+            )
         self.hits += len(captions) - len(missing)
         self.misses += len(missing)
         if not missing:
@@ -233,7 +274,8 @@ class DiskTextCache:
             fresh = self.encoder.encode([captions[i] for i in missing]).to("cpu")
             parts, where = [], {i: k for k, i in enumerate(missing)}
             for i, caption in enumerate(captions):
-                parts.append(fresh.select([where[i]]) if i in where
-                             else self._rows([self.index[caption]]))
+                parts.append(
+                    fresh.select([where[i]]) if i in where else self._rows([self.index[caption]])
+                )
             features = TextFeatures.cat(parts)
         return features.to(device) if device is not None else features

@@ -101,6 +101,9 @@ class Trainer:
         self.step = self.images_seen = self.skipped_steps = self.bad_in_row = self.bad_images = 0
         resolution = self.model_configs.generator.resolution
         self.dataset = dataset if dataset is not None else build.dataset(c, resolution)
+        self.text_encoder = build.cached_text_encoder(
+            c, self.text_encoder, self.dataset, progress and self.info.is_main
+        )
         self.data = DataStream(
             self.dataset,
             c.batch_size,

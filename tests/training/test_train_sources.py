@@ -53,3 +53,31 @@ def test_two_steps_from_each_source(
     records = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").open()]
     assert [r["step"] for r in records] == [1, 2]
     assert all(isinstance(r["d_loss"], float) for r in records)
+
+
+def test_the_text_cache_trains_as_encoding_every_batch(
+    shapes_root: Path, new_trainer: Callable, tiny_config: Callable, tmp_path: Path
+) -> None:
+    import torch
+
+    from training.text_cache import CachedTextEncoder, DiskTextCache
+
+    runs = {}
+    for cache in ("off", "memory", str(tmp_path / "features")):
+        trainer = new_trainer(
+            tiny_config(shapes_root, steps=3, text_cache=cache), tmp_path / cache[-6:]
+        )
+        trainer.fit()
+        runs[cache[-6:]] = trainer
+    assert isinstance(runs["memory"].text_encoder, CachedTextEncoder)
+    cache = runs["memory"].text_encoder
+    assert cache.misses == len(cache) >= 24  # 3 steps x 8 captions, each distinct one encoded once
+    seen = list(cache._store)[:4]
+    cache.encode(seen)
+    assert cache.hits == 4 and cache.misses == len(cache)
+    assert isinstance(runs["atures"].text_encoder, DiskTextCache)
+    assert (tmp_path / "features" / "meta.json").is_file()
+    reference = runs["off"].generator.state_dict()
+    for name in ("memory", "atures"):
+        state = runs[name].generator.state_dict()
+        assert all(torch.allclose(state[k], reference[k], atol=1e-5) for k in reference), name

@@ -17,6 +17,7 @@ _EXPORTS = {
     "XMCGANPipeline": "models.pipeline",
     "PretrainedImageEncoder": "models.image_encoder",
     "ArtifactError": "models.artifacts",
+    "one_line": "models.artifacts",
     "GeneratorConfig": "models.config",
     "DiscriminatorConfig": "models.config",
     "TextEncoderConfig": "models.config",

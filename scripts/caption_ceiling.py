@@ -22,8 +22,10 @@ RELATION_WORDS = ("left", "right", "above", "below")
 
 def determined(attributes: dict, caption: str) -> dict[str, bool]:
     words = caption.split()
-    return {"background": attributes["background"] in words,
-            "relation": any(w in words for w in RELATION_WORDS)}
+    return {
+        "background": attributes["background"] in words,
+        "relation": any(w in words for w in RELATION_WORDS),
+    }
 
 
 def main() -> None:
@@ -38,7 +40,7 @@ def main() -> None:
 
     records = load_split(args.data, args.split, args.num, need_attributes=True)
     captions = pick_captions(records, 0)
-    known = [determined(r.attributes, c) for r, c in zip(records, captions)]
+    known = [determined(r.attributes, c) for r, c in zip(records, captions, strict=True)]
     n = len(records)
     pairs = [i for i, r in enumerate(records) if len(r.attributes["objects"]) == 2]
     prior = max(Counter(r.attributes["background"] for r in records).values()) / n
@@ -48,9 +50,11 @@ def main() -> None:
     rel_max = rel_known + (1 - rel_known) * 0.5
     objects = sum(len(r.attributes["objects"]) for r in records)
     mean_max = (bg_max * n + 2 * objects + rel_max * len(pairs)) / (n + 2 * objects + len(pairs))
-    print(f"{args.split}[:{n}]: background named in {bg_known:.3f} of captions -> max "
-          f"{bg_max:.3f}; relation named in {rel_known:.3f} of two-object captions -> max "
-          f"{rel_max:.3f}; colour and shape always named; reachable mean {mean_max:.3f}")
+    print(
+        f"{args.split}[:{n}]: background named in {bg_known:.3f} of captions -> max "
+        f"{bg_max:.3f}; relation named in {rel_known:.3f} of two-object captions -> max "
+        f"{rel_max:.3f}; colour and shape always named; reachable mean {mean_max:.3f}"
+    )
     if args.model:
         import torch
 
@@ -63,15 +67,25 @@ def main() -> None:
         pipe = XMCGANPipeline.from_pretrained(args.model, device="cpu")
         images = generate(pipe, captions, 0)
         classifier = load_or_train(pipe.resolution, data_root=args.data)
-        per_image = faith.score_images(images, [r.attributes for r in records], pipe.resolution,
-                                       shape_classifier=classifier,
-                                       return_details=True)["per_image"]
+        per_image = faith.score_images(
+            images,
+            [r.attributes for r in records],
+            pipe.resolution,
+            shape_classifier=classifier,
+            return_details=True,
+        )["per_image"]
         for name in ("background", "relation"):
             for state in (True, False):
-                hits = [c[name][0] for c, k in zip(per_image, known) if c[name] and k[name] == state]
+                hits = [
+                    c[name][0]
+                    for c, k in zip(per_image, known, strict=True)
+                    if c[name] and k[name] == state
+                ]
                 if hits:
-                    print(f"  {name:10s} {'named' if state else 'not named':9s}: "
-                          f"{sum(hits) / len(hits):.3f} of {len(hits)}")
+                    print(
+                        f"  {name:10s} {'named' if state else 'not named':9s}: "
+                        f"{sum(hits) / len(hits):.3f} of {len(hits)}"
+                    )
 
 
 if __name__ == "__main__":

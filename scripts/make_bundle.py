@@ -55,33 +55,25 @@ def history_summary(run_dir: Path) -> str:
     return f"{len(sessions)} session(s): {batches}; sessions ended: {endings}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("data", type=Path)
-    parser.add_argument("--out", type=Path, default=Path("models/bundled/default"))
-    parser.add_argument("--num", type=int, default=1000, help="images scored per split")
-    parser.add_argument("--model-id", default="xmc-shapes-32")
-    parser.add_argument("--history", default="", help="how the run went, for the card")
-    args = parser.parse_args()
+def reproduce_command(train: dict, steps: int) -> str:
+    """The xmc-train line that repeats the run in one go (the run's own flags and --set)."""
+    flags = [
+        f"--preset {train['preset']}",
+        "--data data/shapes32",
+        f"--batch-size {train['batch_size']}",
+        f"--steps {steps}",
+    ]
+    for key in ("lr_g", "lr_d", "ema_decay"):
+        flags.append(f"--set {key}={train[key]}")
+    return "xmc-train runs/shapes32 " + " \\\n    ".join(flags)
 
-    export_run(args.run_dir, args.out, model_id=args.model_id)
-    pipe = XMCGANPipeline.from_pretrained(args.out, device="cpu")
-    results = {
-        split: faithfulness(pipe, args.data, split, num=args.num, progress=True)
-        for split in ("val", "test_heldout")
-    }
-    config = json.loads((args.out / "config.json").read_text())
-    train = json.loads((args.run_dir / "config.json").read_text())["train"]
-    seconds, _ = wall_seconds(args.run_dir / "stats.jsonl")
-    images = config["training"]["images"]  # images seen, from the checkpoint (not steps x batch)
-    history = "; ".join(x for x in (history_summary(args.run_dir), args.history) if x)
-    scores = {
-        split: {k: r[k] for k in ("generated", "real", "untrained")} for split, r in results.items()
-    }
-    (args.out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+
+def model_card(args: argparse.Namespace, pipe: XMCGANPipeline, results: dict, run: dict) -> str:
+    config, train, scores = run["config"], run["train"], run["scores"]
     ratio = {s: scores[s]["generated"]["mean"] / scores[s]["real"]["mean"] for s in scores}
-    card = f"""# xmc-shapes-32: the bundled default model
+    g_params = sum(p.numel() for p in pipe.generator.parameters())
+    losses = ", ".join(train["losses"]) or "none"
+    return f"""# {args.model_id}: the bundled default model
 
 XMC-GAN (Zhang et al., CVPR 2021) trained by this project's own trainer on the shapes captions
 benchmark (`docs/shapes-benchmark.md`) at 32x32. It is what `xmc-serve` and
@@ -92,13 +84,12 @@ circles, squares and triangles on a plain background from captions such as
 | | |
 |---|---|
 | data | `xmc-shapes make DATA --size 32 --seed 0` (20,000 train images, 5 captions each) |
-| preset | `{train["preset"]}` (G {sum(p.numel() for p in pipe.generator.parameters()):,} parameters), text encoder `{config["text_encoder"]["name_or_path"]}` (frozen) |
-| recipe | official: Adam (0.5, 0.999), lr G 1e-4 / D 4e-4, 2 D steps per G step, losses {", ".join(train["losses"])} + hinge, all weights 1 |
-| changed for a short CPU run | batch {train["batch_size"]}, EMA decay {train["ema_decay"]} (official 0.999 averages over more steps than this run has) |
-| steps | {config["training"]["steps"]:,} generator steps, {images:,} images seen |
-| wall time | {seconds / 3600:.2f} h of training (stats.jsonl) |
-| hardware | {platform.machine()} CPU (2 cores), shared with other work; no GPU |
-| history | {history or "one uninterrupted run"} |
+| preset | `{train["preset"]}` (G {g_params:,} parameters), text encoder `{config["text_encoder"]["name_or_path"]}` (frozen) |
+| recipe | Adam ({train["beta1"]}, {train["beta2"]}), lr G {train["lr_g"]:g} / D {train["lr_d"]:g}, {train["d_steps"]} D steps per G step, batch {train["batch_size"]}, losses {losses} + {train["adversarial"]}, EMA decay {train["ema_decay"]} |
+| trained | {config["training"]["images"]:,} images seen ({config["training"]["steps"]:,} generator steps) |
+| wall time | {run["seconds"] / 3600:.2f} h of training (stats.jsonl) |
+| hardware | {platform.machine()} CPU (2 cores, 1 torch thread), shared with other work; no GPU |
+| history | {run["history"] or "one uninterrupted run"} |
 
 ## Scores (faithfulness, `docs/shapes-benchmark.md`; {args.num} images per split)
 
@@ -119,11 +110,40 @@ Measured with `xmc-eval faithfulness --data DATA --split val --num {args.num}` (
 
 ```bash
 xmc-shapes make data/shapes32 --size 32 --seed 0
-xmc-train runs/shapes32 --preset shapes-32 --data data/shapes32 --steps {config["training"]["steps"]} \\
-    --batch-size {train["batch_size"]} --set ema_decay={train["ema_decay"]}
+{reproduce_command(train, config["training"]["steps"])}
 python scripts/make_bundle.py runs/shapes32 data/shapes32
 ```
 """
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("models/bundled/default"))
+    parser.add_argument("--num", type=int, default=1000, help="images scored per split")
+    parser.add_argument("--model-id", default="xmc-shapes-32")
+    parser.add_argument("--history", default="", help="how the run went, for the card")
+    args = parser.parse_args()
+
+    export_run(args.run_dir, args.out, model_id=args.model_id)
+    pipe = XMCGANPipeline.from_pretrained(args.out, device="cpu")
+    results = {
+        split: faithfulness(pipe, args.data, split, num=args.num, progress=True)
+        for split in ("val", "test_heldout")
+    }
+    scores = {
+        split: {k: r[k] for k in ("generated", "real", "untrained")} for split, r in results.items()
+    }
+    (args.out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+    run = {
+        "config": json.loads((args.out / "config.json").read_text()),
+        "train": json.loads((args.run_dir / "config.json").read_text())["train"],
+        "seconds": wall_seconds(args.run_dir / "stats.jsonl")[0],
+        "history": "; ".join(x for x in (history_summary(args.run_dir), args.history) if x),
+        "scores": scores,
+    }
+    card = model_card(args, pipe, results, run)
     (args.out / "MODEL_CARD.md").write_text(card)
     print(card)
 

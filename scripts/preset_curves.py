@@ -38,12 +38,24 @@ SPEED_CASES = [  # (label, preset, overrides, text cache)
     ("gf4/df6 b64 +cache", "shapes-32", {"batch_size": 64, "gf_dim": 4, "df_dim": 6}, True),
     ("gf4/df4 b32 +cache", "shapes-32", {"batch_size": 32, "gf_dim": 4, "df_dim": 4}, True),
     ("gf4/df6 b16 +cache", "shapes-32", {"batch_size": 16, "gf_dim": 4, "df_dim": 6}, True),
-    ("gf4/df6 b32 +cache channels_last", "shapes-32",
-     {"batch_size": 32, "gf_dim": 4, "df_dim": 6, "channels_last": "on"}, True),
-    ("gf4/df6 b32 +cache compile", "shapes-32",
-     {"batch_size": 32, "gf_dim": 4, "df_dim": 6, "compile": True}, True),
-    ("gf4/df6 b16 +cache compile", "shapes-32",
-     {"batch_size": 16, "gf_dim": 4, "df_dim": 6, "compile": True}, True),
+    (
+        "gf4/df6 b32 +cache channels_last",
+        "shapes-32",
+        {"batch_size": 32, "gf_dim": 4, "df_dim": 6, "channels_last": "on"},
+        True,
+    ),
+    (
+        "gf4/df6 b32 +cache compile",
+        "shapes-32",
+        {"batch_size": 32, "gf_dim": 4, "df_dim": 6, "compile": True},
+        True,
+    ),
+    (
+        "gf4/df6 b16 +cache compile",
+        "shapes-32",
+        {"batch_size": 16, "gf_dim": 4, "df_dim": 6, "compile": True},
+        True,
+    ),
     ("shapes-32 b16 +cache compile", "shapes-32", {"batch_size": 16, "compile": True}, True),
 ]
 
@@ -57,13 +69,21 @@ def train_captions(data: Path) -> list[str]:
     return list(dict.fromkeys(captions + [swap_left_right(c) for c in captions]))
 
 
-def make_trainer(data: Path, run_dir: Path, preset: str, overrides: dict[str, Any],
-                 cache: Path | None):
+def make_trainer(
+    data: Path, run_dir: Path, preset: str, overrides: dict[str, Any], cache: Path | None
+):
     from training.text_cache import DiskTextCache
     from training.trainer import Trainer
 
-    values = {"preset": preset, "data": str(data), "num_workers": 0, "steps": 10**9,
-              "log_every": 10**9, "sample_every": 10**9, "checkpoint_every": 10**9}
+    values = {
+        "preset": preset,
+        "data": str(data),
+        "num_workers": 0,
+        "steps": 10**9,
+        "log_every": 10**9,
+        "sample_every": 10**9,
+        "checkpoint_every": 10**9,
+    }
     values.update(overrides)
     trainer = Trainer(TrainConfig(**values), run_dir, progress=False)
     if cache is not None:
@@ -78,8 +98,9 @@ def speed(args: argparse.Namespace) -> None:
         if args.only and label not in args.only:
             continue
         with tempfile.TemporaryDirectory(dir=args.work) as work:
-            trainer = make_trainer(args.data, Path(work), preset, overrides,
-                                   args.cache if cached else None)
+            trainer = make_trainer(
+                args.data, Path(work), preset, overrides, args.cache if cached else None
+            )
             batches = trainer.batches()
             for _ in range(args.warmup):
                 trainer.train_step(next(batches))
@@ -93,8 +114,15 @@ def speed(args: argparse.Namespace) -> None:
             images = args.steps * trainer.config.batch_size
             g = sum(p.numel() for p in trainer.generator.parameters())
             d = sum(p.numel() for p in trainer.discriminator.parameters())
-            rows.append({"case": label, "img_per_s": images / (data_s + step_s),
-                         "step_img_per_s": images / step_s, "g_params": g, "d_params": d})
+            rows.append(
+                {
+                    "case": label,
+                    "img_per_s": images / (data_s + step_s),
+                    "step_img_per_s": images / step_s,
+                    "g_params": g,
+                    "d_params": d,
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
 
@@ -103,8 +131,9 @@ def score(generator: torch.nn.Module, text_encoder, data: Path, num: int) -> dic
     from models.pipeline import XMCGANPipeline
     from training.evaluate import faithfulness
 
-    pipe = XMCGANPipeline(copy.deepcopy(generator).eval(), text_encoder, device="cpu",
-                          model_id="curve")
+    pipe = XMCGANPipeline(
+        copy.deepcopy(generator).eval(), text_encoder, device="cpu", model_id="curve"
+    )
     result = faithfulness(pipe, data, "val", num=num, reference=False)["generated"]
     return {k: v for k, v in result.items() if isinstance(v, float)}
 
@@ -127,22 +156,37 @@ def curve(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             trainer.train_step(next(batches))
             trained += time.perf_counter() - t0
-        point = {"train_s": trained, "step": trainer.step,
-                 "images": trainer.step * trainer.config.batch_size,
-                 "ema": score(trainer.ema, encoder, args.data, args.num),
-                 "raw": score(trainer.generator, encoder, args.data, args.num)}
+        point = {
+            "train_s": trained,
+            "step": trainer.step,
+            "images": trainer.step * trainer.config.batch_size,
+            "ema": score(trainer.ema, encoder, args.data, args.num),
+            "raw": score(trainer.generator, encoder, args.data, args.num),
+        }
         points.append(point)
         print(json.dumps(point), flush=True)
     trainer.save()
-    result = {"label": args.label or args.out.stem, "preset": args.preset, "overrides": overrides,
-              "cache": str(args.cache) if args.cache else None, "num": args.num,
-              "wall_s": time.perf_counter() - start, "points": points}
+    result = {
+        "label": args.label or args.out.stem,
+        "preset": args.preset,
+        "overrides": overrides,
+        "cache": str(args.cache) if args.cache else None,
+        "num": args.num,
+        "wall_s": time.perf_counter() - start,
+        "points": points,
+    }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 @torch.no_grad()
-def recalibrate_batch_norm(generator: torch.nn.Module, text_encoder, data: Path,
-                           images: int = 2048, batch: int = 64, seed: int = 0) -> torch.nn.Module:
+def recalibrate_batch_norm(
+    generator: torch.nn.Module,
+    text_encoder,
+    data: Path,
+    images: int = 2048,
+    batch: int = 64,
+    seed: int = 0,
+) -> torch.nn.Module:
     """A copy of `generator` whose BN running statistics are re-estimated for its own weights
     (a cumulative average over `images` random train captions and z), instead of the live G's."""
     import random
@@ -178,20 +222,28 @@ def rescore(args: argparse.Namespace) -> None:
     for run_dir in args.run_dirs:
         described = json.loads((run_dir / "config.json").read_text())
         state = load_checkpoint(run_dir / CHECKPOINT_NAME)
-        encoder = TextEncoder.from_config(config_from_dict(TextEncoderConfig,
-                                                           described["text_encoder"]))
+        encoder = TextEncoder.from_config(
+            config_from_dict(TextEncoderConfig, described["text_encoder"])
+        )
         row: dict[str, Any] = {"run": run_dir.name, "step": state["step"]}
         for key in ("generator", "ema"):
             generator = Generator(config_from_dict(GeneratorConfig, described["generator"]))
             generator.load_state_dict(state[key])
-            row["raw" if key == "generator" else "ema"] = score(generator, encoder, args.data,
-                                                                args.num)
+            row["raw" if key == "generator" else "ema"] = score(
+                generator, encoder, args.data, args.num
+            )
             if key == "ema":
-                row["ema_recal"] = score(recalibrate_batch_norm(generator, encoder, args.data),
-                                         encoder, args.data, args.num)
+                row["ema_recal"] = score(
+                    recalibrate_batch_norm(generator, encoder, args.data),
+                    encoder,
+                    args.data,
+                    args.num,
+                )
         rows.append(row)
-        print(json.dumps({k: (v["mean"] if isinstance(v, dict) else v) for k, v in row.items()}),
-              flush=True)
+        print(
+            json.dumps({k: (v["mean"] if isinstance(v, dict) else v) for k, v in row.items()}),
+            flush=True,
+        )
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
 
 
@@ -217,10 +269,14 @@ def plot(args: argparse.Namespace) -> None:
     for path in args.results:
         result = json.loads(Path(path).read_text())
         minutes = [p["train_s"] / 60 for p in result["points"]]
-        for ax, key in zip(axes, ("ema", "raw")):
-            ax.plot(minutes, [p[key]["mean"] for p in result["points"]], marker="o",
-                    label=result["label"])
-    for ax, key in zip(axes, ("EMA generator", "raw generator")):
+        for ax, key in zip(axes, ("ema", "raw"), strict=True):
+            ax.plot(
+                minutes,
+                [p[key]["mean"] for p in result["points"]],
+                marker="o",
+                label=result["label"],
+            )
+    for ax, key in zip(axes, ("EMA generator", "raw generator"), strict=True):
         ax.set_title(f"{key}: faithfulness on val[:{result['num']}]")
         ax.set_xlabel("training wall-clock, minutes (1 thread)")
         ax.grid(alpha=0.3)
@@ -264,8 +320,9 @@ def main() -> None:
     g.add_argument("out", type=Path)
     g.add_argument("results", nargs="+")
     args = p.parse_args()
-    {"cache": build_cache, "speed": speed, "curve": curve, "rescore": rescore,
-     "plot": plot}[args.command](args)
+    {"cache": build_cache, "speed": speed, "curve": curve, "rescore": rescore, "plot": plot}[
+        args.command
+    ](args)
 
 
 if __name__ == "__main__":

@@ -132,6 +132,20 @@ class CachedTextEncoder:
         return features.to(device) if device is not None else features
 
 
+@torch.no_grad()
+def _encode_rows(encoder: TextEncoder, chunk: list[str], start: int, arrays: dict) -> None:
+    """Encode `chunk` into rows start.. of the open memory maps."""
+    batch = encoder.tokenize(chunk)
+    device = next(encoder.bert.parameters()).device
+    ids, attn = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    words, mask, sentence = encoder(ids, attn)  # (B, T, D), (B, T), (B, D)
+    part = slice(start, start + len(chunk))
+    arrays["words"][part] = words.cpu().numpy()
+    arrays["mask"][part] = mask.cpu().numpy()
+    arrays["sentence"][part] = sentence.cpu().numpy()
+    arrays["input_ids"][part] = ids.cpu().numpy()
+
+
 def build_text_cache(
     encoder: TextEncoder,
     captions: Iterable[str],
@@ -167,20 +181,9 @@ def build_text_cache(
         name: np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
         for name, (shape, dtype) in shapes.items()
     }
-    with torch.no_grad():
-        for start in tqdm(
-            range(0, len(rows), batch_size), desc="text cache", unit="batch", disable=not progress
-        ):
-            chunk = rows[start : start + batch_size]
-            batch = encoder.tokenize(chunk)
-            device = next(encoder.bert.parameters()).device
-            ids, attn = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-            words, mask, sentence = encoder(ids, attn)
-            part = slice(start, start + len(chunk))
-            arrays["words"][part] = words.cpu().numpy()
-            arrays["mask"][part] = mask.cpu().numpy()
-            arrays["sentence"][part] = sentence.cpu().numpy()
-            arrays["input_ids"][part] = ids.cpu().numpy()
+    starts = range(0, len(rows), batch_size)
+    for start in tqdm(starts, desc="text cache", unit="batch", disable=not progress):
+        _encode_rows(encoder, rows[start : start + batch_size], start, arrays)
     for array in arrays.values():
         array.flush()
     del arrays

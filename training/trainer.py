@@ -95,15 +95,13 @@ class Trainer:
         self.generator, self.discriminator, self.ema = nets.generator, nets.discriminator, nets.ema
         self.opt_g, self.opt_d = nets.opt_g, nets.opt_d
         self.g_forward, self.d_forward = nets.g_forward, nets.d_forward
-        self.text_encoder = build.text_encoder(text_encoder, self.model_configs, self.device)
         self.image_encoder = build.image_encoder(c, self.device)
         self.weights = LossWeights.from_config(c)
         self.step = self.images_seen = self.skipped_steps = self.bad_in_row = self.bad_images = 0
         resolution = self.model_configs.generator.resolution
         self.dataset = dataset if dataset is not None else build.dataset(c, resolution)
-        self.text_encoder = build.cached_text_encoder(
-            c, self.text_encoder, self.dataset, progress and self.info.is_main
-        )
+        encoder = build.text_encoder(text_encoder, self.model_configs, self.device)
+        self.text_encoder = build.cached_text_encoder(c, encoder, self.dataset, self.progress)
         self.data = DataStream(
             self.dataset,
             c.batch_size,
@@ -182,10 +180,9 @@ class Trainer:
         return self.bad_images + getattr(self.dataset, "empty_captions", 0)
 
     def _noise(self, n: int, sub: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(
-            derived_seed(self.config.seed, self.step, self.info.rank, sub)
-        )
-        return torch.randn(n, self.model_configs.generator.z_dim, generator=g).to(self.device)
+        c = self.config
+        rng = torch.Generator().manual_seed(derived_seed(c.seed, self.step, self.info.rank, sub))
+        return torch.randn(n, self.model_configs.generator.z_dim, generator=rng).to(self.device)
 
     def sub_batches(self, batch: dict[str, Any]) -> list[SubBatch]:
         text = self.text_encoder.encode(list(batch["caption"]), self.device)

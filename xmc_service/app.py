@@ -77,7 +77,7 @@ async def _start(state: ServiceState, pipeline: Pipeline | None) -> None:
 
 def describe_failure(error: BaseException) -> str:
     """One line: an ArtifactError already names its file; anything else gets its type."""
-    from models.artifacts import ArtifactError, one_line
+    from models import ArtifactError, one_line
 
     if isinstance(error, ArtifactError):
         return one_line(error)

@@ -181,7 +181,8 @@ def _preset(
     )
 
 
-_BERT = TextEncoderConfig(name_or_path=BERT_BASE, hidden_size=768)
+# the official pooling: the sum over all 17 positions / the valid length (xmc_net.py)
+_BERT = TextEncoderConfig(name_or_path=BERT_BASE, hidden_size=768, pooling="official")
 _MINILM = TextEncoderConfig()
 
 PRESETS: dict[str, Preset] = {

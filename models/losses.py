@@ -29,6 +29,13 @@ __all__ = [
     "word_region_scores",
 ]
 
+# The paper's constants (XMC-GAN sec. 4 / official losses.py); the defaults of every function
+# below and of training's LossWeights.
+TAU = 0.1  # temperature of L_sent and L_img (eq. 4)
+RHO1 = 5.0  # word -> region attention sharpness (eq. 5)
+RHO2 = 5.0  # log-sum-exp aggregation over words (eq. 6)
+RHO3 = 50.0  # scale of the word-region logits (eq. 7)
+
 
 # ----------------------------------------------------------------------------- primitives
 
@@ -75,7 +82,7 @@ def _symmetric_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- XMC-GAN contrastive
 
 
-def contrastive_loss(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+def contrastive_loss(a: torch.Tensor, b: torch.Tensor, temperature: float = TAU) -> torch.Tensor:
     """Symmetric InfoNCE between paired rows of `a` and `b` (XMC-GAN eq. 3-4).
 
     Used for L_sent (sentence embedding vs. image feature) and both L_img (real vs. fake image
@@ -107,8 +114,8 @@ def word_region_scores(
     regions: torch.Tensor,
     words: torch.Tensor,
     word_mask: torch.Tensor,
-    rho1: float = 5.0,
-    rho2: float = 5.0,
+    rho1: float = RHO1,
+    rho2: float = RHO2,
 ) -> torch.Tensor:
     """Word-region matching score S_word of every caption against every image (XMC-GAN eq. 5-6).
 
@@ -163,9 +170,9 @@ def word_region_contrastive_loss(
     regions: torch.Tensor,
     words: torch.Tensor,
     word_mask: torch.Tensor,
-    rho1: float = 5.0,
-    rho2: float = 5.0,
-    rho3: float = 50.0,
+    rho1: float = RHO1,
+    rho2: float = RHO2,
+    rho3: float = RHO3,
 ) -> torch.Tensor:
     """L_word (XMC-GAN eq. 7): symmetric CE over logits rho3 * S_word, summed.
 

@@ -93,7 +93,7 @@ def cached_text_encoder(c: TrainConfig, encoder: Any, dataset: Any, progress: bo
 
 def image_encoder(c: TrainConfig, device: torch.device) -> nn.Module | None:
     """The pretrained CNN of the extra L_img term, when asked for."""
-    if not (c.image_encoder and "img" in c.losses):
+    if not (c.image_encoder and c.pretrained_image_contrastive):
         return None
     from models.image_encoder import PretrainedImageEncoder
 

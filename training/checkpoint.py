@@ -71,7 +71,7 @@ def trainer_state(trainer: Any) -> dict[str, Any]:
         **{name: getattr(trainer, name) for name in COUNTERS},
         "epoch": trainer.data.epoch,
         "image_in_epoch": trainer.data.image_in_epoch,
-        "batch_size": trainer.config.batch_size,
+        "batch_size": trainer.batch_size,
         "rng": rng_state(),
         "world_size": trainer.info.world_size,
         "config": trainer.described,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -136,9 +137,17 @@ def train_main(argv: Sequence[str] | None = None, *, text_encoder: Any = None) -
 
         try:
             print(json.dumps(describe(config), indent=2, sort_keys=True))
-        except TextEncoderLoadError as e:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            per_process = config.process_batch(world)
+        except (TextEncoderLoadError, ValueError) as e:
             _error(str(e))
             return 2
+        per_update = per_process * world // config.d_steps
+        print(
+            f"batch: {per_update} images per D update over {world} process(es), "
+            f"{per_process} per process per step ({config.d_steps} sub-batches)",
+            file=sys.stderr,
+        )
         return 0
     from training.data.coco import DatasetError
     from training.faults import RunError, one_line

@@ -26,6 +26,10 @@ class TrainConfig:
     sample_split: str = "val"  # where the fixed sample-grid captions come from ("" = train)
     steps: int = 20_000  # generator updates (skipped non-finite steps do not count)
     batch_size: int = 32  # images per step per process, split into d_steps sub-batches
+    # images per D update over all processes (the official recipe's batch, 56 in the paper);
+    # when set, each process takes global_batch * d_steps / world_size images per step and
+    # batch_size is not used (0 = batch_size decides)
+    global_batch: int = 0
     d_steps: int = 2  # D updates per G update (official d_step_per_g_step)
     lr_g: float = 1e-4  # Adam learning rate of G (official 1e-4)
     lr_d: float = 4e-4  # Adam learning rate of D (official 4e-4, TTUR)
@@ -44,7 +48,18 @@ class TrainConfig:
     gf_dim: int = 0  # override the preset's G base width (0 = keep)
     df_dim: int = 0  # override the preset's D base width (0 = keep)
     text_encoder: str = ""  # override the preset's BERT (name or local path)
-    image_encoder: str = ""  # local transformers ResNet dir: adds L_img on its logits
+    image_encoder: str = ""  # local transformers ResNet dir, for the pretrained-CNN L_img
+    # L_img on the pretrained CNN's features too (official pretrained_image_contrastive, on in
+    # its COCO config); needs image_encoder, weighted by w_img, independent of `losses`
+    pretrained_image_contrastive: bool = True
+    pooling: str = ""  # sentence pooling: mean | cls | official ("" = the preset's)
+    # InfoMax local features: penultimate (raw output of the block before the last, as
+    # mimicry) | region (the 16x16 region map after a ReLU)
+    infomax_local: str = "penultimate"
+    tau: float = 0.1  # temperature of L_sent and L_img (paper's tau)
+    rho1: float = 5.0  # word -> region attention sharpness
+    rho2: float = 5.0  # log-sum-exp aggregation over words
+    rho3: float = 50.0  # scale of the word-region logits
     center_crop: bool = False  # crop the centre square before resizing (default: squeeze whole)
     random_flip: bool = True  # mirror half the images (left/right swapped in their captions)
     seed: int = 0  # initialisation, data order, captions drawn, flips and noise
@@ -88,6 +103,10 @@ class TrainConfig:
                 f"batch_size ({self.batch_size}) must split into d_steps "
                 f"({self.d_steps}) sub-batches of at least 2 (contrastive losses)"
             )
+        if self.global_batch and self.global_batch < 2:
+            raise ValueError(f"global_batch must be 0 or >= 2, got {self.global_batch}")
+        if self.pooling not in ("", "mean", "cls", "official"):
+            raise ValueError(f"pooling must be mean, cls or official, got {self.pooling!r}")
         if self.amp not in ("auto", "bf16", "off") or self.channels_last not in (
             "auto",
             "on",
@@ -95,10 +114,24 @@ class TrainConfig:
         ):
             raise ValueError("amp is auto|bf16|off and channels_last is auto|on|off")
 
+    def process_batch(self, world_size: int) -> int:
+        """Images per step for one of `world_size` processes (global_batch, else batch_size)."""
+        if not self.global_batch:
+            return self.batch_size
+        total = self.global_batch * self.d_steps
+        if total % world_size or (total // world_size) % self.d_steps:
+            raise ValueError(
+                f"global_batch {self.global_batch} x d_steps {self.d_steps} does not split "
+                f"evenly over {world_size} processes"
+            )
+        return total // world_size
+
     def model_configs(self) -> Preset:
         """The preset with this run's overrides applied."""
         preset = get_preset(self.preset)
         text = preset.text_encoder
+        if self.pooling:
+            text = dataclasses.replace(text, pooling=self.pooling)
         if self.text_encoder:
             hidden = _hidden_size(self.text_encoder)
             text = dataclasses.replace(text, name_or_path=self.text_encoder, hidden_size=hidden)
@@ -113,6 +146,7 @@ class TrainConfig:
             word_dim=text.hidden_size,
             sentence_dim=text.hidden_size,
             infomax=self.infomax,
+            infomax_local=self.infomax_local,
             df_dim=self.df_dim or preset.discriminator.df_dim,
         )
         return Preset(generator=g, discriminator=d, text_encoder=text)

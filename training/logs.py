@@ -112,7 +112,7 @@ class TrainLogs:
     @classmethod
     def for_trainer(cls, trainer) -> TrainLogs:
         """The sinks of a trainer's fit(): the bar runs from its images seen to its last step."""
-        per_step = trainer.config.batch_size * trainer.info.world_size
+        per_step = trainer.batch_size * trainer.info.world_size
         left = max(trainer.config.steps - trainer.step, 0) * per_step
         return cls(
             trainer.run,
@@ -125,7 +125,7 @@ class TrainLogs:
     @staticmethod
     def record(trainer, sums: dict[str, float], count: int, seconds: float) -> dict[str, Any]:
         """The mean losses of the last `count` steps, with the position and the fault counts."""
-        per_step = trainer.config.batch_size * trainer.info.world_size
+        per_step = trainer.batch_size * trainer.info.world_size
         record: dict[str, Any] = {k: v / count for k, v in sums.items()}
         record.update(
             step=trainer.step,

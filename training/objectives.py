@@ -18,6 +18,10 @@ from torch import nn
 
 from models.discriminator import DiscriminatorOutput
 from models.losses import (
+    RHO1,
+    RHO2,
+    RHO3,
+    TAU,
     contrastive_loss,
     dual_contrastive_d_loss,
     dual_contrastive_g_loss,
@@ -32,14 +36,15 @@ from models.losses import (
 class LossWeights:
     sent: float = 1.0  # L_sent: sentence <-> image (D features vs V e_s); 0 disables
     word: float = 1.0  # L_word: words <-> 16x16 regions
-    img: float = 1.0  # L_img: fake <-> real image (D features, and the CNN when given)
+    img: float = 1.0  # L_img: fake <-> real image on D's features
+    img_cnn: float = 0.0  # L_img on a pretrained CNN's features (official pretrained_image_...)
     adversarial: str = "hinge"  # "hinge" or "dual-contrastive" (Yu et al. 2021)
     infomax_d: float = 0.0  # InfoMax-GAN beta on real images in D (mimicry: 0.2)
     infomax_g: float = 0.0  # InfoMax-GAN alpha on fake images in G (mimicry: 0.2)
-    temperature: float = 0.1  # tau of L_sent and L_img
-    rho1: float = 5.0
-    rho2: float = 5.0
-    rho3: float = 50.0
+    temperature: float = TAU  # tau of L_sent and L_img
+    rho1: float = RHO1
+    rho2: float = RHO2
+    rho3: float = RHO3
 
     @classmethod
     def from_config(cls, c) -> LossWeights:
@@ -48,9 +53,14 @@ class LossWeights:
             sent=c.w_sent if "sent" in c.losses else 0.0,
             word=c.w_word if "word" in c.losses else 0.0,
             img=c.w_img if "img" in c.losses else 0.0,
+            img_cnn=c.w_img if c.pretrained_image_contrastive and c.image_encoder else 0.0,
             adversarial=c.adversarial,
             infomax_d=c.infomax_beta if c.infomax else 0.0,
             infomax_g=c.infomax_alpha if c.infomax else 0.0,
+            temperature=c.tau,
+            rho1=c.rho1,
+            rho2=c.rho2,
+            rho3=c.rho3,
         )
 
 
@@ -154,11 +164,11 @@ def generator_loss(
             _gather(fake.features, gather), _gather(real.features, gather), w.temperature
         )
         total = total + w.img * terms["img"]
-        if cnn_real is not None and cnn_fake is not None:
-            terms["img_cnn"] = contrastive_loss(
-                _gather(cnn_real, gather), _gather(cnn_fake, gather), w.temperature
-            )
-            total = total + w.img * terms["img_cnn"]
+    if w.img_cnn and cnn_real is not None and cnn_fake is not None:
+        terms["img_cnn"] = contrastive_loss(
+            _gather(cnn_real, gather), _gather(cnn_fake, gather), w.temperature
+        )
+        total = total + w.img_cnn * terms["img_cnn"]
     if w.infomax_g:
         terms["infomax"] = infomax_loss(fake.infomax_local, fake.infomax_global)
         total = total + w.infomax_g * terms["infomax"]

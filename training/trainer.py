@@ -82,6 +82,7 @@ class Trainer:
         self.info = init_distributed()
         self.device = self.info.device()
         self.progress = progress and self.info.is_main
+        self.batch_size = c.process_batch(self.info.world_size)  # images per step, this process
         self.autocast_dtype = autocast_dtype(c.amp, self.device)
         self.channels_last = c.channels_last == "on" or (
             c.channels_last == "auto" and self.device.type == "cuda"
@@ -104,7 +105,7 @@ class Trainer:
         self.text_encoder = build.cached_text_encoder(c, encoder, self.dataset, self.progress)
         self.data = DataStream(
             self.dataset,
-            c.batch_size,
+            self.batch_size,
             c.seed,
             self.info,
             num_workers=c.num_workers,
@@ -169,10 +170,6 @@ class Trainer:
     def batches(self) -> Iterator[dict[str, Any]]:
         """This rank's batches, from the saved position on, epoch after epoch."""
         return self.data.batches()
-
-    @property
-    def epoch(self) -> int:
-        return self.data.epoch
 
     @property
     def bad_records(self) -> int:
@@ -395,6 +392,6 @@ class Trainer:
                 event,
                 step=self.step,
                 images=self.images_seen,
-                batch=self.config.batch_size * self.info.world_size,
+                batch=self.batch_size * self.info.world_size,
                 **fields,
             )

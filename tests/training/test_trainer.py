@@ -49,7 +49,7 @@ def test_resume_is_bit_exact(straight_run, small_shapes_root, tiny_config, tmp_p
     resumed = new_trainer(
         tiny_config(small_shapes_root, steps=4, sample_every=2), run_dir, progress=False
     )
-    assert (resumed.step, resumed.epoch, resumed.data.image_in_epoch) == (2, 0, 16)
+    assert (resumed.step, resumed.data.epoch, resumed.data.image_in_epoch) == (2, 0, 16)
     assert resumed.images_seen == 16
     resumed.fit()
     straight, again = _load(straight_run), _load(run_dir)

@@ -134,3 +134,53 @@ def test_cli_errors_are_one_line(
     )
     err = capsys.readouterr().err
     assert code == 2 and "Inception weights not found" in err and "Traceback" not in err
+
+
+def test_complete_captions_name_every_scored_attribute(shapes_root: Path) -> None:
+    from training.metrics.sampling import complete_captions, names_every_attribute
+
+    records = evaluate.load_split(shapes_root, "val", need_attributes=True)
+    chosen = complete_captions(records, seed=0)
+    assert all(names_every_attribute(c, r.attributes) for c, r in zip(chosen, records, strict=True))
+    drawn = evaluate.pick_captions(records, seed=0)
+    assert not all(  # the spec's draw leaves some attribute unnamed somewhere
+        names_every_attribute(c, r.attributes) for c, r in zip(drawn, records, strict=True)
+    )
+    one = {"background": "black", "objects": [{"color": "red", "shape": "circle"}]}
+    assert names_every_attribute("a small red circle on a black background", one)
+    assert not names_every_attribute("there is a red circle", one)
+    two = {
+        **one,
+        "objects": [*one["objects"], {"color": "blue", "shape": "square"}],
+        "relation": "left of",
+    }
+    assert names_every_attribute("a red circle left of a blue square on a black background", two)
+    assert names_every_attribute("black background , a blue square right of a red circle", two)
+    assert not names_every_attribute("black background , a red circle and a blue square", two)
+
+
+def test_cli_faithfulness_with_complete_captions(
+    tiny_artifact: Path, shapes_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "eval"
+    code = evaluate.main(
+        [
+            "faithfulness",
+            "--model",
+            str(tiny_artifact),
+            "--data",
+            str(shapes_root),
+            "--split",
+            "val",
+            "--num",
+            "4",
+            "--captions",
+            "complete",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    result = json.loads((out / "faithfulness_val_complete.json").read_text())
+    assert result["captions"] == "complete" and result["real"]["mean"] == 1.0

@@ -51,6 +51,37 @@ def pick_captions(records: Sequence[CaptionedImage], seed: int) -> list[str]:
     ]
 
 
+def names_every_attribute(caption: str, attributes: dict[str, Any]) -> bool:
+    """Whether a shapes caption determines every attribute the scorer checks: the background,
+    each object's colour and shape, and (two objects) their relation."""
+    words = f" {caption} "
+    named = f" {attributes['background']} " in words and all(
+        f"{obj['color']} {obj['shape']}" in caption for obj in attributes["objects"]
+    )
+    if attributes.get("relation"):
+        from training.shapes.scenes import INVERSE_RELATION
+
+        relation = attributes["relation"]
+        named = named and (relation in caption or INVERSE_RELATION[relation] in caption)
+    return named
+
+
+def complete_captions(records: Sequence[CaptionedImage], seed: int) -> list[str]:
+    """One caption per image that names every scored attribute: drawn, with the RNG of
+    `pick_captions`, among the benchmark's own templates filled in with its attributes."""
+    from training.shapes.scenes import all_captions
+
+    chosen = []
+    for record in records:
+        full = [
+            c
+            for c in all_captions(record.attributes)
+            if names_every_attribute(c, record.attributes)
+        ]
+        chosen.append(random.Random(f"xmc-eval/{seed}/{record.image_id}").choice(full))
+    return chosen
+
+
 def generate(
     pipeline: Any,
     captions: Sequence[str],

@@ -200,6 +200,11 @@ def render_scene(attributes: dict[str, Any], size: int) -> Image.Image:
 
 def captions_for(attributes: dict[str, Any], rng: random.Random) -> list[str]:
     """Five different captions for a scene, from five different templates."""
+    return rng.sample(all_captions(attributes), 5)
+
+
+def all_captions(attributes: dict[str, Any]) -> list[str]:
+    """The scene's caption from every template of its kind (one or two objects), in order."""
     objects = attributes["objects"]
     if len(objects) == 1:
         (obj,) = objects
@@ -224,7 +229,7 @@ def captions_for(attributes: dict[str, Any], rng: random.Random) -> list[str]:
             "rel_inv": INVERSE_RELATION[attributes["relation"]],
             "background": attributes["background"],
         }
-    return [template.format(**fields) for template in rng.sample(templates, 5)]
+    return [template.format(**fields) for template in templates]
 
 
 def image_rng(seed: int, split: str, index: int) -> random.Random:

@@ -6,9 +6,8 @@ Prints, all measured in this one run:
      shapes-64 and coco-128 widths, FLOPs counted by `FlopCounterMode` around a real
      `Trainer.train_step` (text encoder, two D updates, one G update, forward and backward),
   3. one full training step at 128 px, gf = df = 32, batch 16 (two sub-batches of 8), all
-     contrastive losses, no pretrained CNN: the official recipe's step at a CPU width. No ratio
-     to the official JAX code is printed: a ratio must come from one run on one machine, and
-     this script does not run JAX.
+     contrastive losses, no pretrained CNN: the official recipe's step at a CPU width (no ratio
+     to the official JAX code: this script does not run JAX, and a ratio needs one run).
 
 When bert-base-uncased cannot be loaded offline, the 768-d text encoder is a randomly
 initialised BertModel of the same size (same FLOPs, meaningless features), and the output says so.
@@ -128,6 +127,7 @@ def make_trainer(case: Case, data: Path, work: Path, extra: dict[str, Any], note
         "d_steps": 2,
         "num_workers": 0,
         "image_encoder": "",
+        "text_cache": "off",  # a step encodes its captions; --set text_cache=memory caches
         "steps": 10**6,
         **case.overrides,
         **extra,

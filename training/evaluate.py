@@ -219,6 +219,15 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _add_captions_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--captions",
+        choices=("random", "complete"),
+        default="random",
+        help="random: one of each image's captions (spec); complete: one naming all attributes",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xmc-eval", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -254,13 +263,7 @@ def _parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--quiet", action="store_true", help="no progress bars")
         if name == "faithfulness":
-            command.add_argument(
-                "--captions",
-                choices=("random", "complete"),
-                default="random",
-                help="random: one of each image's five captions (the spec's score); complete: "
-                "one naming every scored attribute",
-            )
+            _add_captions_flag(command)
         if name in ("faithfulness", "protocol"):
             cached = "reference statistics" if paper else "shape classifier"
             command.add_argument(

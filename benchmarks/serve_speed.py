@@ -18,15 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.http_load import Connection, Server
 
 CAPTIONS = [
     f"a {size} {color} {shape} {where}"
@@ -130,82 +129,32 @@ def default_threads(device: str) -> int | None:
     return max(1, (os.cpu_count() or 1) - 1) if device == "cpu" else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """`python -m xmc_service` in a subprocess with the given batching settings."""
-
-    def __init__(
-        self, model_dir: str | None, device: str, batch: int, wait_ms: float, threads: int | None
-    ) -> None:
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "XMC_DEVICE": device,
-            "XMC_MAX_BATCH_IMAGES": str(batch),
-            "XMC_MAX_WAIT_MS": str(wait_ms),
-            "XMC_MAX_QUEUE_IMAGES": "4096",
-            "XMC_API_KEYS": "",
-        }
-        if threads is not None:
-            env["XMC_TORCH_THREADS"] = str(threads)
-        command = [sys.executable, "-m", "xmc_service", "--port", str(self.port)]
-        command += ["--log-level", "warning"] + (["--model", model_dir] if model_dir else [])
-        self.process = subprocess.Popen(command, env=env)
-
-    def wait_ready(self, timeout_s: float = 600.0) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with code {self.process.returncode}")
-            try:
-                if httpx.get(f"{self.base}/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"the server was not ready after {timeout_s:.0f} s")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
-async def _client_loop(client, number: int, done: list[tuple[float, float]]) -> None:
+async def _client_loop(client: Connection, number: int, done: list[tuple[float, float]]) -> None:
     seed = number * 1_000_000
     while True:
         body = {"prompt": CAPTIONS[seed % len(CAPTIONS)], "seed": seed}
         tick = time.perf_counter()
-        response = await client.post("/v1/images/generations", json=body)
-        if response.status_code != 200 or len(response.json()["data"]) != 1:
-            raise RuntimeError(f"bench request failed: {response.status_code} {response.text}")
+        status, text = await client.post("/v1/images/generations", body)
+        if status != 200 or text.count(b'"b64_json"') != 1:
+            raise RuntimeError(f"bench request failed: {status} {text[:200]!r}")
         now = time.perf_counter()
         done.append((now, (now - tick) * 1000))
         seed += 1
 
 
 async def _measure(base: str, clients: int, seconds: float) -> Level:
-    import httpx
-
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as client:
+    connections = [Connection(base) for _ in range(clients)]
+    try:
         # connect, wait out any batch left from the last level, and fill the text cache (the
         # in-process figures use pre-encoded captions too)
         for caption in CAPTIONS:
-            await client.post("/v1/images/generations", json={"prompt": caption})
+            await connections[0].post("/v1/images/generations", {"prompt": caption})
         done: list[tuple[float, float]] = []
         started = time.perf_counter()
-        tasks = [asyncio.create_task(_client_loop(client, i, done)) for i in range(clients)]
+        tasks = [
+            asyncio.create_task(_client_loop(connection, i, done))
+            for i, connection in enumerate(connections)
+        ]
         while time.perf_counter() - started < seconds or not done:
             await asyncio.sleep(0.05)
             for task in tasks:
@@ -214,10 +163,14 @@ async def _measure(base: str, clients: int, seconds: float) -> Level:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for connection in connections:
+            connection.close()
     # queued after whatever batch is still running: the model is idle once this returns (a new
     # client: cancelled requests can leave the old pool's connections unusable)
-    async with httpx.AsyncClient(base_url=base, timeout=600) as fence:
-        await fence.post("/v1/images/generations", json={"prompt": CAPTIONS[0]})
+    fence = Connection(base)
+    await fence.post("/v1/images/generations", {"prompt": CAPTIONS[0]})
+    fence.close()
     last = max(finished for finished, _ in done)
     return Level(clients, len(done) / (last - started), tuple(latency for _, latency in done))
 

@@ -8,8 +8,9 @@
 #   scripts/gpu_check.sh [OUT_DIR]         # on the GPU machine: writes OUT_DIR/gpu_report.md
 #
 # Settings: XMC_GPU_PRESET (the preset to train, default shapes-32-cpu), XMC_GPU_TRAIN_S (training
-# seconds, default 150), XMC_GPU_DEVICE=cpu runs the same steps on the CPU with small limits, to
-# check the script itself where no GPU is at hand.
+# seconds, default 150), XMC_GPU_NUM (images scored per split, default 1000), XMC_GPU_DATA (train
+# images generated, default 20000); XMC_GPU_DEVICE=cpu runs the same steps on the CPU (no GPU
+# tests), to check the script itself where no GPU is at hand.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-gpu-report}}
@@ -18,6 +19,8 @@ report="$out/gpu_report.md"
 device=${XMC_GPU_DEVICE:-cuda}
 preset=${XMC_GPU_PRESET:-shapes-32-cpu}
 train_s=${XMC_GPU_TRAIN_S:-150}
+num=${XMC_GPU_NUM:-1000}
+data_n=${XMC_GPU_DATA:-20000}
 work=$(mktemp -d)
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -45,11 +48,12 @@ step() {  # step TITLE SECONDS COMMAND...: run it under a time limit, keep the t
     if [ "$device" = cuda ]; then
         step "GPU tests" 300 python3 -m pytest -m gpu tests/gpu -q -p no:cacheprovider -rs
     fi
-    step "training speed" 180 python3 -m benchmarks.train_speed --device "$device" --quick
+    step "training speed" 180 python3 -m benchmarks.train_speed --device "$device" --quick \
+        --only throughput
     step "serving speed" 120 python3 -m benchmarks.serve_speed --device "$device" \
         --seconds 4 --rounds 1 --clients 1,64
     step "shapes benchmark data" 120 python3 -m training.shapes.scenes make "$work/shapes32" \
-        --size 32 --seed 0 --quiet
+        --size 32 --seed 0 --train "$data_n" --quiet
     step "train $preset for ${train_s} s (bf16 on a GPU)" "$((train_s + 60))" \
         timeout --signal=TERM "$train_s" python3 -m training.cli "$work/run" --preset "$preset" \
         --data "$work/shapes32" --steps 1000000 --no-progress
@@ -58,7 +62,7 @@ step() {  # step TITLE SECONDS COMMAND...: run it under a time limit, keep the t
         "$work/run" "$work/export"
     for split in val test_heldout; do
         step "faithfulness on $split" 150 python3 -m training.evaluate faithfulness \
-            --model "$work/export" --data "$work/shapes32" --split "$split" --num 1000 \
+            --model "$work/export" --data "$work/shapes32" --split "$split" --num "$num" \
             --out "$work/eval"
     done
 } 2>&1 | tee "$report"

@@ -4,6 +4,7 @@ before it is trained on, and the signal handling that turns Ctrl-C / SIGTERM int
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Iterable
@@ -75,8 +76,12 @@ class StopSignals:
 
 
 def ignore_interrupt(worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C (SIGINT to the whole process group) to the main process,
-    which stops and saves between two steps. They keep SIGTERM's default: the main process
-    terminates its daemonic workers with it at exit, and a worker that ignored it made every
-    failing run hang in `multiprocessing`'s exit join."""
+    """DataLoader workers leave stop signals to the main process, which stops and saves between
+    two steps. A signal sent to the whole process group (Ctrl-C in a terminal, `timeout`,
+    `kill -TERM -PGID`) would otherwise kill the workers first and end the run in an error: each
+    worker moves to a process group of its own and ignores SIGINT. They keep SIGTERM's default:
+    the main process terminates them with it when it shuts the loader down or exits (a worker
+    that ignored it made failing runs hang in `multiprocessing`'s exit join), and a worker whose
+    parent died exits by itself (torch's worker watchdog)."""
+    os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

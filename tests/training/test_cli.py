@@ -192,6 +192,44 @@ def test_resuming_with_another_architecture_is_refused(flags, part, cli_runs, tr
     assert _load(run_dir)["step"] == 4
 
 
+def test_sigterm_to_the_process_group_with_workers_saves_and_exits_0(shapes_root, tmp_path):
+    """`timeout`, `kill -TERM -PGID` and a terminal's Ctrl-C signal every process of the group:
+    the DataLoader workers must not die first and turn the stop into an error."""
+    run_dir = tmp_path / "run"
+    flags = _flags(shapes_root, 100000)
+    flags[flags.index("--num-workers") + 1] = "2"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from training.cli import train_main; raise SystemExit(train_main())",
+            str(run_dir),
+            *flags,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"),
+    )
+    try:
+        stats = run_dir / "stats.jsonl"
+        deadline = time.monotonic() + 150
+        while not (stats.exists() and len(stats.read_text().splitlines()) >= 2):
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "no training step logged in 150 s"
+            time.sleep(0.2)
+        os.killpg(child.pid, signal.SIGTERM)  # the trainer and both workers
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    assert child.returncode == 0, err
+    step = _load(run_dir)["step"]
+    assert step >= 2 and f"interrupted at step {step}; checkpoint saved" in err
+    assert "Traceback" not in err and "killed by signal" not in err
+
+
 def test_sigterm_saves_a_checkpoint_then_the_run_resumes(shapes_root, tmp_path, train):
     run_dir = tmp_path / "run"
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")

@@ -23,6 +23,8 @@ _EXPORTS = {
     "TextEncoderConfig": "models.config",
     "PRESETS": "models.config",
     "get_preset": "models.config",
+    "pick_device": "models.runtime",
+    "DeviceError": "models.runtime",
 }
 
 __all__ = sorted(_EXPORTS)

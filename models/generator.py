@@ -15,8 +15,7 @@ from torch import nn
 
 from models.artifacts import ArtifactMixin
 from models.config import GeneratorConfig, get_preset
-from models.layers import GenBlock, LocalConditionalBatchNorm, init_glorot
-from models.losses import l2_normalize
+from models.layers import GenBlock, LocalConditionalBatchNorm, init_glorot, l2_normalize
 
 
 def word_attention(

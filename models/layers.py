@@ -8,6 +8,12 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 
+def l2_normalize(x: torch.Tensor, dim: int = -1, epsilon: float = 1e-12) -> torch.Tensor:
+    """x * rsqrt(max(sum(x^2), epsilon)) along `dim`; an all-zero vector stays zero (no NaN)."""
+    square_sum = x.square().sum(dim=dim, keepdim=True)
+    return x * torch.rsqrt(square_sum.clamp_min(epsilon))
+
+
 def init_glorot(module: nn.Module) -> None:
     """Glorot-normal kernels and zero biases, the official initialisation."""
     for m in module.modules():

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from models.layers import l2_normalize
+
 __all__ = [
     "contrastive_loss",
     "dual_contrastive_d_loss",
@@ -65,12 +67,6 @@ def _flat_logits(name: str, logits: torch.Tensor) -> torch.Tensor:
             f"{name} must have shape (B,) or (B, 1) with B >= 1, got {tuple(logits.shape)}"
         )
     return logits.float()
-
-
-def l2_normalize(x: torch.Tensor, dim: int = -1, epsilon: float = 1e-12) -> torch.Tensor:
-    """x * rsqrt(max(sum(x^2), epsilon)) along `dim`; an all-zero vector stays zero (no NaN)."""
-    square_sum = x.square().sum(dim=dim, keepdim=True)
-    return x * torch.rsqrt(square_sum.clamp_min(epsilon))
 
 
 def _symmetric_cross_entropy(logits: torch.Tensor) -> torch.Tensor:

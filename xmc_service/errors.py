@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from xmc_service.metrics import count_rejection
+
 
 class APIError(Exception):
     """An error answered to the client; `param` names the request field at fault, if any."""
@@ -42,12 +44,6 @@ def error_response(error: APIError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
-def _count_rejection(request: Request, reason: str) -> None:
-    service = getattr(request.app.state, "service", None)
-    if service is not None:
-        service.metrics.rejections.labels(reason=reason).inc()
-
-
 def _param_from_location(location: tuple[Any, ...]) -> str | None:
     """("body", "captions", 2) -> "captions[2]"; the leading "body"/"query" is dropped."""
     parts = list(
@@ -70,7 +66,7 @@ def _validation_message(error: Mapping[str, Any], param: str | None) -> str:
 
 
 async def _on_api_error(request: Request, error: APIError) -> JSONResponse:
-    _count_rejection(request, error.code or "invalid_request")
+    count_rejection(request.app, error.code or "invalid_request")
     return error_response(error)
 
 

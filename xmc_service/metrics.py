@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -63,3 +64,10 @@ def make_metrics() -> Metrics:
             "xmc_text_cache", "Text-feature cache look-ups.", ["result"], registry=registry
         ),
     )
+
+
+def count_rejection(app: Any, reason: str) -> None:
+    """Count a refused request on the app's metrics (none yet while the service starts)."""
+    service = getattr(getattr(app, "state", None), "service", None)
+    if service is not None:
+        service.metrics.rejections.labels(reason=reason).inc()

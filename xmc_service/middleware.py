@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from xmc_service.errors import error_body
+from xmc_service.metrics import count_rejection
 
 logger = logging.getLogger("xmc_service")
 
@@ -80,7 +81,7 @@ class BodyLimitMiddleware:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            _count_rejection(scope, "request_too_large")
+            count_rejection(scope.get("app"), "request_too_large")
             await self._refuse(send)
             return
         received = 0
@@ -104,19 +105,13 @@ class BodyLimitMiddleware:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                _count_rejection(scope, "request_too_large")
+                count_rejection(scope.get("app"), "request_too_large")
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
         message = f"The request body is larger than {self.max_bytes} bytes."
         body = error_body(message, "invalid_request_error", None, "request_too_large")
         await _send_json(send, 413, body)
-
-
-def _count_rejection(scope: Scope, reason: str) -> None:
-    service = getattr(getattr(scope.get("app"), "state", None), "service", None)
-    if service is not None:
-        service.metrics.rejections.labels(reason=reason).inc()
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:

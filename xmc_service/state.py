@@ -8,8 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-import torch
-
 from xmc_service.batcher import Batcher, Pipeline
 from xmc_service.imaging import ImageStore
 from xmc_service.metrics import Metrics
@@ -31,12 +29,14 @@ class ServiceState:
 
 
 def resolve_device(requested: str) -> str:
-    """'auto' -> 'cuda' when a GPU is present, else 'cpu'; 'cuda' without a GPU is an error."""
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("XMC_DEVICE=cuda but no CUDA GPU is visible to torch")
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
+    """'auto' -> 'cuda' when a GPU is present, else 'cpu'; 'cuda' without a GPU is an error
+    (models.runtime.pick_device, the project's one device choice)."""
+    from models import DeviceError, pick_device
+
+    try:
+        return str(pick_device(requested))
+    except DeviceError:
+        raise RuntimeError("XMC_DEVICE=cuda but no CUDA GPU is visible to torch") from None
 
 
 def load_pipeline(settings: Settings) -> Pipeline:

@@ -86,7 +86,7 @@ circles, squares and triangles on a plain background from captions such as
 | data | `xmc-shapes make DATA --size 32 --seed 0` (20,000 train images, 5 captions each) |
 | preset | `{train["preset"]}` (G {g_params:,} parameters), text encoder `{config["text_encoder"]["name_or_path"]}` (frozen) |
 | recipe | Adam ({train["beta1"]}, {train["beta2"]}), lr G {train["lr_g"]:g} / D {train["lr_d"]:g}, {train["d_steps"]} D steps per G step, batch {train["batch_size"]}, losses {losses} + {train["adversarial"]}, EMA decay {train["ema_decay"]} |
-| trained | {config["training"]["images"]:,} images seen ({config["training"]["steps"]:,} generator steps) |
+| trained | {config["training"]["images"]:,} images seen ({config["training"]["steps"]:,} generator steps); weights: {"EMA of G" if args.weights == "ema" else "the live G (it scored above the EMA)"} |
 | wall time | {run["seconds"] / 3600:.2f} h of training (stats.jsonl) |
 | hardware | {platform.machine()} CPU (2 cores, 1 torch thread), shared with other work; no GPU |
 | history | {run["history"] or "one uninterrupted run"} |
@@ -124,9 +124,10 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=1000, help="images scored per split")
     parser.add_argument("--model-id", default="xmc-shapes-32")
     parser.add_argument("--history", default="", help="how the run went, for the card")
+    parser.add_argument("--weights", choices=("ema", "generator"), default="ema")
     args = parser.parse_args()
 
-    export_run(args.run_dir, args.out, model_id=args.model_id)
+    export_run(args.run_dir, args.out, model_id=args.model_id, weights=args.weights)
     pipe = XMCGANPipeline.from_pretrained(args.out, device="cpu")
     results = {
         split: faithfulness(pipe, args.data, split, num=args.num, progress=True)

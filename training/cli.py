@@ -196,10 +196,14 @@ def _report(summary: dict[str, Any], run_dir: str) -> None:
         )
 
 
-def export_run(source: str | Path, out_dir: str | Path, model_id: str | None = None) -> Path:
-    """Write the inference artifact (EMA generator + config + text-encoder reference) from a run
-    directory (its newest good checkpoint) or from one checkpoint file alone: a checkpoint holds
-    the full resolved configuration."""
+def export_run(
+    source: str | Path, out_dir: str | Path, model_id: str | None = None, weights: str = "ema"
+) -> Path:
+    """Write the inference artifact (the EMA generator, or with weights="generator" the live one;
+    config; text-encoder reference) from a run directory (its newest good checkpoint) or from
+    one checkpoint file alone: a checkpoint holds the full resolved configuration."""
+    if weights not in ("ema", "generator"):
+        raise ValueError(f"weights must be ema or generator, got {weights!r}")
     from models.config import GeneratorConfig, TextEncoderConfig, config_from_dict
     from models.generator import Generator
     from models.hub import write_model_card
@@ -217,7 +221,7 @@ def export_run(source: str | Path, out_dir: str | Path, model_id: str | None = N
         state, name = latest[1], source.name
     described = state["config"]
     generator = Generator(config_from_dict(GeneratorConfig, described["generator"]))
-    generator.load_state_dict(state["ema"])
+    generator.load_state_dict(state[weights])
     text_config = config_from_dict(TextEncoderConfig, described["text_encoder"])
     train = described["train"]
     save_artifact(
@@ -233,6 +237,7 @@ def export_run(source: str | Path, out_dir: str | Path, model_id: str | None = N
                 "losses": list(train["losses"]),
                 "adversarial": train["adversarial"],
                 "infomax": train["infomax"],
+                "weights": weights,
             }
         },
     )
@@ -253,13 +258,19 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("run_dir", help="a run directory, or one checkpoint-*.pt file")
     p.add_argument("out_dir")
     p.add_argument("--model-id", default=None, help="name served by the API (default: run name)")
+    p.add_argument(
+        "--weights",
+        choices=("ema", "generator"),
+        default="ema",
+        help="the EMA of G (default) or the live G, whichever scores better",
+    )
     args = p.parse_args(argv)
     from models.artifacts import ArtifactError
     from training.checkpoint import CheckpointError
     from training.faults import RunError
 
     try:
-        out = export_run(args.run_dir, args.out_dir, args.model_id)
+        out = export_run(args.run_dir, args.out_dir, args.model_id, args.weights)
     except (RunError, CheckpointError, ArtifactError, ValueError, KeyError) as e:
         print(f"xmc-export: error: {e}", file=sys.stderr)
         return 2

@@ -294,6 +294,12 @@ def test_export_writes_an_artifact_the_pipeline_generates_with(cli_runs, tmp_pat
     assert_identical(load_file(str(out / "model.safetensors")), ema)
     pipe = XMCGANPipeline.from_pretrained(out, device="cpu")
     assert_identical(pipe.generator.state_dict(), ema)
+    live = tmp_path / "live"
+    assert export_main([str(cli_runs["resumed"]), str(live), "--weights", "generator"]) == 0
+    assert_identical(
+        load_file(str(live / "model.safetensors")), _load(cli_runs["resumed"])["generator"]
+    )
+    assert json.loads((live / "config.json").read_text())["training"]["weights"] == "generator"
     images = pipe(["a small red circle left of a blue square"], seed=0, num_images_per_caption=2)
     assert [(im.size, im.mode) for im in images] == [((32, 32), "RGB")] * 2
     assert images[0].tobytes() != images[1].tobytes()  # two seeds, two images

@@ -19,6 +19,7 @@ import logging
 import os
 import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,29 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
+def next_good_item(
+    dataset: Any, index: int, on_bad: Callable[[DatasetError], None], name: str
+) -> dict[str, Any]:
+    """dataset[index] through `dataset._load(i, skipped)`, or when that record's image cannot
+    be decoded the next good one after it (wrapping round); `skipped` counts the bad records
+    passed over to reach it. Each newly found bad record goes to `on_bad` (which raises to
+    make it fatal) and is remembered in `dataset._bad`."""
+    if not -len(dataset) <= index < len(dataset):
+        raise IndexError(f"index {index} out of range for {len(dataset)} images")
+    index %= len(dataset)
+    passed = 0
+    for offset in range(len(dataset)):
+        candidate = (index + offset) % len(dataset)
+        if candidate not in dataset._bad:
+            try:
+                return dataset._load(candidate, passed)
+            except DatasetError as error:
+                on_bad(error)
+                dataset._bad.add(candidate)
+        passed += 1
+    raise DatasetError(f"no decodable image left in {name}")
+
+
 class CocoCaptions(Dataset):
     """Images of a COCO-layout split, each with one of its captions drawn per access.
 
@@ -272,7 +296,7 @@ class CocoCaptions(Dataset):
         """The reproducible RNG of one (seed, epoch, index) draw."""
         return np.random.default_rng((self.seed, self.epoch, index))
 
-    def _load(self, index: int) -> dict[str, Any]:
+    def _load(self, index: int, skipped: int) -> dict[str, Any]:
         record = self.records[index]
         rng = self.item_rng(index)
         caption = record.captions[int(rng.integers(len(record.captions)))]
@@ -287,25 +311,14 @@ class CocoCaptions(Dataset):
             "caption": caption,
             "image_id": record.image_id,
             "index": index,
+            "skipped": skipped,
         }
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} images")
-        index %= len(self)
-        passed = 0
-        for offset in range(len(self)):
-            candidate = (index + offset) % len(self)
-            if candidate in self._bad:
-                passed += 1
-                continue
-            try:
-                return {**self._load(candidate), "skipped": passed}
-            except DatasetError as error:
-                if not self.skip_bad:
-                    raise
-                log.warning("skipping a bad record: %s", error)
-                self._bad.add(candidate)
-                self.skipped += 1
-                passed += 1
-        raise DatasetError(f"no decodable image left in {self.image_folder}")
+        return next_good_item(self, index, self._on_bad, str(self.image_folder))
+
+    def _on_bad(self, error: DatasetError) -> None:
+        if not self.skip_bad:
+            raise error
+        log.warning("skipping a bad record: %s", error)
+        self.skipped += 1

@@ -32,6 +32,7 @@ from training.data.coco import (
     CaptionedImage,
     DatasetError,
     load_rgb,
+    next_good_item,
     resize_image,
     swap_left_right,
     to_tensor,
@@ -229,19 +230,7 @@ class CaptionedImages(Dataset):
         return make_item(image, record.captions, rng, self.options, record.image_id, index, skipped)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} images")
-        index %= len(self)
-        passed = 0
-        for offset in range(len(self)):
-            candidate = (index + offset) % len(self)
-            if candidate in self._bad:
-                passed += 1
-                continue
-            try:
-                return self._load(candidate, passed)
-            except DatasetError as error:
-                self._bad.add(candidate)
-                self.bad.add("undecodable_image", str(error))
-                passed += 1
-        raise DatasetError(f"{self.name}: no decodable image left")
+        return next_good_item(self, index, self._on_bad, self.name)
+
+    def _on_bad(self, error: DatasetError) -> None:
+        self.bad.add("undecodable_image", str(error))

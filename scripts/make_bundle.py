@@ -111,7 +111,7 @@ Measured with `xmc-eval faithfulness --data DATA --split val --num {args.num}` (
 ```bash
 xmc-shapes make data/shapes32 --size 32 --seed 0
 {reproduce_command(train, config["training"]["steps"])}
-python scripts/make_bundle.py runs/shapes32 data/shapes32
+python scripts/make_bundle.py runs/shapes32 data/shapes32{" --weights generator" if args.weights == "generator" else ""}
 ```
 """
 

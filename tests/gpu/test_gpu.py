@@ -6,9 +6,6 @@ GPU machine: `python -m pytest -m gpu tests/gpu`.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -121,34 +118,9 @@ def test_trainer_steps_in_bf16_channels_last_compiled(shapes_root: Path, tmp_pat
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="nccl needs one GPU per rank")
 def test_two_ranks_on_nccl_end_with_the_same_networks(shapes_root: Path, tmp_path: Path) -> None:
     from tests.training.states import assert_identical
+    from tests.training.test_distributed import run_two_ranks
 
-    worker = Path(__file__).parents[1] / "training" / "distributed_worker.py"
-    env = dict(
-        os.environ,
-        HF_HUB_OFFLINE="1",
-        PYTHONPATH=os.pathsep.join(
-            [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]
-        ),
-    )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(worker),
-            str(shapes_root),
-            str(tmp_path),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_two_ranks(shapes_root, tmp_path, timeout=600)
     for case in ("local-negatives", "gathered-negatives"):
         ranks = [
             torch.load(tmp_path / f"{case}-rank{r}.pt", map_location="cpu", weights_only=True)

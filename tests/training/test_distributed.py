@@ -16,17 +16,10 @@ from training.checkpoint import load_checkpoint
 WORKER = Path(__file__).with_name("distributed_worker.py")
 
 
-@pytest.fixture(scope="module")
-def two_rank_runs(shapes_root, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("ddp")
-    env = dict(
-        os.environ,
-        HF_HUB_OFFLINE="1",
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join(
-            [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]
-        ),
-    )
+def run_two_ranks(data: Path, out: Path, timeout: int = 300, **env: str) -> None:
+    """The worker under `torchrun --nproc_per_node 2` (gloo on CPU, nccl on GPUs): it trains
+    every case and dumps each rank's G, D and EMA to OUT/{case}-rank{r}.pt."""
+    path = os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])
     result = subprocess.run(
         [
             sys.executable,
@@ -36,16 +29,22 @@ def two_rank_runs(shapes_root, tmp_path_factory) -> Path:
             "--nproc_per_node",
             "2",
             str(WORKER),
-            str(shapes_root),
+            str(data),
             str(out),
         ],
         check=False,
         capture_output=True,
         text=True,
-        env=env,
-        timeout=300,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=path, **env),
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stderr[-4000:]
+
+
+@pytest.fixture(scope="module")
+def two_rank_runs(shapes_root, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ddp")
+    run_two_ranks(shapes_root, out, OMP_NUM_THREADS="1")
     return out
 
 

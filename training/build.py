@@ -51,6 +51,27 @@ def networks(
     return Networks(generator, discriminator, ema, opt_g, opt_d, g_forward, d_forward)
 
 
+def initial_generator(generator: Generator, ema: Generator, source: str) -> None:
+    """A fresh run's start from an exported model (TrainConfig.init_generator): its generator
+    weights into G and the EMA, refusing one whose config differs from the run's."""
+    from models.artifacts import CHECKSUM_KEY, WEIGHTS_NAME, ArtifactError, load_state, read_config
+    from models.config import GeneratorConfig, config_from_dict
+    from models.hub import resolve_model_dir
+
+    try:
+        directory = resolve_model_dir(source)
+        data = read_config(directory)
+        theirs = config_from_dict(GeneratorConfig, data.get("generator", {}))
+        if theirs != generator.config:
+            raise ArtifactError(
+                f"its generator config {theirs} is not this run's {generator.config}"
+            )
+        load_state(generator, directory / WEIGHTS_NAME, sha256=data.get(CHECKSUM_KEY))
+        ema.load_state_dict(generator.state_dict())
+    except (ArtifactError, TypeError, ValueError) as error:
+        raise RunError(f"init_generator={source}: {error}") from None
+
+
 def text_encoder(given: Any, models: Preset, device: torch.device) -> Any:
     """The run's frozen text encoder: `given` (checked against the run's config) or loaded."""
     wanted = models.text_encoder

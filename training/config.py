@@ -77,6 +77,9 @@ class TrainConfig:
     # in RAM), a directory (memory-mapped on disk, built there from the training captions on
     # first use, refused when another encoder built it) or "off" (encode every batch)
     text_cache: str = "memory"
+    # an exported model (directory or Hub repo id) whose generator weights G and its EMA start
+    # from, with a fresh D and fresh optimisers; only read when the run has no checkpoint yet
+    init_generator: str = ""
 
     def __post_init__(self) -> None:
         get_preset(self.preset)

@@ -128,7 +128,9 @@ class Trainer:
             latest = load_latest(self.run.path, quarantine=self.info.is_main)
         except CheckpointError as error:
             raise RunError(str(error)) from None
-        if latest is None:
+        if latest is None:  # a fresh run: from scratch, or G from an exported model
+            if self.config.init_generator:
+                build.initial_generator(self.generator, self.ema, self.config.init_generator)
             return
         path, state, warnings = latest
         for warning in warnings:

@@ -264,3 +264,27 @@ def test_only_the_last_sub_batch_updates_g_batch_norm_stats(one_step):
     assert all(
         int(v) == 1 for k, v in trainer.generator.named_buffers() if "num_batches_tracked" in k
     )
+
+
+def test_init_generator_starts_g_and_ema_from_an_export_and_d_afresh(
+    straight_run, small_shapes_root, tiny_config, tmp_path, new_trainer
+):
+    from training.cli import export_run
+    from training.faults import RunError
+
+    exported = tmp_path / "exported"
+    export_run(straight_run, exported, weights="generator")
+    trained = _load(straight_run)
+    config = tiny_config(small_shapes_root, seed=1, init_generator=str(exported))
+    warm = new_trainer(config, tmp_path / "warm")
+    for name, value in warm.generator.state_dict().items():
+        assert torch.equal(value, trained["generator"][name]), name
+        assert torch.equal(warm.ema.state_dict()[name], value), name
+    scratch = new_trainer(tiny_config(small_shapes_root, seed=1), tmp_path / "scratch")
+    for name, value in warm.discriminator.state_dict().items():
+        assert torch.equal(value, scratch.discriminator.state_dict()[name]), name
+    first = next(iter(scratch.generator.state_dict()))
+    assert not torch.equal(warm.generator.state_dict()[first], scratch.generator.state_dict()[first])
+    wider = tiny_config(small_shapes_root, gf_dim=8, init_generator=str(exported))
+    with pytest.raises(RunError, match="init_generator=.*not this run's"):
+        new_trainer(wider, tmp_path / "wider")

@@ -1,16 +1,18 @@
 """Images/s the training loader delivers at 256 px: full-size JPEGs in the COCO layout
 against the same images prepared as tar shards by `xmc-prepare`. One run, same workers.
 
-    PYTHONPATH=. python benchmarks/loader_speed.py [--images 300] [--workers 2]
+    python -m benchmarks.loader_speed [--images 2000] [--workers 2]
 
 Synthetic 640x480 JPEGs (COCO's typical size; smooth colour fields plus noise, so they
 compress like photographs rather than like pure noise) are written to a temporary COCO
 layout, read through `CocoCaptions`, prepared once (timed separately, not part of the
-loader figure) and read through `ShardCaptions`, once with float items and once with
-uint8 items turned into the same float batch by `float_images` after the DataLoader (the
-prepared path: a quarter of the bytes between processes). The first batch of each run is left out
-(worker start-up). It ends with what one GPU at the official recipe's step rate needs,
-from an ASSUMED step time that you pass with --assumed-step-seconds.
+loader figure) and read through `ShardCaptions`. Both are read in each of three forms: uint8
+items as the trainer asks for them (a quarter of the bytes between processes; the trainer
+makes them float on its device, after the transfer, `training.data.stream.device_images`),
+the same made float here on the CPU (a CPU trainer's cost), and float items from the
+workers. The first batch of each run is left out (worker start-up). It ends with what one
+GPU at the official recipe's step rate needs, from an ASSUMED step time that you pass with
+--assumed-step-seconds.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -56,8 +57,11 @@ def write_coco(root: Path, count: int, seed: int = 0) -> Path:
     return root
 
 
-def images_per_second(dataset, workers: int, batch_size: int, shuffle: bool) -> float:
-    """Float (B, 3, 256, 256) batches in [0, 1] delivered to this process, per second."""
+def images_per_second(
+    dataset, workers: int, batch_size: int, shuffle: bool, convert: bool
+) -> float:
+    """(B, 3, 256, 256) batches delivered to this process, per second: as they come out of the
+    DataLoader, or (`convert`) made float in [0, 1] here, on the CPU, by `float_images`."""
     from training.data.records import float_images
 
     loader = DataLoader(
@@ -67,20 +71,28 @@ def images_per_second(dataset, workers: int, batch_size: int, shuffle: bool) -> 
     next(iterator)  # worker start-up and the first batch: not timed
     start, count = time.perf_counter(), 0
     for batch in iterator:
-        images = float_images(batch)["image"]  # a no-op for float items; timed either way
-        assert images.dtype == torch.float32 and images.shape[1:] == (3, 256, 256)
+        images = float_images(batch)["image"] if convert else batch["image"]
+        assert images.shape[1:] == (3, 256, 256)
         count += len(images)
     return count / (time.perf_counter() - start)
 
 
-def run(images: int, workers: int, batch_size: int, step_seconds: float) -> dict[str, float]:
+# (item pixels, converted to float in this process): the three ways a batch can arrive
+FORMS = {
+    "uint8": ("uint8", False),  # the trainer's: uint8 items, made float on its device
+    "uint8+cpu": ("uint8", True),  # a CPU trainer's: the same, made float on the CPU
+    "float": ("float", False),  # float items from the workers (before this benchmark's change)
+}
+
+
+def run(images: int, workers: int, batch_size: int, step_seconds: float) -> dict:
     from training.data.coco import CocoCaptions
     from training.data.prepare import EncodeOptions, prepare_shards
     from training.data.shards import ShardCaptions
 
+    rates: dict[str, dict[str, float]] = {"coco": {}, "shards": {}}
     with tempfile.TemporaryDirectory() as folder:
         root = write_coco(Path(folder) / "coco", images)
-        coco = images_per_second(CocoCaptions(root, "train2014", 256), workers, batch_size, True)
         start = time.perf_counter()
         shards = Path(folder) / "shards"
         prepare_shards(
@@ -92,25 +104,22 @@ def run(images: int, workers: int, batch_size: int, step_seconds: float) -> dict
             progress=False,
         )
         prepare_seconds = time.perf_counter() - start
-        floats = ShardCaptions(shards, 256, shuffle_buffer=100)
-        prepared_float = images_per_second(floats, workers, batch_size, False)
-        uint8 = ShardCaptions(shards, 256, shuffle_buffer=100, pixels="uint8")
-        prepared = images_per_second(uint8, workers, batch_size, False)
-    needed = IMAGES_PER_D_UPDATE * D_STEPS_PER_G_STEP / step_seconds
+        for form, (pixels, convert) in FORMS.items():
+            coco = CocoCaptions(root, "train2014", 256, pixels=pixels)
+            rates["coco"][form] = images_per_second(coco, workers, batch_size, True, convert)
+            prepared = ShardCaptions(shards, 256, shuffle_buffer=100, pixels=pixels)
+            rates["shards"][form] = images_per_second(prepared, workers, batch_size, False, convert)
     return {
-        "coco_jpeg_images_per_s": coco,
-        "prepared_shards_float_items_images_per_s": prepared_float,
-        "prepared_shards_images_per_s": prepared,
-        "ratio": prepared / coco,
-        "ratio_float_items": prepared_float / coco,
+        "rates": rates,
+        "ratios": {form: rates["shards"][form] / rates["coco"][form] for form in FORMS},
         "prepare_seconds": prepare_seconds,
-        "needed_images_per_s": needed,
+        "needed_images_per_s": IMAGES_PER_D_UPDATE * D_STEPS_PER_G_STEP / step_seconds,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
@@ -121,16 +130,24 @@ def main() -> None:
     )
     args = parser.parse_args()
     r = run(args.images, args.workers, args.batch_size, args.assumed_step_seconds)
-    coco, prepared = r["coco_jpeg_images_per_s"], r["prepared_shards_images_per_s"]
-    needed = r["needed_images_per_s"]
-    print(f"{args.images} synthetic 640x480 JPEGs -> 256 px, {args.workers} workers")
-    print(f"COCO layout (full-size JPEG decode + resize): {coco:8.1f} images/s")
-    float_items = r["prepared_shards_float_items_images_per_s"]
-    print(f"prepared shards, float items:                 {float_items:8.1f} images/s")
-    print(f"prepared shards, uint8 items + float_images:  {prepared:8.1f} images/s")
-    print(f"ratio prepared (uint8 items) / COCO layout:   {r['ratio']:8.2f}x")
-    print(f"ratio prepared (float items) / COCO layout:   {r['ratio_float_items']:8.2f}x")
+    rates, ratios, needed = r["rates"], r["ratios"], r["needed_images_per_s"]
+    print(
+        f"{args.images} synthetic 640x480 JPEGs -> 256 px, {args.workers} workers, batch "
+        f"{args.batch_size}; images/s delivered"
+    )
+    print(f"{'batches as':<44} {'COCO JPEGs':>11} {'shards':>9} {'ratio':>7}")
+    labels = {
+        "uint8": "uint8, made float on the device (trainer)",
+        "uint8+cpu": "uint8, made float here on the CPU",
+        "float": "float items from the workers",
+    }
+    for form, label in labels.items():
+        print(
+            f"{label:<44} {rates['coco'][form]:11.1f} {rates['shards'][form]:9.1f} "
+            f"{ratios[form]:6.2f}x"
+        )
     print(f"(xmc-prepare took {r['prepare_seconds']:.1f} s for these images, once)")
+    coco, prepared = rates["coco"]["uint8"], rates["shards"]["uint8"]
     print(
         f"ASSUMPTION: {args.assumed_step_seconds} s per G step at the official recipe "
         f"({IMAGES_PER_D_UPDATE} images per D update x {D_STEPS_PER_G_STEP}) -> one GPU "

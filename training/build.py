@@ -139,4 +139,5 @@ def dataset(c: TrainConfig, resolution: int):
         random_flip=c.random_flip,
         seed=c.seed,
         skip_bad=not c.strict_data,
+        pixels="uint8",  # made float on the device, after the transfer (stream.device_images)
     )

@@ -24,7 +24,7 @@ from training.checkpoint import (
     trainer_state,
 )
 from training.config import TrainConfig, describe
-from training.data.stream import DataStream, derived_seed
+from training.data.stream import DataStream, derived_seed, device_images
 from training.distributed import (
     any_flag,
     average_buffers,
@@ -185,7 +185,7 @@ class Trainer:
 
     def sub_batches(self, batch: dict[str, Any]) -> list[SubBatch]:
         text = self.text_encoder.encode(list(batch["caption"]), self.device)
-        images = batch["image"].to(self.device, non_blocking=True)  # (B, 3, R, R)
+        images = device_images(batch["image"], self.device)  # (B, 3, R, R) float in [0, 1]
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         n = images.shape[0] // self.config.d_steps

@@ -283,8 +283,9 @@ def test_init_generator_starts_g_and_ema_from_an_export_and_d_afresh(
     scratch = new_trainer(tiny_config(small_shapes_root, seed=1), tmp_path / "scratch")
     for name, value in warm.discriminator.state_dict().items():
         assert torch.equal(value, scratch.discriminator.state_dict()[name]), name
-    first = next(iter(scratch.generator.state_dict()))
-    assert not torch.equal(warm.generator.state_dict()[first], scratch.generator.state_dict()[first])
+    fresh = scratch.generator.state_dict()
+    first = next(iter(fresh))
+    assert not torch.equal(warm.generator.state_dict()[first], fresh[first])
     wider = tiny_config(small_shapes_root, gf_dim=8, init_generator=str(exported))
     with pytest.raises(RunError, match="init_generator=.*not this run's"):
         new_trainer(wider, tmp_path / "wider")

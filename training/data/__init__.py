@@ -48,6 +48,7 @@ def open_source(
     swap_left_right_on_flip: bool = True,
     seed: int = 0,
     skip_bad: bool = True,
+    pixels: str = "float",
     **shard_options: Any,
 ) -> Any:
     """The dataset for `spec`: map-style for COCO, folder and JSONL (exact resume through
@@ -56,6 +57,8 @@ def open_source(
     `split` is used by the COCO layout only; `shard_options` (shuffle_buffer, rank,
     world_size) by shards only. Every dataset counts its skipped bad records (`skipped`);
     `skip_bad=False` makes a bad COCO record fatal instead (the trainer's strict_data).
+    `pixels="uint8"` items carry uint8 images, a quarter of the bytes between processes
+    (`float_images` or `stream.device_images` give the float batch).
     """
     kind = source_kind(spec)
     common = {
@@ -63,6 +66,7 @@ def open_source(
         "random_flip": random_flip,
         "swap_left_right_on_flip": swap_left_right_on_flip,
         "seed": seed,
+        "pixels": pixels,
     }
     if shard_options and kind != "shards":
         raise DatasetError(f"{sorted(shard_options)} apply to shards only, {spec} is {kind}")

@@ -192,6 +192,19 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
+def check_pixels(pixels: str) -> str:
+    if pixels not in ("float", "uint8"):
+        raise DatasetError(f"pixels must be 'float' or 'uint8', got {pixels!r}")
+    return pixels
+
+
+def pixel_tensor(image: Image.Image, pixels: str) -> torch.Tensor:
+    """PIL RGB -> (3, H, W): uint8 as stored, or float in [0, 1] (`to_tensor`)."""
+    if pixels == "uint8":
+        return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    return to_tensor(image)
+
+
 def next_good_item(
     dataset: Any, index: int, on_bad: Callable[[DatasetError], None], name: str
 ) -> dict[str, Any]:
@@ -242,7 +255,9 @@ class CocoCaptions(Dataset):
         swap_left_right_on_flip: bool = True,
         skip_bad: bool = False,
         seed: int = 0,
+        pixels: str = "float",
     ) -> None:
+        self.pixels = check_pixels(pixels)  # "uint8": items carry uint8 (training/data/records.py)
         if resolution < 1:
             raise DatasetError(f"resolution must be a positive integer, got {resolution}")
         if seed < 0:
@@ -307,7 +322,7 @@ class CocoCaptions(Dataset):
             if self.swap_left_right_on_flip:
                 caption = swap_left_right(caption)
         return {
-            "image": to_tensor(image),
+            "image": pixel_tensor(image, self.pixels),
             "caption": caption,
             "image_id": record.image_id,
             "index": index,

@@ -63,6 +63,7 @@ def FolderCaptions(
     random_flip: bool = True,
     swap_left_right_on_flip: bool = True,
     seed: int = 0,
+    pixels: str = "float",
 ) -> CaptionedImages:
     """A map-style dataset of an image + `.txt` folder (items as `CocoCaptions`)."""
     options = ItemOptions(
@@ -71,6 +72,7 @@ def FolderCaptions(
         random_flip=random_flip,
         swap_left_right_on_flip=swap_left_right_on_flip,
         seed=seed,
+        pixels=pixels,
     )
     bad = BadRecords()
     return CaptionedImages(scan_folder(root, bad), options, bad, str(root))

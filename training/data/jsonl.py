@@ -75,6 +75,7 @@ def JsonlCaptions(
     random_flip: bool = True,
     swap_left_right_on_flip: bool = True,
     seed: int = 0,
+    pixels: str = "float",
 ) -> CaptionedImages:
     """A map-style dataset of a JSONL manifest (items as `CocoCaptions`)."""
     options = ItemOptions(
@@ -83,6 +84,7 @@ def JsonlCaptions(
         random_flip=random_flip,
         swap_left_right_on_flip=swap_left_right_on_flip,
         seed=seed,
+        pixels=pixels,
     )
     bad = BadRecords()
     return CaptionedImages(read_manifest(path, bad, root), options, bad, str(path))

@@ -10,8 +10,9 @@ and logged (the first 10 of each reason, then every 1000th): never fatal, never 
 
 Moving a float image between a DataLoader worker and the trainer copies 4 bytes a pixel,
 which caps a 2-worker loader near 500 images/s at 256 px on this machine; with
-`pixels="uint8"` (shards) items carry uint8 and `float_images` converts the batch after
-the DataLoader, to exactly the same values.
+`pixels="uint8"` (every source takes it; the trainer asks for it) items carry uint8 and
+`float_images` converts the batch after the DataLoader, to exactly the same values; the trainer
+does so on its device, after the transfer (`training.data.stream.device_images`).
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from torch.utils.data import Dataset
 from training.data.coco import (
     CaptionedImage,
     DatasetError,
+    check_pixels,
     load_rgb,
     next_good_item,
+    pixel_tensor,
     resize_image,
     swap_left_right,
-    to_tensor,
 )
 
 LOG = logging.getLogger("training.data")
@@ -115,8 +117,7 @@ class ItemOptions:
         seed: int = 0,
         pixels: str = "float",
     ) -> None:
-        if pixels not in ("float", "uint8"):
-            raise DatasetError(f"pixels must be 'float' or 'uint8', got {pixels!r}")
+        check_pixels(pixels)
         if resolution < 1:
             raise DatasetError(f"resolution must be a positive integer, got {resolution}")
         if seed < 0:
@@ -148,12 +149,8 @@ def make_item(
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if options.swap_left_right_on_flip:
             caption = swap_left_right(caption)
-    if options.pixels == "uint8":
-        tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
-    else:
-        tensor = to_tensor(image)  # (3, R, R) float in [0, 1]
     return {
-        "image": tensor,
+        "image": pixel_tensor(image, options.pixels),
         "caption": caption,
         "image_id": image_id,
         "index": index,

@@ -45,6 +45,14 @@ class EpochSampler(Sampler):
         return left // self.batch * self.batch
 
 
+def device_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch's images (B, 3, R, R), uint8 or float, on `device` as float in [0, 1]: uint8
+    crosses to the device at a quarter of the bytes and is converted there, to the values
+    `to_tensor` gives."""
+    images = images.to(device, non_blocking=True)
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images
+
+
 def shutdown(iterator: Any) -> None:
     """Stop a DataLoader iterator's workers now, not whenever it is garbage-collected: a live
     iterator left behind by an error kept the process from exiting."""

@@ -102,3 +102,22 @@ def test_worker_skips_reach_the_main_process(caption_folder: Path) -> None:
 def test_shard_options_are_refused_for_map_sources(caption_folder: Path) -> None:
     with pytest.raises(DatasetError, match="shards only"):
         open_source(caption_folder, 24, shuffle_buffer=10)
+
+
+@pytest.mark.parametrize("kind", ["folder", "jsonl", "coco"])
+def test_uint8_items_are_the_float_items_on_the_device(
+    kind: str, caption_folder: Path, manifest: Path, coco_root: Path
+) -> None:
+    from training.data.stream import device_images
+
+    spec = {"folder": caption_folder, "jsonl": manifest, "coco": coco_root}[kind]
+    split = {"split": "train2014"} if kind == "coco" else {}
+    floats = open_source(spec, 24, seed=3, **split)
+    raw = open_source(spec, 24, seed=3, pixels="uint8", **split)
+    batch, raw_batch = (next(iter(DataLoader(d, batch_size=3))) for d in (floats, raw))
+    assert raw_batch["image"].dtype == torch.uint8
+    assert raw_batch["caption"] == batch["caption"]  # the same draws and flips
+    images = device_images(raw_batch["image"], torch.device("cpu"))
+    assert images.dtype == torch.float32 and torch.equal(images, batch["image"])
+    with pytest.raises(DatasetError, match="pixels"):
+        open_source(spec, 24, pixels="half", **split)

@@ -115,10 +115,8 @@ def prepare_shards(
     out.mkdir(parents=True, exist_ok=True)
     written = 0
     pattern = str(out / "%06d.tar")
-    # a whole-second mtime: webdataset's default, a float, makes tarfile put a PAX header
-    # before every member, which then costs every reader a third of its tar parsing
-    mtime = int(time.time())
-    with wds.ShardWriter(pattern, maxcount=shard_size, verbose=0, mtime=mtime) as writer:
+    # whole seconds: a float mtime (webdataset's) puts a PAX header before every tar member
+    with wds.ShardWriter(pattern, maxcount=shard_size, verbose=0, mtime=int(time.time())) as writer:
         encoded = _encoded(records, options, workers)
         for record, data, error in tqdm(
             encoded, total=len(records), desc="prepare", unit="img", disable=not progress

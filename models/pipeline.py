@@ -28,6 +28,7 @@ from models.config import GeneratorConfig, TextEncoderConfig, config_from_dict, 
 from models.generator import Generator, GeneratorOutput
 from models.hub import resolve_model_dir
 from models.images import to_pil
+from models.onnx_backend import OnnxGenerator, onnxruntime_available
 from models.runtime import autocast, autocast_dtype, pick_device, sample_z
 from models.text_encoder import TextEncoder, TextFeatures
 
@@ -58,6 +59,23 @@ def save_artifact(
         },
     )
     return directory
+
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """'auto' -> ONNX Runtime on the CPU when it is installed (models/onnx_backend.py), else
+    PyTorch; 'onnxruntime' is for the CPU only."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        return "onnxruntime" if device.type == "cpu" and onnxruntime_available() else "torch"
+    if backend == "onnxruntime" and device.type != "cpu":
+        raise ValueError("backend='onnxruntime' runs on the CPU; use backend='torch' on a GPU")
+    if backend == "onnxruntime" and not onnxruntime_available():
+        raise ValueError("backend='onnxruntime' needs the onnxruntime package")
+    return backend
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -102,6 +120,7 @@ class XMCGANPipeline:
         text_encoder: TextEncoder,
         device: str | torch.device | None = None,
         model_id: str = "xmc-gan",
+        backend: str = "auto",
     ) -> None:
         g, t = generator.config, text_encoder.config
         if (g.word_dim, g.sentence_dim) != (t.hidden_size, t.hidden_size):
@@ -121,6 +140,8 @@ class XMCGANPipeline:
         self.model_id = model_id
         # bf16 on GPU, float32 on CPU (the CPU has no fast bf16 convolutions)
         self.autocast_dtype = autocast_dtype("auto", self.device)
+        self.backend = resolve_backend(backend, self.device)
+        self._onnx: OnnxGenerator | None = None  # exported on the first images-only call
 
     @property
     def resolution(self) -> int:
@@ -128,11 +149,14 @@ class XMCGANPipeline:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path | None = None, device: str | torch.device | None = None
+        cls,
+        path: str | Path | None = None,
+        device: str | torch.device | None = None,
+        backend: str = "auto",
     ) -> XMCGANPipeline:
         """Load an artifact: a local directory, a Hugging Face Hub repo id (downloaded once into
         the Hub cache; offline from that cache with HF_HUB_OFFLINE=1), or with no path the
-        bundled default model."""
+        bundled default model. `backend`: see `resolve_backend`."""
         directory = resolve_model_dir(path) if path is not None else BUNDLED_DIR
         if path is None and not (directory / WEIGHTS_NAME).is_file():
             raise ArtifactError(
@@ -159,11 +183,15 @@ class XMCGANPipeline:
             raise ArtifactError(f"{config_path}: model_id must be a string of 1 to 200 characters")
         generator = Generator.from_pretrained(directory)
         text_encoder = TextEncoder.from_config(text_config)
-        return cls(generator, text_encoder, device, model_id)
+        return cls(generator, text_encoder, device, model_id, backend)
 
     @classmethod
     def from_preset(
-        cls, preset: str, device: str | torch.device | None = None, seed: int = 0
+        cls,
+        preset: str,
+        device: str | torch.device | None = None,
+        seed: int = 0,
+        backend: str = "auto",
     ) -> XMCGANPipeline:
         """Random weights of a preset (speed benchmarks, tests): nothing to load but the BERT."""
         from models.config import get_preset
@@ -171,7 +199,8 @@ class XMCGANPipeline:
         torch.manual_seed(seed)
         chosen = get_preset(preset)
         text_encoder = TextEncoder.from_config(chosen.text_encoder)
-        return cls(Generator(chosen.generator), text_encoder, device, f"xmc-{preset}-random")
+        name = f"xmc-{preset}-random"
+        return cls(Generator(chosen.generator), text_encoder, device, name, backend)
 
     def generator_flops(self, batch: int = 8) -> float:
         """FLOPs per image of one inference forward (torch.utils.flop_counter)."""
@@ -179,8 +208,10 @@ class XMCGANPipeline:
 
         features = self.encode_text(["a red circle"] * batch)
         z = sample_z(list(range(batch)), self.generator.config.z_dim)
-        with FlopCounterMode(display=False) as counter, torch.inference_mode():
-            self._run(z, features)
+        f = features.to(self.device)
+        # PyTorch's forward whatever the backend: the counter sees its operators only
+        with FlopCounterMode(display=False) as counter, torch.inference_mode(), self._autocast():
+            self.inference_generator(z.to(self.device), f.sentence, f.words, f.mask)
         return counter.get_total_flops() / batch
 
     def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> None:
@@ -213,6 +244,9 @@ class XMCGANPipeline:
 
     def _run(self, z: torch.Tensor, features: TextFeatures, return_attention: bool = False):
         f = features.to(self.device)
+        if self.backend == "onnxruntime" and not return_attention:
+            inputs = (z, f.sentence, f.words, f.mask)
+            return self._onnx_generator(inputs)(*inputs)
         with self._autocast():
             out = self.inference_generator(
                 z.to(self.device), f.sentence, f.words, f.mask, return_attention=return_attention
@@ -220,6 +254,16 @@ class XMCGANPipeline:
         if isinstance(out, GeneratorOutput):
             return GeneratorOutput(out.images.float().cpu(), out.attention.float().cpu())
         return out.float().cpu()
+
+    def _onnx_generator(self, example: tuple[torch.Tensor, ...]) -> OnnxGenerator:
+        """The ONNX Runtime graph of the inference generator at torch's current CPU thread
+        count (built again if that changed), checked against PyTorch on its first inputs."""
+        threads = torch.get_num_threads()
+        if self._onnx is None or self._onnx.threads != threads:
+            onnx = OnnxGenerator(self.inference_generator, example, threads)
+            onnx.check(self.inference_generator, example)
+            self._onnx = onnx
+        return self._onnx
 
     @torch.no_grad()
     def interpolate(

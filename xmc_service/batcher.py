@@ -172,6 +172,9 @@ class Batcher:
         self._pending: deque[_Item] = deque()
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._batches: set[asyncio.Task[None]] = set()  # handed to the model thread, not done
+        self._running = 0  # batches on the model thread, running or queued behind (<= 2)
+        self._model_free_since = time.perf_counter()
         self._seconds_per_image = 0.0
 
     @property
@@ -187,6 +190,9 @@ class Batcher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        for task in list(self._batches):
+            task.cancel()
+        await asyncio.gather(*self._batches, return_exceptions=True)
         for item in self._pending:
             if not item.job.future.done():
                 item.job.future.cancel()
@@ -276,31 +282,42 @@ class Batcher:
             job.future.cancel()
 
     async def _form_batches(self) -> None:
-        loop = asyncio.get_running_loop()
-        model_free_since = time.perf_counter()
         while True:
-            if not self._pending:
+            if not self._pending or (self._running and not self._may_queue_behind()):
+                # nothing to do until an image arrives or the model finishes a batch
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            # A batch gathers for max_wait once both its oldest image and the model are there:
-            # under load the oldest has waited through the last batch, and without this the
-            # next batch would leave at once with whatever the HTTP side had parsed by then.
-            gathering_since = max(self._pending[0].job.enqueued, model_free_since)
-            deadline = gathering_since + self.max_wait_s
-            while len(self._pending) < self.max_batch_images:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                self._arrived.clear()
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), remaining)
-                except asyncio.TimeoutError:  # not the builtin TimeoutError on Python 3.10
-                    break
+            if not self._running:
+                # A batch gathers for max_wait once both its oldest image and the model are
+                # there: under load the oldest has waited through the last batch, and without
+                # this the next batch would leave at once with whatever the HTTP side had
+                # parsed by then.
+                gathering_since = max(self._pending[0].job.enqueued, self._model_free_since)
+                await self._gather(gathering_since + self.max_wait_s)
             batch = self._take_batch()
             if batch:
-                await self._run_batch(loop, batch)
-                model_free_since = time.perf_counter()
+                self._running += 1
+                task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+                self._batches.add(task)
+                task.add_done_callback(self._batches.discard)
+
+    def _may_queue_behind(self) -> bool:
+        """A full batch goes to the model thread while the last one still runs, so the model
+        starts it the moment it is free instead of after the event loop has delivered the last
+        one's images (one batch queued at most; a partial batch waits for the model)."""
+        return self._running < 2 and len(self._pending) >= self.max_batch_images
+
+    async def _gather(self, deadline: float) -> None:
+        while len(self._pending) < self.max_batch_images:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:  # not the builtin TimeoutError on Python 3.10
+                return
 
     def _take_batch(self) -> list[_Item]:
         """Up to max_batch_images queued images sharing the oldest one's call arguments."""
@@ -317,25 +334,32 @@ class Batcher:
         self._metrics.queue_images.set(self.queued_images)
         return batch
 
-    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
-        started = time.perf_counter()
+    async def _run_batch(self, batch: list[_Item]) -> None:
+        submitted = time.perf_counter()
         for item in batch:
-            self._metrics.queue_seconds.observe(started - item.job.enqueued)
+            self._metrics.queue_seconds.observe(submitted - item.job.enqueued)
+        loop = asyncio.get_running_loop()
         try:
-            images = await loop.run_in_executor(self._executor, self._infer, batch)
+            images, elapsed = await loop.run_in_executor(self._executor, self._infer, batch)
         except Exception as error:
             logger.exception("batch of %d images failed", len(batch))
             self._fail(batch, error)
             return
-        elapsed = time.perf_counter() - started
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._model_free_since = time.perf_counter()
+            self._arrived.set()  # wakes the batch former: the model has room again
         self._metrics.inference_seconds.observe(elapsed)
         self._metrics.batch_images.observe(len(batch))
         self._seconds_per_image = 0.8 * self._seconds_per_image + 0.2 * elapsed / len(batch)
         for item, image in zip(batch, images, strict=True):
             self._deliver(item, image)
 
-    def _infer(self, batch: list[_Item]) -> list[GeneratedImage]:
-        """Runs on the worker thread: text features (cached), generation, conversion."""
+    def _infer(self, batch: list[_Item]) -> tuple[list[GeneratedImage], float]:
+        """Runs on the worker thread: text features (cached), generation, conversion; returns
+        the images and the seconds they took."""
+        started = time.perf_counter()
         job = batch[0].job
         captions = [item.job.captions[item.index] for item in batch]
         seeds = [item.job.seeds[item.index] for item in batch]
@@ -350,10 +374,11 @@ class Batcher:
                 images = self.pipeline.generate(feats, seeds, truncation=job.truncation)
                 maps = [None] * len(batch)
         pixels = to_uint8(images)  # (B, H, W, 3)
-        return [
+        generated = [
             GeneratedImage(pixels[row], seeds[row], list(feats.tokens[row]), maps[row])
             for row in range(len(batch))
         ]
+        return generated, time.perf_counter() - started
 
     def _deliver(self, item: _Item, image: GeneratedImage) -> None:
         job = item.job

@@ -23,6 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="address to bind (default 127.0.0.1; XMC_HOST)")
     parser.add_argument("--port", type=int, help="port (default 8000; XMC_PORT)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="XMC_DEVICE")
+    parser.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnxruntime"],
+        help="the generator's engine (default auto: ONNX Runtime on the CPU; XMC_BACKEND)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument(
         "--keep-retrying",
@@ -41,6 +46,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         "host": args.host,
         "port": args.port,
         "device": args.device,
+        "backend": args.backend,
         "keep_retrying": args.keep_retrying,
     }
     return Settings(**{key: value for key, value in overrides.items() if value is not None})

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     """Artifact folder (config.json + *.safetensors); None serves the bundled default artifact."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the model runs: auto picks CUDA when a GPU is present, else the CPU."""
+    backend: Literal["auto", "torch", "onnxruntime"] = "auto"
+    """The generator's engine: auto runs it on ONNX Runtime on the CPU (exported at start-up,
+    about a second) and on PyTorch on a GPU; word-attention maps always come from PyTorch."""
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_batch_images: int = Field(32, ge=1, le=1024)

@@ -44,7 +44,9 @@ def load_pipeline(settings: Settings) -> Pipeline:
     from models import XMCGANPipeline  # the service reaches `models` only through the pipeline
 
     device = resolve_device(settings.device)
-    pipeline = XMCGANPipeline.from_pretrained(settings.model_dir, device=device)
+    pipeline = XMCGANPipeline.from_pretrained(
+        settings.model_dir, device=device, backend=settings.backend
+    )
     where = settings.model_dir or "the bundled default artifact"
     if device == "cpu":
         logger.warning("no GPU in use: serving %s on the CPU (slower)", where)

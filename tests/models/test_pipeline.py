@@ -168,3 +168,49 @@ def test_folded_norms_match_the_trained_generator(pipe: XMCGANPipeline) -> None:
         folded = pipe.inference_generator(z, f.sentence, f.words, f.mask)
     assert (plain - folded).abs().max() < 1e-4
     assert pipe.generator_flops(batch=2) > 0
+
+
+def test_onnx_runtime_is_the_cpu_default_and_draws_what_torch_draws(tiny_artifact: Path) -> None:
+    onnx = XMCGANPipeline.from_pretrained(tiny_artifact, device="cpu")
+    eager = XMCGANPipeline.from_pretrained(tiny_artifact, device="cpu", backend="torch")
+    assert (onnx.backend, eager.backend) == ("onnxruntime", "torch")
+    features = onnx.encode_text([RED, BLUE, RED])
+    for rows in ([0], [0, 1, 2]):  # the exported graph takes any batch size
+        seeds = [7 + row for row in rows]
+        got = onnx.generate(features.select(rows), seeds)
+        want = eager.generate(features.select(rows), seeds)
+        assert got.shape == want.shape and (got - want).abs().max() < 1e-4
+    _, attention = onnx.generate(features, [1, 2, 3], return_attention=True)  # PyTorch's path
+    assert attention.shape[:2] == (3, features.words.shape[1])
+    torch.set_num_threads(2)
+    try:  # a new thread count builds a session with as many threads
+        onnx.generate(features, [1, 2, 3])
+        assert onnx._onnx.threads == 2
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_backend_choices_are_checked(tiny_artifact: Path) -> None:
+    with pytest.raises(ValueError, match="backend must be one of"):
+        XMCGANPipeline.from_pretrained(tiny_artifact, device="cpu", backend="tensorrt")
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="on the CPU"):
+            XMCGANPipeline.from_pretrained(tiny_artifact, device="cuda", backend="onnxruntime")
+        gpu = XMCGANPipeline.from_pretrained(tiny_artifact, device="cuda")
+        assert gpu.backend == "torch"
+
+
+def test_a_graph_that_disagrees_with_the_weights_is_refused(tiny_artifact: Path) -> None:
+    from models.onnx_backend import OnnxGenerator
+
+    pipe = XMCGANPipeline.from_pretrained(tiny_artifact, device="cpu")
+    features = pipe.encode_text([RED, BLUE])
+    z = torch.randn(2, pipe.generator.config.z_dim)
+    example = (z, features.sentence, features.words, features.mask)
+    graph = OnnxGenerator(pipe.inference_generator, example, threads=1)
+    assert graph.check(pipe.inference_generator, example) < 1e-4
+    with torch.no_grad():
+        for parameter in pipe.inference_generator.parameters():
+            parameter.add_(0.1)  # the weights move on; the exported graph does not
+    with pytest.raises(RuntimeError, match="differs from the PyTorch generator"):
+        graph.check(pipe.inference_generator, example)

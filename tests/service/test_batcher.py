@@ -48,8 +48,14 @@ def test_batches_fill_to_max_across_requests() -> None:
         batcher.start()
         first = asyncio.create_task(batcher.generate(["a"], [0]))
         await asyncio.to_thread(fake.started.wait, 5)  # the worker holds a batch of one
-        rest = [asyncio.create_task(batcher.generate([f"c{i}"], [i])) for i in range(10)]
-        await wait_until(lambda: batcher.queued_images == 10)
+        rest = [asyncio.create_task(batcher.generate([f"c{i}"], [i])) for i in range(3)]
+        await asyncio.sleep(0.1)
+        assert batcher.queued_images == 3  # a partial batch waits for the model
+        rest += [asyncio.create_task(batcher.generate([f"c{i}"], [i])) for i in range(3, 10)]
+        # one full batch goes to the model thread behind the running one; no second one
+        await wait_until(lambda: batcher.queued_images == 6)
+        await asyncio.sleep(0.1)
+        assert batcher.queued_images == 6
         gate.set()
         results = await asyncio.gather(first, *rest)
         await batcher.stop()
@@ -110,12 +116,15 @@ def test_full_queue_refuses_with_retry_after() -> None:
         running = asyncio.create_task(batcher.generate(["a"], [0]))
         await asyncio.to_thread(fake.started.wait, 5)
         queued = asyncio.create_task(batcher.generate(["b"] * 5, list(range(5))))
+        # one image of them goes to the model thread behind the running one: 4 wait
+        await wait_until(lambda: batcher.queued_images == 4)
+        more = asyncio.create_task(batcher.generate(["d"], [7]))
         await wait_until(lambda: batcher.queued_images == 5)
         with pytest.raises(QueueFull) as refused:
             await batcher.generate(["c"], [9])
         assert refused.value.retry_after_s >= 1
         gate.set()
-        assert len(await queued) == 5 and len(await running) == 1
+        assert len(await queued) == 5 and len(await running) == len(await more) == 1
         assert len(await batcher.generate(["c"], [9])) == 1  # room again
         await batcher.stop()
 

@@ -65,7 +65,20 @@ def reproduce_command(train: dict, steps: int) -> str:
     ]
     for key in ("lr_g", "lr_d", "ema_decay"):
         flags.append(f"--set {key}={train[key]}")
+    if train.get("init_generator"):
+        flags.append("--set init_generator=PREVIOUS_BUNDLE")
     return "xmc-train runs/shapes32 " + " \\\n    ".join(flags)
+
+
+def prior_training(train: dict, prior_hours: float) -> dict:
+    """What the run's G had seen before it (TrainConfig.init_generator): the images and wall
+    hours that the exported model it started from records (a bundle written by this script), or
+    `prior_hours` where it records none. Zero for a run from scratch."""
+    if not train.get("init_generator"):
+        return {"images": 0, "hours": 0.0}
+    recorded = json.loads((Path(train["init_generator"]) / "config.json").read_text())["training"]
+    images = recorded.get("images_total", recorded["images"])
+    return {"images": images, "hours": recorded.get("wall_hours_total", prior_hours)}
 
 
 def model_card(args: argparse.Namespace, pipe: XMCGANPipeline, results: dict, run: dict) -> str:
@@ -86,8 +99,8 @@ circles, squares and triangles on a plain background from captions such as
 | data | `xmc-shapes make DATA --size 32 --seed 0` (20,000 train images, 5 captions each) |
 | preset | `{train["preset"]}` (G {g_params:,} parameters), text encoder `{config["text_encoder"]["name_or_path"]}` (frozen) |
 | recipe | Adam ({train["beta1"]}, {train["beta2"]}), lr G {train["lr_g"]:g} / D {train["lr_d"]:g}, {train["d_steps"]} D steps per G step, batch {train["batch_size"]}, losses {losses} + {train["adversarial"]}, EMA decay {train["ema_decay"]} |
-| trained | {config["training"]["images"]:,} images seen ({config["training"]["steps"]:,} generator steps); weights: {"EMA of G" if args.weights == "ema" else "the live G (it scored above the EMA)"} |
-| wall time | {run["seconds"] / 3600:.2f} h of training (stats.jsonl) |
+| trained | {trained_line(config["training"], run["prior"])}; weights: {"EMA of G" if args.weights == "ema" else "the live G (it scored above the EMA)"} |
+| wall time | {wall_line(run["seconds"], run["prior"])} |
 | hardware | {platform.machine()} CPU (2 cores, 1 torch thread), shared with other work; no GPU |
 | history | {run["history"] or "one uninterrupted run"} |
 
@@ -116,6 +129,27 @@ python scripts/make_bundle.py runs/shapes32 data/shapes32{" --weights generator"
 """
 
 
+def trained_line(training: dict, prior: dict) -> str:
+    line = f"{training['images']:,} images seen ({training['steps']:,} generator steps)"
+    if not prior["images"]:
+        return line
+    total = training["images"] + prior["images"]
+    return (
+        f"{total:,} images in all: {prior['images']:,} by the previous bundle's G, then "
+        f"{line[:-1]}) in a run that started from it with a fresh D and fresh optimisers"
+    )
+
+
+def wall_line(seconds: float, prior: dict) -> str:
+    hours = seconds / 3600
+    if not prior["images"]:
+        return f"{hours:.2f} h of training (stats.jsonl)"
+    return (
+        f"{hours + prior['hours']:.2f} h of training in all: {prior['hours']:.2f} h before, "
+        f"{hours:.2f} h in this run (stats.jsonl)"
+    )
+
+
 def complete_captions_section(complete: dict, num: int) -> str:
     return f"""
 ## Scores with complete captions
@@ -142,6 +176,13 @@ def main() -> None:
     parser.add_argument("--model-id", default="xmc-shapes-32")
     parser.add_argument("--history", default="", help="how the run went, for the card")
     parser.add_argument("--weights", choices=("ema", "generator"), default="ema")
+    parser.add_argument(
+        "--prior-hours",
+        type=float,
+        default=0.0,
+        help="training hours of the model the run started from (init_generator), where its "
+        "config.json records none",
+    )
     args = parser.parse_args()
 
     export_run(args.run_dir, args.out, model_id=args.model_id, weights=args.weights)
@@ -160,10 +201,18 @@ def main() -> None:
     for split, r in complete.items():
         scores[split]["generated_complete_captions"] = r["generated"]
     (args.out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+    train = json.loads((args.run_dir / "config.json").read_text())["train"]
+    seconds = wall_seconds(args.run_dir / "stats.jsonl")[0]
+    prior = prior_training(train, args.prior_hours)
+    config = json.loads((args.out / "config.json").read_text())
+    config["training"]["images_total"] = config["training"]["images"] + prior["images"]
+    config["training"]["wall_hours_total"] = round(seconds / 3600 + prior["hours"], 3)
+    (args.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     run = {
-        "config": json.loads((args.out / "config.json").read_text()),
-        "train": json.loads((args.run_dir / "config.json").read_text())["train"],
-        "seconds": wall_seconds(args.run_dir / "stats.jsonl")[0],
+        "config": config,
+        "train": train,
+        "prior": prior,
+        "seconds": seconds,
         "history": "; ".join(x for x in (history_summary(args.run_dir), args.history) if x),
         "scores": scores,
     }

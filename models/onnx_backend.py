@@ -28,7 +28,9 @@ TOLERANCE = 1e-4
 
 
 def onnxruntime_available() -> bool:
+    """onnxruntime to run the graph and onnx, which torch.onnx.export needs to write it."""
     try:
+        import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError:
         return False

@@ -7,6 +7,7 @@ default lives in `models/bundled/`.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -31,6 +32,8 @@ from models.images import to_pil
 from models.onnx_backend import OnnxGenerator, onnxruntime_available
 from models.runtime import autocast, autocast_dtype, pick_device, sample_z
 from models.text_encoder import TextEncoder, TextFeatures
+
+logger = logging.getLogger("models.pipeline")
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled" / "default"
 
@@ -74,7 +77,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "onnxruntime" and device.type != "cpu":
         raise ValueError("backend='onnxruntime' runs on the CPU; use backend='torch' on a GPU")
     if backend == "onnxruntime" and not onnxruntime_available():
-        raise ValueError("backend='onnxruntime' needs the onnxruntime package")
+        raise ValueError("backend='onnxruntime' needs the onnxruntime and onnx packages")
     return backend
 
 
@@ -141,6 +144,7 @@ class XMCGANPipeline:
         # bf16 on GPU, float32 on CPU (the CPU has no fast bf16 convolutions)
         self.autocast_dtype = autocast_dtype("auto", self.device)
         self.backend = resolve_backend(backend, self.device)
+        self._backend_asked = backend
         self._onnx: OnnxGenerator | None = None  # exported on the first images-only call
 
     @property
@@ -246,7 +250,13 @@ class XMCGANPipeline:
         f = features.to(self.device)
         if self.backend == "onnxruntime" and not return_attention:
             inputs = (z, f.sentence, f.words, f.mask)
-            return self._onnx_generator(inputs)(*inputs)
+            try:
+                return self._onnx_generator(inputs)(*inputs)
+            except Exception as error:  # export or session: "auto" goes on with PyTorch
+                if self._backend_asked != "auto":
+                    raise
+                logger.warning("ONNX Runtime unusable (%s); the generator runs on PyTorch", error)
+                self.backend = "torch"
         with self._autocast():
             out = self.inference_generator(
                 z.to(self.device), f.sentence, f.words, f.mask, return_attention=return_attention

@@ -214,3 +214,24 @@ def test_a_graph_that_disagrees_with_the_weights_is_refused(tiny_artifact: Path)
             parameter.add_(0.1)  # the weights move on; the exported graph does not
     with pytest.raises(RuntimeError, match="differs from the PyTorch generator"):
         graph.check(pipe.inference_generator, example)
+
+
+def test_auto_falls_back_to_torch_when_the_export_fails(
+    tiny_artifact: Path, monkeypatch, caplog
+) -> None:
+    import models.pipeline as pipeline_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter missing")
+
+    monkeypatch.setattr(pipeline_module, "OnnxGenerator", broken)
+    auto = XMCGANPipeline.from_pretrained(tiny_artifact, device="cpu")
+    eager = XMCGANPipeline.from_pretrained(tiny_artifact, device="cpu", backend="torch")
+    features = auto.encode_text([RED])
+    with caplog.at_level("WARNING", logger="models.pipeline"):
+        images = auto.generate(features, [4])
+    assert auto.backend == "torch" and "exporter missing" in caplog.text
+    assert torch.equal(images, eager.generate(features, [4]))
+    forced = XMCGANPipeline.from_pretrained(tiny_artifact, device="cpu", backend="onnxruntime")
+    with pytest.raises(RuntimeError, match="exporter missing"):
+        forced.generate(features, [4])

@@ -37,17 +37,6 @@ def onnxruntime_available() -> bool:
     return True
 
 
-class _Images(nn.Module):
-    """The generator's plain call (images only), the signature the exporter traces."""
-
-    def __init__(self, generator: nn.Module) -> None:
-        super().__init__()
-        self.generator = generator
-
-    def forward(self, z, sentence, words, mask):
-        return self.generator(z, sentence, words, mask)
-
-
 def export_bytes(generator: nn.Module, example: tuple[torch.Tensor, ...]) -> bytes:
     """The ONNX graph of generator(z, sentence, words, mask) -> images, batch and token axes
     dynamic, weights inside. `example`: one input of each (any batch size)."""
@@ -58,7 +47,7 @@ def export_bytes(generator: nn.Module, example: tuple[torch.Tensor, ...]) -> byt
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _Images(generator).eval(),
+            generator.eval(),  # traced as forward(z, sentence, words, mask): images
             example,
             buffer,
             dynamo=False,

@@ -164,10 +164,13 @@ def float_images(batch: dict[str, Any]) -> dict[str, Any]:
     Exactly `to_tensor`'s values. Run it after the DataLoader (on the GPU, after moving
     the uint8 batch there, it is nearly free); float batches pass through unchanged.
     """
-    images = batch["image"]
-    if images.dtype == torch.uint8:
-        batch["image"] = images.float().div_(255.0)
+    batch["image"] = unit_float(batch["image"])
     return batch
+
+
+def unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float in [0, 1], exactly `to_tensor`'s values; float ones as they are."""
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
 
 def keep_captioned(

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
+from training.data.records import unit_float
 from training.distributed import DistInfo
 from training.faults import RunError, ignore_interrupt
 
@@ -49,8 +50,7 @@ def device_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A batch's images (B, 3, R, R), uint8 or float, on `device` as float in [0, 1]: uint8
     crosses to the device at a quarter of the bytes and is converted there, to the values
     `to_tensor` gives."""
-    images = images.to(device, non_blocking=True)
-    return images.float().div_(255.0) if images.dtype == torch.uint8 else images
+    return unit_float(images.to(device, non_blocking=True))
 
 
 def shutdown(iterator: Any) -> None:

@@ -164,7 +164,9 @@ def test_kill_9_then_resume_is_bit_identical(small_shapes_root, tiny_config, new
     child = _child([str(run_dir), *_flags(small_shapes_root, 1000)])
     try:
         deadline = time.monotonic() + EXIT_WITHIN_S
-        while len(list_checkpoints(run_dir)) < 2:
+        # two *complete* checkpoints: a .pt is listed before its checksum sidecar is written,
+        # and a kill between the two rightly sends the resume back to the one before
+        while sum(sidecar(p).is_file() for p in list_checkpoints(run_dir)) < 2:
             assert child.poll() is None, child.communicate()
             assert time.monotonic() < deadline, "no second checkpoint in time"
             time.sleep(0.05)

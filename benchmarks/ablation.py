@@ -1,8 +1,11 @@
 """The XMC-GAN paper's loss ablation (Table 3) in miniature, on the shapes benchmark.
 
 Every row trains the same preset for the same number of steps from the same seed, is exported,
-and is scored with the faithfulness scorer on val and test_heldout. Runs resume, so the script
-can be interrupted and started again.
+and is scored with the faithfulness scorer on val and test_heldout. Runs resume (from a
+checkpoint every --checkpoint-every steps), so the script can be interrupted and started again.
+`ablation.json` in --out keeps every row scored so far, from this call and earlier ones (a row
+found there is skipped; --rescore scores it again without training it again), and
+`ablation.md` tables them.
 
     python -m benchmarks.ablation --data data/shapes32 --out runs/ablation --steps 300
 """
@@ -50,9 +53,9 @@ def run_row(name: str, overrides: dict, args: argparse.Namespace) -> dict:
         seed=args.seed,
         num_workers=0,
         sample_every=args.steps,
-        checkpoint_every=max(args.steps // 4, 1),
+        checkpoint_every=min(args.checkpoint_every, args.steps),
         log_every=max(args.steps // 10, 1),
-        **overrides,
+        **{**args.overrides, **overrides},
     )
     start = time.perf_counter()
     trainer = Trainer(config, run_dir, progress=not args.quiet)
@@ -83,6 +86,28 @@ def run_row(name: str, overrides: dict, args: argparse.Namespace) -> dict:
     }
 
 
+def earlier_results(path: Path, args: argparse.Namespace) -> dict[str, dict]:
+    """The rows an earlier call scored into `path` under the same budget, by row name."""
+    if not path.is_file():
+        return {}
+    summary = json.loads(path.read_text())
+    if summary["budget"] != budget(args):
+        raise SystemExit(
+            f"{path} holds rows of another budget ({summary['budget']}); use another --out"
+        )
+    args.reference_done.update(summary["reference"])
+    return {result["row"]: result for result in summary["results"]}
+
+
+def budget(args: argparse.Namespace) -> str:
+    sets = "".join(f", {key}={value}" for key, value in sorted(args.overrides.items()))
+    return (
+        f"preset `{args.preset}`{sets}, {args.steps} steps of batch {args.batch_size} "
+        f"({args.steps * args.batch_size} images), seed {args.seed}, "
+        f"{args.num} scored images per split"
+    )
+
+
 def table(results: list[dict], reference: dict, args: argparse.Namespace) -> str:
     val_ceiling = reference["val"]["real"]["mean"]
     held_ceiling = reference["test_heldout"]["real"]["mean"]
@@ -111,12 +136,7 @@ def table(results: list[dict], reference: dict, args: argparse.Namespace) -> str
             + " | ".join(cell(v.get(a)) for a in ("background", "color", "shape", "relation"))
             + " |"
         )
-    budget = (
-        f"preset `{args.preset}`, {args.steps} steps of batch {args.batch_size} "
-        f"({args.steps * args.batch_size} images), seed {args.seed}, "
-        f"{args.num} scored images per split"
-    )
-    return budget + "\n\n" + "\n".join(lines)
+    return budget(args) + "\n\n" + "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,23 +149,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--num", type=int, default=500, help="images scored per split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rows", default="", help="comma-separated row numbers (1-based; default all)")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a TrainConfig field for every row (as xmc-train --set), e.g. lr_g=2e-4",
+    )
+    p.add_argument("--rescore", action="store_true", help="score rows found in ablation.json again")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    from training.cli import parse_overrides
+
+    try:
+        args.overrides = parse_overrides(args.set)
+    except ValueError as error:
+        p.error(str(error))
     args.reference_done = {}
     names = list(ROWS)
     if args.rows:
         names = [names[int(i) - 1] for i in args.rows.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
-    results = []
+    path = args.out / "ablation.json"
+    scored = earlier_results(path, args)
     for name in names:
+        if name in scored and not args.rescore:
+            print(f"== {name}: scored already ({path})", flush=True)
+            continue
         print(f"== {name}", flush=True)
-        results.append(run_row(name, ROWS[name], args))
+        scored[name] = run_row(name, ROWS[name], args)
         summary = {
+            "budget": budget(args),
             "args": {k: str(v) for k, v in vars(args).items() if k != "reference_done"},
-            "results": results,
+            "results": [scored[row] for row in ROWS if row in scored],
             "reference": args.reference_done,
         }
-        (args.out / "ablation.json").write_text(json.dumps(summary, indent=2))
+        path.write_text(json.dumps(summary, indent=2))
+    results = [scored[row] for row in ROWS if row in scored]
     text = table(results, args.reference_done, args)
     (args.out / "ablation.md").write_text(text + "\n")
     print(text)

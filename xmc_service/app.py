@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from xmc_service.batcher import Batcher, Pipeline
+from xmc_service.batcher import Batcher
 from xmc_service.errors import install_error_handlers
 from xmc_service.imaging import ImageStore
 from xmc_service.metrics import make_metrics
@@ -23,65 +25,91 @@ from xmc_service.middleware import (
 from xmc_service.routes import generate, health, images, interpolations, models, page
 from xmc_service.settings import Settings
 from xmc_service.state import ServiceState, load_pipeline
+from xmc_service.worker import (
+    ModelHost,
+    Pipeline,
+    ProcessHost,
+    ThreadHost,
+    describe_failure,
+    pin_process,
+    split_cpus,
+)
 
 logger = logging.getLogger("xmc_service")
 
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
-def default_threads(pipeline: Pipeline) -> int | None:
-    """On the CPU, one model thread per core but one, which the HTTP side keeps: on 2 cores
-    two model threads spin against the event loop (measured 2.5x slower per forward under
-    load, docs/service.md). None (torch's default) on a GPU."""
-    import os
+async def _open_model(state: ServiceState, pipeline: Pipeline | None) -> ModelHost:
+    """The model, loaded: a pipeline handed in runs on a thread; one loaded from the settings
+    runs in a process of its own (settings.model_process) or on a thread."""
+    settings = state.settings
+    if pipeline is not None:
+        return ThreadHost.around(pipeline, settings.text_cache_size)
+    if not settings.model_process:
+        # Load on a throwaway thread: the model's own thread is made for the model.
+        loaded = await asyncio.to_thread(load_pipeline, settings)
+        return ThreadHost.around(loaded, settings.text_cache_size)
+    loop = asyncio.get_running_loop()
 
-    device = getattr(pipeline, "device", None)
-    if device is None or getattr(device, "type", str(device)) != "cpu":
-        return None
-    return max(1, (os.cpu_count() or 1) - 1)
+    def exited(reason: str) -> None:  # on the host's reader thread
+        with contextlib.suppress(RuntimeError):  # the loop has closed: the server is gone
+            loop.call_soon_threadsafe(_model_exited, state, reason)
+
+    host = ProcessHost(settings, logger.getEffectiveLevel(), on_exit=exited)
+    try:
+        await asyncio.to_thread(host.start)
+    except BaseException:
+        host.close()
+        raise
+    return host
+
+
+def _model_exited(state: ServiceState, reason: str) -> None:
+    """The model's process died while serving: not ready; exit 1, or load again."""
+    state.status, state.error = "failed", reason
+    logger.error("%s", reason)
+    if state.settings.keep_retrying:
+        state.reload()
+    elif state.on_failure is not None:
+        state.on_failure()
 
 
 async def _start(state: ServiceState, pipeline: Pipeline | None) -> None:
     settings = state.settings
-    batcher: Batcher | None = None
+    if state.batcher is not None:  # a reload after the model's process died
+        await state.batcher.stop()
+        state.batcher = None
+    batcher = Batcher(
+        await _open_model(state, pipeline),
+        max_batch_images=settings.max_batch_images,
+        max_wait_ms=settings.max_wait_ms,
+        max_queue_images=settings.max_queue_images,
+        metrics=state.metrics,
+    )
     try:
-        if pipeline is None:
-            # Load on a throwaway thread: the batcher's worker thread is made for the model.
-            pipeline = await asyncio.to_thread(load_pipeline, settings)
-        batcher = Batcher(
-            pipeline,
-            max_batch_images=settings.max_batch_images,
-            max_wait_ms=settings.max_wait_ms,
-            max_queue_images=settings.max_queue_images,
-            text_cache_size=settings.text_cache_size,
-            metrics=state.metrics,
-        )
-        threads = settings.torch_threads or default_threads(pipeline)
-        if threads is not None:
-            await batcher.set_threads(threads)
+        threads = await batcher.set_threads(settings.torch_threads)
+        model = batcher.model
+        split = split_cpus(threads) if settings.pin_cpus else None
+        if isinstance(model, ProcessHost) and model.on_cpu and split is not None:
+            await batcher.call("pin", split[0])  # before the warm-up starts any thread pool
+            pin_process(split[1])
+            logger.info(
+                "the model on CPUs %s, the server on %s", sorted(split[0]), sorted(split[1])
+            )
         if settings.warmup:
             await batcher.warmup()
     except BaseException:
-        if batcher is not None:
-            await batcher.stop()
+        await batcher.stop()
         raise
     batcher.start()
     state.batcher, state.status, state.error = batcher, "ready", None
     logger.info(
         "ready: %s at %d px, batches of up to %d images",
-        pipeline.model_id,
-        pipeline.resolution,
+        batcher.model.model_id,
+        batcher.model.resolution,
         settings.max_batch_images,
     )
-
-
-def describe_failure(error: BaseException) -> str:
-    """One line: an ArtifactError already names its file; anything else gets its type."""
-    from models import ArtifactError, one_line
-
-    if isinstance(error, ArtifactError):
-        return one_line(error)
-    return f"{type(error).__name__}: {one_line(error)}"
 
 
 async def _load_and_warm(state: ServiceState, pipeline: Pipeline | None) -> None:
@@ -108,18 +136,24 @@ def _lifespan(pipeline: Pipeline | None):
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state: ServiceState = app.state.service
-        # The model thread gives the GIL back at every torch op and must win it back from the
-        # busy event loop each time; at the default 5 ms interval that wait can cost more than
-        # the op (measured: up to 8x slower forwards under load), at 0.5 ms it is small.
+        # A model on a thread of this process (ThreadHost) gives the GIL back at every torch
+        # op and must win it back from the busy event loop each time; at the default 5 ms
+        # interval that wait can cost more than the op (measured: up to 8x slower forwards
+        # under load), at 0.5 ms it is small. A model in its own process shares no GIL.
         switch_interval = sys.getswitchinterval()
+        cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         sys.setswitchinterval(min(switch_interval, GIL_SWITCH_INTERVAL_S))
-        loading = asyncio.create_task(_load_and_warm(state, pipeline))
+        loaders = [asyncio.create_task(_load_and_warm(state, pipeline))]
+        state.reload = lambda: loaders.append(asyncio.create_task(_load_and_warm(state, pipeline)))
         try:
             yield
         finally:
             sys.setswitchinterval(switch_interval)
-            loading.cancel()
-            await asyncio.gather(loading, return_exceptions=True)
+            if cpus is not None:  # the server's CPUs were narrowed for a pinned model
+                pin_process(cpus)
+            for loader in loaders:
+                loader.cancel()
+            await asyncio.gather(*loaders, return_exceptions=True)
             if state.batcher is not None:
                 await state.batcher.stop()
                 state.batcher = None

@@ -1,10 +1,10 @@
-"""Dynamic batching: requests queue per image, one worker thread owns the model.
+"""Dynamic batching: requests queue per image; the model (`xmc_service.worker`) takes batches.
 
 An asyncio task forms batches from the queue (full at `max_batch_images`, or once the oldest
-image has waited `max_wait_ms`) and hands each to a single worker thread, where torch runs
-without the GIL. Images from different requests share a batch by concatenating their text
-features and per-image seeds; the pipeline draws each image's latent from its own seed on the
-CPU, so an image does not depend on what it was batched with.
+image has waited `max_wait_ms`) and hands each to the model, which runs its calls one at a time
+in order, in a process of its own or on one thread. Images from different requests share a
+batch by concatenating their text features and per-image seeds; the pipeline draws each image's
+latent from its own seed on the CPU, so an image does not depend on what it was batched with.
 """
 
 from __future__ import annotations
@@ -13,34 +13,16 @@ import asyncio
 import logging
 import math
 import time
-from collections import OrderedDict, deque
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import torch
 
 from xmc_service.metrics import Metrics
+from xmc_service.worker import Generated, ModelHost, warmup_sizes
 
 logger = logging.getLogger("xmc_service")
-
-
-class Pipeline(Protocol):
-    """The part of `models.XMCGANPipeline` the service uses."""
-
-    resolution: int
-    model_id: str
-
-    def encode_text(self, captions: list[str]) -> Any: ...
-
-    def generate(
-        self, feats: Any, seeds: list[int], truncation: float = 1.0, **kwargs: Any
-    ) -> Any: ...
-
-    def interpolate(
-        self, feats: Any, seeds: tuple[int, int], frames: int, truncation: float = 1.0
-    ) -> Any: ...
 
 
 class QueueFull(Exception):
@@ -82,98 +64,28 @@ class _Item:
     index: int  # which of the job's images
 
 
-class TextFeatureCache:
-    """LRU cache of one-row text features per caption; used from the worker thread only."""
-
-    def __init__(self, pipeline: Pipeline, size: int, metrics: Metrics | None = None) -> None:
-        self._pipeline = pipeline
-        self._size = size
-        self._metrics = metrics
-        self._rows: OrderedDict[str, Any] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def features(self, captions: list[str]) -> Any:
-        """Text features for `captions` (one row each, in order), encoding only unseen ones."""
-        rows: dict[str, Any] = {}
-        for caption in dict.fromkeys(captions):
-            if caption in self._rows:
-                self._rows.move_to_end(caption)
-                rows[caption] = self._rows[caption]
-        missing = [caption for caption in dict.fromkeys(captions) if caption not in rows]
-        if missing:
-            encoded = self._pipeline.encode_text(missing)
-            for index, caption in enumerate(missing):
-                rows[caption] = encoded.select([index])
-                self._remember(caption, rows[caption])
-        hits = sum(caption not in missing for caption in captions)
-        self._count(hits=hits, misses=len(captions) - hits)
-        first = rows[captions[0]]
-        return type(first).cat([rows[caption] for caption in captions])
-
-    def _remember(self, caption: str, row: Any) -> None:
-        if self._size <= 0:
-            return
-        self._rows[caption] = row
-        while len(self._rows) > self._size:
-            self._rows.popitem(last=False)
-
-    def _count(self, hits: int, misses: int) -> None:
-        if self._metrics is not None:
-            self._metrics.text_cache.labels(result="hit").inc(hits)
-            self._metrics.text_cache.labels(result="miss").inc(misses)
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) floats in [0, 1] -> (B, H, W, 3) uint8."""
-    scaled = images.detach().float().cpu().mul(255.0).round_().clamp_(0, 255)
-    return scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-
-
-def _token_attention(attn: torch.Tensor, tokens: list[list[str]]) -> list[np.ndarray]:
-    """(B, T, 16, 16) -> per image (len(tokens[i]), 16, 16): the padding positions dropped."""
-    maps = attn.detach().float().cpu().numpy()
-    return [maps[row, : len(row_tokens)] for row, row_tokens in enumerate(tokens)]
-
-
-def warmup_sizes(max_batch_images: int) -> list[int]:
-    """1, 2, 4, ... up to max_batch_images, and max_batch_images itself."""
-    sizes = {max_batch_images}
-    size = 1
-    while size < max_batch_images:
-        sizes.add(size)
-        size *= 2
-    return sorted(sizes)
-
-
 class Batcher:
-    """Queue + batch former + the single model worker thread."""
+    """Queue + batch former in front of the model; the batcher owns (and closes) `model`."""
 
     def __init__(
         self,
-        pipeline: Pipeline,
+        model: ModelHost,
         *,
         max_batch_images: int,
         max_wait_ms: float,
         max_queue_images: int,
-        text_cache_size: int,
         metrics: Metrics,
-        executor: ThreadPoolExecutor | None = None,
     ) -> None:
-        self.pipeline = pipeline
+        self.model = model
         self.max_batch_images = max_batch_images
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue_images = max_queue_images
         self._metrics = metrics
-        self._cache = TextFeatureCache(pipeline, text_cache_size, metrics)
-        self._owns_executor = executor is None
-        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="xmc-model")
         self._pending: deque[_Item] = deque()
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._batches: set[asyncio.Task[None]] = set()  # handed to the model thread, not done
-        self._running = 0  # batches on the model thread, running or queued behind (<= 2)
+        self._batches: set[asyncio.Task[None]] = set()  # handed to the model, not done
+        self._running = 0  # batches with the model, running or queued behind (<= 2)
         self._model_free_since = time.perf_counter()
         self._seconds_per_image = 0.0
 
@@ -197,44 +109,31 @@ class Batcher:
             if not item.job.future.done():
                 item.job.future.cancel()
         self._pending.clear()
-        if self._owns_executor:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self.model.close()
 
-    async def run_in_worker(self, function: Any, *args: Any) -> Any:
-        """Run `function(*args)` on the model's thread (loading, warm-up)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+    async def call(self, op: str, *args: Any) -> Any:
+        """One call to the model (`xmc_service.worker.LocalModel.<op>`), after those before it."""
+        return await asyncio.wrap_future(self.model.submit(op, *args))
 
-    async def set_threads(self, threads: int) -> None:
-        """The model's intra-op CPU threads, set on its own thread (OpenMP counts per thread)."""
-        await self.run_in_worker(torch.set_num_threads, threads)
+    async def set_threads(self, threads: int | None) -> int:
+        """The model's intra-op CPU threads (None: the service's default); returns the count."""
+        return await self.call("set_threads", threads)
 
     async def warmup(self) -> None:
         """Forwards at batch 1, 2, 4, ... and the full batch: the first call of a batch size
         builds its kernels (about a forward's time again on the CPU), so no request pays that
         for the common sizes."""
         for size in warmup_sizes(self.max_batch_images):
-            await self.run_in_worker(self._warm, size)
-
-    def _warm(self, size: int) -> None:
-        feats = self.pipeline.encode_text(["warm-up"] * size)
-        with torch.inference_mode():
-            self.pipeline.generate(feats, list(range(size)))
+            await self.call("warm", size)
 
     async def interpolate(
         self, captions: tuple[str, str], seeds: tuple[int, int], frames: int, truncation: float
     ) -> np.ndarray:
-        """(frames, H, W, 3) uint8 walking between the two captions and seeds, run on the model
-        thread between batches; it counts as `frames` images against the queue's room."""
+        """(frames, H, W, 3) uint8 walking between the two captions and seeds, run by the model
+        between batches; it counts as `frames` images against the queue's room."""
         if self.queued_images + frames > self.max_queue_images:
             raise QueueFull(self._retry_after(frames))
-
-        def walk() -> np.ndarray:
-            feats = self._cache.features(list(captions))
-            with torch.inference_mode():
-                images = self.pipeline.interpolate(feats, seeds, frames, truncation)
-            return to_uint8(images)
-
-        return await self.run_in_worker(walk)
+        return await self.call("interpolate", captions, seeds, frames, truncation)
 
     async def generate(
         self,
@@ -303,7 +202,7 @@ class Batcher:
                 task.add_done_callback(self._batches.discard)
 
     def _may_queue_behind(self) -> bool:
-        """A full batch goes to the model thread while the last one still runs, so the model
+        """A full batch goes to the model while the last one still runs, so the model
         starts it the moment it is free instead of after the event loop has delivered the last
         one's images (one batch queued at most; a partial batch waits for the model)."""
         return self._running < 2 and len(self._pending) >= self.max_batch_images
@@ -338,9 +237,13 @@ class Batcher:
         submitted = time.perf_counter()
         for item in batch:
             self._metrics.queue_seconds.observe(submitted - item.job.enqueued)
-        loop = asyncio.get_running_loop()
+        job = batch[0].job
+        captions = [item.job.captions[item.index] for item in batch]
+        seeds = [item.job.seeds[item.index] for item in batch]
         try:
-            images, elapsed = await loop.run_in_executor(self._executor, self._infer, batch)
+            generated: Generated = await self.call(
+                "generate", captions, seeds, job.truncation, job.attention
+            )
         except Exception as error:
             logger.exception("batch of %d images failed", len(batch))
             self._fail(batch, error)
@@ -350,35 +253,18 @@ class Batcher:
             if not self._running:
                 self._model_free_since = time.perf_counter()
             self._arrived.set()  # wakes the batch former: the model has room again
+        elapsed = generated.seconds
         self._metrics.inference_seconds.observe(elapsed)
         self._metrics.batch_images.observe(len(batch))
+        self._metrics.text_cache.labels(result="hit").inc(generated.cache_hits)
+        self._metrics.text_cache.labels(result="miss").inc(generated.cache_misses)
         self._seconds_per_image = 0.8 * self._seconds_per_image + 0.2 * elapsed / len(batch)
-        for item, image in zip(batch, images, strict=True):
+        maps = generated.attention or [None] * len(batch)
+        for row, item in enumerate(batch):
+            image = GeneratedImage(
+                generated.pixels[row], seeds[row], generated.tokens[row], maps[row]
+            )
             self._deliver(item, image)
-
-    def _infer(self, batch: list[_Item]) -> tuple[list[GeneratedImage], float]:
-        """Runs on the worker thread: text features (cached), generation, conversion; returns
-        the images and the seconds they took."""
-        started = time.perf_counter()
-        job = batch[0].job
-        captions = [item.job.captions[item.index] for item in batch]
-        seeds = [item.job.seeds[item.index] for item in batch]
-        feats = self._cache.features(captions)
-        with torch.inference_mode():
-            if job.attention:
-                images, attn = self.pipeline.generate(
-                    feats, seeds, truncation=job.truncation, return_attention=True
-                )
-                maps: list[np.ndarray | None] = list(_token_attention(attn, feats.tokens))
-            else:
-                images = self.pipeline.generate(feats, seeds, truncation=job.truncation)
-                maps = [None] * len(batch)
-        pixels = to_uint8(images)  # (B, H, W, 3)
-        generated = [
-            GeneratedImage(pixels[row], seeds[row], list(feats.tokens[row]), maps[row])
-            for row in range(len(batch))
-        ]
-        return generated, time.perf_counter() - started
 
     def _deliver(self, item: _Item, image: GeneratedImage) -> None:
         job = item.job

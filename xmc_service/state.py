@@ -8,10 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from xmc_service.batcher import Batcher, Pipeline
+from xmc_service.batcher import Batcher
 from xmc_service.imaging import ImageStore
 from xmc_service.metrics import Metrics
 from xmc_service.settings import Settings
+from xmc_service.worker import Pipeline
 
 logger = logging.getLogger("xmc_service")
 
@@ -26,6 +27,7 @@ class ServiceState:
     batcher: Batcher | None = None
     created: int = field(default_factory=lambda: int(time.time()))
     on_failure: Callable[[], None] | None = None  # xmc-serve: stop the server (exit code 1)
+    reload: Callable[[], None] = lambda: None  # the lifespan's: load the model again
 
 
 def resolve_device(requested: str) -> str:

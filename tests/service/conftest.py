@@ -38,6 +38,16 @@ def wait_ready(client: TestClient, timeout_s: float = 30.0) -> None:
     raise AssertionError(f"not ready after {timeout_s} s: {client.get('/health/ready').json()}")
 
 
+def wait_status(client: TestClient, status: str, timeout_s: float = 60.0) -> Any:
+    """Poll /health/ready until its status is `status` (loading a model from its folder starts
+    a process, a few seconds); returns that response."""
+    deadline = time.monotonic() + timeout_s
+    while (ready := client.get("/health/ready")).json()["status"] != status:
+        assert time.monotonic() < deadline, f"not {status} after {timeout_s} s: {ready.json()}"
+        time.sleep(0.02)
+    return ready
+
+
 @contextmanager
 def serving(pipeline: Any, **settings: Any) -> Iterator[TestClient]:
     """A TestClient around create_app(Settings(**settings), pipeline), ready to answer."""

@@ -15,6 +15,7 @@ import pytest
 from tests.service.fakes import FakePipeline
 from xmc_service.batcher import Batcher, QueueFull
 from xmc_service.metrics import make_metrics
+from xmc_service.worker import ThreadHost
 
 
 def make_batcher(pipeline: Any, **options: Any) -> Batcher:
@@ -22,9 +23,9 @@ def make_batcher(pipeline: Any, **options: Any) -> Batcher:
         "max_batch_images": 4,
         "max_wait_ms": 20.0,
         "max_queue_images": 64,
-        "text_cache_size": 16,
     }
-    return Batcher(pipeline, metrics=make_metrics(), **{**defaults, **options})
+    host = ThreadHost.around(pipeline, options.pop("text_cache_size", 16))
+    return Batcher(host, metrics=make_metrics(), **{**defaults, **options})
 
 
 def run(test: Callable[[], Awaitable[Any]]) -> Any:
@@ -208,11 +209,10 @@ def test_an_image_does_not_depend_on_its_batch(tiny_pipeline: Any) -> None:
 
     async def scenario() -> tuple[Any, Any]:
         batcher = Batcher(
-            tiny_pipeline,
+            ThreadHost.around(tiny_pipeline, text_cache_size=16),
             max_batch_images=8,
             max_wait_ms=100.0,
             max_queue_images=64,
-            text_cache_size=16,
             metrics=metrics,
         )
         batcher.start()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.service.conftest import wait_ready
+from tests.service.conftest import wait_ready, wait_status
 from tests.service.fakes import FakePipeline
 from xmc_service import cli
 from xmc_service.app import create_app
@@ -116,8 +116,4 @@ def test_cuda_without_a_gpu_fails_readiness_not_the_process(tiny_artifact: Path)
         pytest.skip("a GPU is present")
     app = create_app(Settings(model_dir=str(tiny_artifact), device="cuda"))
     with TestClient(app) as client:
-        for _ in range(500):
-            ready = client.get("/health/ready").json()
-            if ready["status"] == "failed":
-                break
-        assert "no CUDA GPU" in ready["error"]
+        assert "no CUDA GPU" in wait_status(client, "failed").json()["error"]

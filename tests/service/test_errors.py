@@ -140,15 +140,13 @@ def test_cors_allow_list(make_client: Any) -> None:
 def test_not_ready_is_503_with_retry_after(make_client: Any, tiny_artifact: Any) -> None:
     from fastapi.testclient import TestClient as Client
 
+    from tests.service.conftest import wait_status
     from xmc_service.app import create_app
     from xmc_service.settings import Settings
 
     app = create_app(Settings(model_dir=str(tiny_artifact / "missing")))
     with Client(app) as broken:
-        for _ in range(500):
-            ready = broken.get("/health/ready")
-            if ready.json()["status"] == "failed":
-                break
+        ready = wait_status(broken, "failed")
         assert ready.status_code == 503
         assert "missing" in ready.json()["error"]
         error = error_of(broken.post(IMAGES, json={"prompt": "x"}), 503)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.service.conftest import wait_status
 from xmc_service import cli
 from xmc_service.app import create_app
 from xmc_service.settings import Settings
@@ -45,18 +46,10 @@ def test_keep_retrying_stays_up_and_recovers(tiny_artifact: Path, tmp_path: Path
     app = create_app(settings)
     app.state.service.on_failure = lambda: stops.append(True)
     with TestClient(app) as client:
-        for _ in range(500):
-            ready = client.get("/health/ready")
-            if ready.json()["status"] == "failed":
-                break
-            time.sleep(0.01)
+        ready = wait_status(client, "failed")
         assert ready.status_code == 503 and "rho0" in ready.json()["error"]
         shutil.copy(tiny_artifact / "config.json", directory / "config.json")  # fixed
-        for _ in range(1000):
-            if client.get("/health/ready").status_code == 200:
-                break
-            time.sleep(0.01)
-        assert client.get("/health/ready").status_code == 200
+        assert wait_status(client, "ready").status_code == 200
     assert stops == []  # never asked to stop
 
 
@@ -65,9 +58,6 @@ def test_without_keep_retrying_a_failure_asks_to_stop(tiny_artifact: Path, tmp_p
     app = create_app(Settings(model_dir=str(broken_copy(tiny_artifact, tmp_path))))
     app.state.service.on_failure = lambda: stops.append(True)
     with TestClient(app) as client:
-        for _ in range(500):
-            if stops:
-                break
-            time.sleep(0.01)
+        wait_status(client, "failed")
         assert stops == [True]
         assert client.get("/health/ready").json()["status"] == "failed"

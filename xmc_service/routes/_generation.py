@@ -13,7 +13,7 @@ from xmc_service.imaging import encode_image
 
 
 def check_model(requested: str | None, batcher: Batcher) -> None:
-    served = batcher.pipeline.model_id
+    served = batcher.model.model_id
     if requested is not None and requested != served:
         raise APIError(
             404,

@@ -76,7 +76,7 @@ async def generate(
     state.metrics.request_seconds.labels(endpoint="generate").observe(time.perf_counter() - started)
     return GenerateResponse(
         created=int(time.time()),
-        model=batcher.pipeline.model_id,
+        model=batcher.model.model_id,
         output_format=body.output_format,
         images=outputs,
     )

@@ -24,7 +24,7 @@ async def ready(state: StateDep) -> JSONResponse:
     """200 once the model is loaded and warmed up; 503 before (or if loading failed)."""
     body: dict[str, object] = {"status": state.status}
     if state.status == "ready" and state.batcher is not None:
-        body["model"] = state.batcher.pipeline.model_id
+        body["model"] = state.batcher.model.model_id
         body["queued_images"] = state.batcher.queued_images
     if state.error:
         body["error"] = state.error

@@ -53,7 +53,7 @@ async def create_images(
     """Draw `n` images of `prompt` (the OpenAI Images API, plus `seed` and `truncation`)."""
     started = time.perf_counter()
     check_model(body.model, batcher)
-    check_size(body.size, batcher.pipeline.resolution)
+    check_size(body.size, batcher.model.resolution)
     if body.stream:
         raise APIError(400, "Streaming is not supported.", param="stream", code="unsupported")
     count = body.n or 1

@@ -12,6 +12,6 @@ router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(require_
 
 @router.get("/models", response_model=ModelList)
 async def list_models(batcher: BatcherDep, state: StateDep) -> ModelList:
-    pipeline = batcher.pipeline
-    card = ModelCard(id=pipeline.model_id, created=state.created, resolution=pipeline.resolution)
+    model = batcher.model
+    card = ModelCard(id=model.model_id, created=state.created, resolution=model.resolution)
     return ModelList(data=[card])

@@ -1,0 +1,116 @@
+"""The model in a process of its own (xmc_service.worker.ProcessHost, the default when the
+service loads a model folder): same images as on a thread, its death seen, its CPUs its own."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from tests.service.conftest import wait_ready, wait_status
+from xmc_service.app import create_app
+from xmc_service.settings import Settings
+from xmc_service.worker import ProcessHost, ThreadHost, split_cpus
+
+
+def _pixels(client: TestClient) -> np.ndarray:
+    body = {"prompt": "a red circle above a blue square", "seed": 7, "n": 2}
+    response = client.post("/v1/images/generations", json=body)
+    assert response.status_code == 200, response.text
+    images = [base64.b64decode(item["b64_json"]) for item in response.json()["data"]]
+    return np.stack([np.asarray(Image.open(io.BytesIO(image))) for image in images])
+
+
+def test_a_model_folder_is_served_from_its_own_process_with_the_threads_images(
+    tiny_artifact: Path, tiny_pipeline: Any
+) -> None:
+    settings = {"max_batch_images": 4, "device": "cpu", "warmup": False}
+    app = create_app(Settings(model_dir=str(tiny_artifact), **settings))
+    with TestClient(app) as client:
+        wait_ready(client)
+        host = app.state.service.batcher.model
+        assert isinstance(host, ProcessHost)
+        assert host.pid != os.getpid() and os.path.exists(f"/proc/{host.pid}")
+        served = _pixels(client)
+    assert not os.path.exists(f"/proc/{host.pid}/status")  # closed with the server
+    with TestClient(create_app(Settings(**settings), pipeline=tiny_pipeline)) as client:
+        wait_ready(client)
+        assert isinstance(client.app.state.service.batcher.model, ThreadHost)
+        on_a_thread = _pixels(client)
+    assert served.shape == (2, 32, 32, 3) and served.std() > 0
+    assert np.abs(served.astype(int) - on_a_thread.astype(int)).max() <= 1
+
+
+def test_model_process_off_runs_the_folder_on_a_thread(tiny_artifact: Path) -> None:
+    settings = Settings(model_dir=str(tiny_artifact), model_process=False, warmup=False)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        wait_ready(client)
+        assert isinstance(app.state.service.batcher.model, ThreadHost)
+        assert _pixels(client).shape == (2, 32, 32, 3)
+
+
+@pytest.mark.parametrize("keep_retrying", [False, True])
+def test_a_killed_model_process_fails_readiness_then_stops_or_reloads(
+    tiny_artifact: Path, keep_retrying: bool
+) -> None:
+    settings = Settings(
+        model_dir=str(tiny_artifact), warmup=False, keep_retrying=keep_retrying, retry_s=0.05
+    )
+    app = create_app(settings)
+    stops: list[bool] = []
+    app.state.service.on_failure = lambda: stops.append(True)
+    with TestClient(app) as client:
+        wait_ready(client)
+        first = app.state.service.batcher.model
+        os.kill(first.pid, signal.SIGKILL)
+        ready = wait_status(client, "failed")
+        assert ready.status_code == 503 and "exited with code -9" in ready.json()["error"]
+        if keep_retrying:  # then a new process loads the model and the service is ready
+            wait_status(client, "ready")
+            assert app.state.service.batcher.model.pid != first.pid
+            assert _pixels(client).shape == (2, 32, 32, 3)
+            assert stops == []
+        else:
+            assert stops == [True]  # xmc-serve stops, exit code 1: the orchestrator restarts it
+
+
+def test_the_cpus_split_between_the_model_and_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert split_cpus(1) == ({3}, {0, 1, 2})
+    assert split_cpus(3) == ({1, 2, 3}, {0})
+    assert split_cpus(4) is None  # nothing left for the server: no pinning
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {5}, raising=False)
+    assert split_cpus(1) is None
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="pinning needs two CPUs",
+)
+def test_the_model_process_is_pinned_and_the_server_gets_its_cpus_back(
+    tiny_artifact: Path,
+) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    app = create_app(Settings(model_dir=str(tiny_artifact), torch_threads=1, warmup=False))
+    with TestClient(app) as client:
+        wait_ready(client)
+        pid = app.state.service.batcher.model.pid
+        assert os.sched_getaffinity(pid) == {cpus[-1]}
+        assert os.sched_getaffinity(0) == set(cpus[:-1])
+    assert os.sched_getaffinity(0) == set(cpus)
+    unpinned = Settings(model_dir=str(tiny_artifact), torch_threads=1, pin_cpus=False)
+    app = create_app(unpinned.model_copy(update={"warmup": False}))
+    with TestClient(app) as client:
+        wait_ready(client)
+        assert os.sched_getaffinity(app.state.service.batcher.model.pid) == set(cpus)

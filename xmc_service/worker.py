@@ -1,0 +1,394 @@
+"""Where the model runs: in a process of its own (`ProcessHost`, what xmc-serve does), or on a
+thread of the server's process (`ThreadHost`: a pipeline handed to `create_app`, the tests).
+
+Both take the batcher's calls as `submit(op, *args) -> Future`, run one at a time in order;
+`op` names a method of `LocalModel`, which holds the pipeline and its text-feature cache.
+
+Why a process: a model thread shares the server's GIL with the event loop. Each torch operator
+around the generator (a latent per seed, the text features' rows, the uint8 conversion: about a
+hundred per batch) gives the GIL back and must win it again from the busy loop. Measured on 2
+cores: a Python thread spinning beside the model thread halved its images/s; under 64 clients
+the service reached 0.77 of the in-process rate. A process of its own shares no GIL; its
+batches come over a pipe (a batch of 32 images of 32 px is 98 KB back) and the next one waits
+in the pipe while the current one runs. Figures: docs/service.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+logger = logging.getLogger("xmc_service")
+
+
+class Pipeline(Protocol):
+    """The part of `models.XMCGANPipeline` the service uses."""
+
+    resolution: int
+    model_id: str
+
+    def encode_text(self, captions: list[str]) -> Any: ...
+
+    def generate(
+        self, feats: Any, seeds: list[int], truncation: float = 1.0, **kwargs: Any
+    ) -> Any: ...
+
+    def interpolate(
+        self, feats: Any, seeds: tuple[int, int], frames: int, truncation: float = 1.0
+    ) -> Any: ...
+
+
+class ModelHost(Protocol):
+    """The model, wherever it runs: `submit` one `LocalModel` call, get its future."""
+
+    model_id: str
+    resolution: int
+
+    def submit(self, op: str, *args: Any) -> Future[Any]: ...
+
+    def close(self) -> None: ...
+
+
+class ModelError(RuntimeError):
+    """A call failed in the model's process; the message names the original error."""
+
+
+class ModelLoadError(RuntimeError):
+    """The model's process could not load the model; the message is one line naming the file."""
+
+
+class ModelProcessExited(RuntimeError):
+    """The model's process is gone (killed, out of memory, crashed)."""
+
+
+def describe_failure(error: BaseException) -> str:
+    """One line: an ArtifactError already names its file; anything else gets its type."""
+    from models import ArtifactError, one_line
+
+    if isinstance(error, ArtifactError | ModelLoadError):
+        return one_line(error)
+    return f"{type(error).__name__}: {one_line(error)}"
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A batch's images, as they travel back from the model."""
+
+    pixels: np.ndarray  # (B, H, W, 3) uint8
+    tokens: list[list[str]]  # each caption's tokens as the text encoder read them
+    attention: list[np.ndarray] | None  # per image (len(tokens[i]), 16, 16) float32, or None
+    cache_hits: int  # captions whose text features were cached
+    cache_misses: int
+    seconds: float  # the model's time for the batch, features to uint8
+
+
+class TextFeatureCache:
+    """LRU cache of one-row text features per caption, counting hits and misses."""
+
+    def __init__(self, pipeline: Pipeline, size: int) -> None:
+        self._pipeline = pipeline
+        self._size = size
+        self._rows: OrderedDict[str, Any] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def features(self, captions: list[str]) -> Any:
+        """Text features for `captions` (one row each, in order), encoding only unseen ones."""
+        rows: dict[str, Any] = {}
+        for caption in dict.fromkeys(captions):
+            if caption in self._rows:
+                self._rows.move_to_end(caption)
+                rows[caption] = self._rows[caption]
+        missing = [caption for caption in dict.fromkeys(captions) if caption not in rows]
+        if missing:
+            encoded = self._pipeline.encode_text(missing)
+            for index, caption in enumerate(missing):
+                rows[caption] = encoded.select([index])
+                self._remember(caption, rows[caption])
+        hits = sum(caption not in missing for caption in captions)
+        self.hits, self.misses = self.hits + hits, self.misses + len(captions) - hits
+        first = rows[captions[0]]
+        return type(first).cat([rows[caption] for caption in captions])
+
+    def _remember(self, caption: str, row: Any) -> None:
+        if self._size <= 0:
+            return
+        self._rows[caption] = row
+        while len(self._rows) > self._size:
+            self._rows.popitem(last=False)
+
+
+def to_uint8(images: Any) -> np.ndarray:
+    """(B, 3, H, W) torch floats in [0, 1] -> (B, H, W, 3) uint8."""
+    import torch
+
+    scaled = images.detach().float().cpu().mul(255.0).round_().clamp_(0, 255)
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def warmup_sizes(max_batch_images: int) -> list[int]:
+    """1, 2, 4, ... up to max_batch_images, and max_batch_images itself."""
+    sizes = {max_batch_images}
+    size = 1
+    while size < max_batch_images:
+        sizes.add(size)
+        size *= 2
+    return sorted(sizes)
+
+
+class LocalModel:
+    """The pipeline and its text-feature cache, in the process and on the thread that run
+    them; every method is one call the batcher makes."""
+
+    def __init__(self, pipeline: Pipeline, text_cache_size: int) -> None:
+        self.pipeline = pipeline
+        self.cache = TextFeatureCache(pipeline, text_cache_size)
+        self.model_id, self.resolution = pipeline.model_id, pipeline.resolution
+
+    @property
+    def on_cpu(self) -> bool:
+        device = getattr(self.pipeline, "device", None)
+        return device is not None and getattr(device, "type", str(device)) == "cpu"
+
+    def default_threads(self) -> int | None:
+        """On the CPU, one model thread per core but one, which the HTTP side keeps: on 2
+        cores two model threads spin against the event loop (measured 2.5x slower per forward
+        under load, docs/service.md). None (torch's default) on a GPU."""
+        import os
+
+        return max(1, (os.cpu_count() or 1) - 1) if self.on_cpu else None
+
+    def set_threads(self, threads: int | None) -> int:
+        """The model's intra-op CPU threads (None: the default above); OpenMP counts them per
+        thread, so this runs on the model's own thread. Returns the count in effect."""
+        import torch
+
+        threads = threads or self.default_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        return torch.get_num_threads()
+
+    def pin(self, cpus: set[int]) -> None:
+        """This process's threads (and those they start) onto `cpus`."""
+        pin_process(cpus)
+
+    def warm(self, size: int) -> None:
+        """One forward at batch `size`: its first call builds the kernels for that size."""
+        import torch
+
+        feats = self.pipeline.encode_text(["warm-up"] * size)
+        with torch.inference_mode():
+            self.pipeline.generate(feats, list(range(size)))
+
+    def generate(
+        self, captions: list[str], seeds: list[int], truncation: float, attention: bool
+    ) -> Generated:
+        import torch
+
+        started, hits, misses = time.perf_counter(), self.cache.hits, self.cache.misses
+        feats = self.cache.features(captions)
+        maps: list[np.ndarray] | None = None
+        with torch.inference_mode():
+            if attention:
+                images, attn = self.pipeline.generate(
+                    feats, seeds, truncation=truncation, return_attention=True
+                )
+                grids = attn.detach().float().cpu().numpy()  # (B, T, 16, 16)
+                maps = [grids[row, : len(tokens)] for row, tokens in enumerate(feats.tokens)]
+            else:
+                images = self.pipeline.generate(feats, seeds, truncation=truncation)
+        return Generated(
+            to_uint8(images),
+            [list(tokens) for tokens in feats.tokens],
+            maps,
+            self.cache.hits - hits,
+            self.cache.misses - misses,
+            time.perf_counter() - started,
+        )
+
+    def interpolate(
+        self, captions: tuple[str, str], seeds: tuple[int, int], frames: int, truncation: float
+    ) -> np.ndarray:
+        """(frames, H, W, 3) uint8 walking between the two captions and seeds."""
+        import torch
+
+        feats = self.cache.features(list(captions))
+        with torch.inference_mode():
+            return to_uint8(self.pipeline.interpolate(feats, seeds, frames, truncation))
+
+
+def pin_process(cpus: set[int]) -> None:
+    """Every thread of this process onto `cpus` (Linux); threads started later inherit it from
+    the thread that starts them."""
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
+            os.sched_setaffinity(int(task), cpus)
+
+
+def split_cpus(threads: int) -> tuple[set[int], set[int]] | None:
+    """(the model's CPUs, the server's) when the model's `threads` leave the server at least one
+    of this process's CPUs; None where there is no such split (or no affinity, as on macOS).
+
+    Measured on 2 cores under 64 clients: the model's process on one core and the server on
+    the other served 474 and 522 img/s against 448 and 447 unpinned (docs/service.md); the
+    scheduler moving the model between cores costs it its per-core cache."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    available = sorted(os.sched_getaffinity(0))
+    if not 0 < threads < len(available):
+        return None
+    return set(available[-threads:]), set(available[:-threads])
+
+
+class ThreadHost:
+    """The model on one thread of this process."""
+
+    def __init__(self, model: LocalModel) -> None:
+        self._model = model
+        self.model_id, self.resolution = model.model_id, model.resolution
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="xmc-model")
+
+    @classmethod
+    def around(cls, pipeline: Pipeline, text_cache_size: int) -> ThreadHost:
+        return cls(LocalModel(pipeline, text_cache_size))
+
+    def submit(self, op: str, *args: Any) -> Future[Any]:
+        return self._executor.submit(getattr(self._model, op), *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class ProcessHost:
+    """The model in a child process (spawned: a fresh interpreter, no inherited threads).
+
+    Calls go down a pipe as (op, args) and come back in order; a reader thread resolves their
+    futures. `start()` blocks until the child has loaded the model (raises ModelLoadError with
+    the child's one-line reason otherwise). If the child dies, pending and later calls fail
+    with ModelProcessExited and `on_exit(reason)` is called from the reader thread.
+    """
+
+    def __init__(
+        self, settings: Any, log_level: int, on_exit: Callable[[str], None] | None = None
+    ) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_end = context.Pipe()
+        self._process = context.Process(
+            target=_child_main, args=(child_end, settings, log_level), name="xmc-model"
+        )
+        self._process.daemon = True  # never outlives the server
+        self._process.start()
+        child_end.close()
+        self._on_exit = on_exit
+        self._pending: deque[Future[Any]] = deque()
+        self._lock = threading.Lock()
+        self._gone: str | None = None
+        self._started = self._closing = False
+        self.model_id, self.resolution, self.on_cpu = "", 0, False
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def start(self) -> None:
+        try:
+            message = self._conn.recv()
+        except (EOFError, OSError):
+            message = ("failed", f"the model process exited with code {self._exit_code()}")
+        if message[0] != "ready":
+            self.close()
+            raise ModelLoadError(message[1])
+        _, self.model_id, self.resolution, self.on_cpu = message
+        self._started = True
+        threading.Thread(target=self._read, name="xmc-model-reader", daemon=True).start()
+
+    def submit(self, op: str, *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._gone is not None:
+                future.set_exception(ModelProcessExited(self._gone))
+                return future
+            self._pending.append(future)
+            self._conn.send((op, args))  # a few KB: the pipe's buffer takes it at once
+        return future
+
+    def _read(self) -> None:
+        while True:
+            try:
+                status, value = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            future = self._pending.popleft()
+            if status == "ok":
+                future.set_result(value)
+            else:
+                future.set_exception(ModelError(value))
+        reason = f"the model process exited with code {self._exit_code()}"
+        with self._lock:
+            self._gone, pending = reason, list(self._pending)
+            self._pending.clear()
+        for future in pending:
+            future.set_exception(ModelProcessExited(reason))
+        if not self._closing and self._on_exit is not None:
+            self._on_exit(reason)
+
+    def _exit_code(self) -> int | None:
+        self._process.join(timeout=5)
+        return self._process.exitcode
+
+    def close(self) -> None:
+        """Ask the child to leave (it finishes the call it is in); kill it if it is still
+        loading, or has not gone after 10 s."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._started:
+            with contextlib.suppress(OSError, ValueError), self._lock:
+                self._conn.send(None)  # the child's signal to leave
+            self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._conn.close()
+
+
+def _child_main(conn: Any, settings: Any, log_level: int) -> None:
+    """The model's process: load, say ready (or why not), then answer calls until told to go."""
+    # Ctrl+C reaches the whole process group: the server stops, then closes this process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        from xmc_service.state import load_pipeline
+
+        model = LocalModel(load_pipeline(settings), settings.text_cache_size)
+    except Exception as error:
+        conn.send(("failed", describe_failure(error)))
+        return
+    conn.send(("ready", model.model_id, model.resolution, model.on_cpu))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the server is gone
+            return
+        if message is None:
+            return
+        op, args = message
+        try:
+            conn.send(("ok", getattr(model, op)(*args)))
+        except Exception as error:
+            logger.exception("the model's %s call failed", op)
+            conn.send(("error", describe_failure(error)))

@@ -40,6 +40,10 @@ def test_a_model_folder_is_served_from_its_own_process_with_the_threads_images(
         assert isinstance(host, ProcessHost)
         assert host.pid != os.getpid() and os.path.exists(f"/proc/{host.pid}")
         served = _pixels(client)
+        body = {"captions": ["a red circle", "a blue square"], "seeds": [3, 9], "frames": 4}
+        walk = client.post("/v1/interpolations", json=body)
+        assert walk.status_code == 200, walk.text
+        assert Image.open(io.BytesIO(walk.content)).n_frames == 4
     assert not os.path.exists(f"/proc/{host.pid}/status")  # closed with the server
     with TestClient(create_app(Settings(**settings), pipeline=tiny_pipeline)) as client:
         wait_ready(client)

@@ -27,6 +27,7 @@ from xmc_service.settings import Settings
 from xmc_service.state import ServiceState, load_pipeline
 from xmc_service.worker import (
     ModelHost,
+    ModelProcessExited,
     Pipeline,
     ProcessHost,
     ThreadHost,
@@ -69,6 +70,8 @@ def _model_exited(state: ServiceState, reason: str) -> None:
     """The model's process died while serving: not ready; exit 1, or load again."""
     state.status, state.error = "failed", reason
     logger.error("%s", reason)
+    if state.batcher is not None:  # its running batches have failed with the process
+        state.batcher.fail_queued(ModelProcessExited(reason))
     if state.settings.keep_retrying:
         state.reload()
     elif state.on_failure is not None:

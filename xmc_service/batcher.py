@@ -111,6 +111,15 @@ class Batcher:
         self._pending.clear()
         self.model.close()
 
+    def fail_queued(self, error: Exception) -> None:
+        """Every queued image's request fails with `error` (the model is gone)."""
+        jobs = {id(item.job): item.job for item in self._pending}.values()
+        self._pending.clear()
+        self._metrics.queue_images.set(0)
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(error)
+
     async def call(self, op: str, *args: Any) -> Any:
         """One call to the model (`xmc_service.worker.LocalModel.<op>`), after those before it."""
         return await asyncio.wrap_future(self.model.submit(op, *args))

@@ -95,7 +95,18 @@ async def _on_http_error(request: Request, error: StarletteHTTPException) -> JSO
     return await _on_api_error(request, api_error)
 
 
+async def _on_model_exited(request: Request, error: Exception) -> JSONResponse:
+    message = "The model stopped while this request waited for it; retry shortly."
+    api_error = APIError(
+        503, message, kind="server_error", code="model_not_ready", headers={"Retry-After": "1"}
+    )
+    return await _on_api_error(request, api_error)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    from xmc_service.worker import ModelProcessExited
+
     app.add_exception_handler(APIError, _on_api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ModelProcessExited, _on_model_exited)
     app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _on_http_error)  # type: ignore[arg-type]

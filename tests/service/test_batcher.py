@@ -15,7 +15,7 @@ import pytest
 from tests.service.fakes import FakePipeline
 from xmc_service.batcher import Batcher, QueueFull
 from xmc_service.metrics import make_metrics
-from xmc_service.worker import ThreadHost
+from xmc_service.worker import ModelProcessExited, ThreadHost
 
 
 def make_batcher(pipeline: Any, **options: Any) -> Batcher:
@@ -155,6 +155,30 @@ def test_a_cancelled_request_drops_its_queued_images() -> None:
     run(scenario)
     assert fake.batch_sizes == [1, 1]
     assert all("gone" not in captions for captions in fake.encoded)
+
+
+def test_fail_queued_fails_every_waiting_request_with_the_error() -> None:
+    gate = threading.Event()
+    fake = FakePipeline(gate=gate)
+
+    async def scenario() -> None:
+        batcher = make_batcher(fake, max_batch_images=8)
+        batcher.start()
+        running = asyncio.create_task(batcher.generate(["a"], [0]))
+        await asyncio.to_thread(fake.started.wait, 5)
+        waiting = [asyncio.create_task(batcher.generate([f"w{i}"] * 2, [i, i])) for i in range(3)]
+        await wait_until(lambda: batcher.queued_images == 6)
+        batcher.fail_queued(ModelProcessExited("the model process exited with code -9"))
+        assert batcher.queued_images == 0
+        for task in waiting:
+            with pytest.raises(ModelProcessExited, match="code -9"):
+                await task
+        gate.set()
+        await running
+        await batcher.stop()
+
+    run(scenario)
+    assert fake.batch_sizes == [1]
 
 
 def test_a_failing_model_fails_its_requests_and_the_batcher_goes_on() -> None:

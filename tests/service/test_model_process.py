@@ -118,3 +118,18 @@ def test_the_model_process_is_pinned_and_the_server_gets_its_cpus_back(
     with TestClient(app) as client:
         wait_ready(client)
         assert os.sched_getaffinity(app.state.service.batcher.model.pid) == set(cpus)
+
+
+def test_a_request_whose_model_process_died_is_503_not_500(make_client: Any) -> None:
+    from tests.service.fakes import FakePipeline
+    from xmc_service.worker import ModelProcessExited
+
+    class Dying(FakePipeline):
+        def generate(self, *args: Any, **kwargs: Any) -> Any:
+            raise ModelProcessExited("the model process exited with code -9")
+
+    with make_client(Dying(), warmup=False) as client:
+        response = client.post("/v1/images/generations", json={"prompt": "x"})
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "model_not_ready"
+    assert response.headers["retry-after"] == "1"

@@ -55,12 +55,19 @@ class Server:
     """`python -m xmc_service` in a subprocess with the given batching settings."""
 
     def __init__(
-        self, model_dir: str | None, device: str, batch: int, wait_ms: float, threads: int | None
+        self,
+        model_dir: str | None,
+        device: str,
+        batch: int,
+        wait_ms: float,
+        threads: int | None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,
+            **(extra_env or {}),
             "XMC_DEVICE": device,
             "XMC_MAX_BATCH_IMAGES": str(batch),
             "XMC_MAX_WAIT_MS": str(wait_ms),

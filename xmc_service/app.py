@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,8 +31,6 @@ from xmc_service.worker import (
     ProcessHost,
     ThreadHost,
     describe_failure,
-    pin_process,
-    split_cpus,
 )
 
 logger = logging.getLogger("xmc_service")
@@ -91,15 +88,7 @@ async def _start(state: ServiceState, pipeline: Pipeline | None) -> None:
         metrics=state.metrics,
     )
     try:
-        threads = await batcher.set_threads(settings.torch_threads)
-        model = batcher.model
-        split = split_cpus(threads) if settings.pin_cpus else None
-        if isinstance(model, ProcessHost) and model.on_cpu and split is not None:
-            await batcher.call("pin", split[0])  # before the warm-up starts any thread pool
-            pin_process(split[1])
-            logger.info(
-                "the model on CPUs %s, the server on %s", sorted(split[0]), sorted(split[1])
-            )
+        await batcher.set_threads(settings.torch_threads)
         if settings.warmup:
             await batcher.warmup()
     except BaseException:
@@ -144,7 +133,6 @@ def _lifespan(pipeline: Pipeline | None):
         # interval that wait can cost more than the op (measured: up to 8x slower forwards
         # under load), at 0.5 ms it is small. A model in its own process shares no GIL.
         switch_interval = sys.getswitchinterval()
-        cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         sys.setswitchinterval(min(switch_interval, GIL_SWITCH_INTERVAL_S))
         loaders = [asyncio.create_task(_load_and_warm(state, pipeline))]
         state.reload = lambda: loaders.append(asyncio.create_task(_load_and_warm(state, pipeline)))
@@ -152,8 +140,6 @@ def _lifespan(pipeline: Pipeline | None):
             yield
         finally:
             sys.setswitchinterval(switch_interval)
-            if cpus is not None:  # the server's CPUs were narrowed for a pinned model
-                pin_process(cpus)
             for loader in loaders:
                 loader.cancel()
             await asyncio.gather(*loaders, return_exceptions=True)

@@ -34,9 +34,6 @@ class Settings(BaseSettings):
     model_process: bool = True
     """Run the model in a process of its own, which shares no GIL with the HTTP side; False runs
     it on a thread of the server's process (docs/service.md has the figures)."""
-    pin_cpus: bool = True
-    """On the CPU, with the model in its own process and CPUs left over by its threads: the
-    model's process keeps the last `torch_threads` CPUs and the server the others."""
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_batch_images: int = Field(32, ge=1, le=1024)

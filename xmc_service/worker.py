@@ -8,9 +8,10 @@ Why a process: a model thread shares the server's GIL with the event loop. Each 
 around the generator (a latent per seed, the text features' rows, the uint8 conversion: about a
 hundred per batch) gives the GIL back and must win it again from the busy loop. Measured on 2
 cores: a Python thread spinning beside the model thread halved its images/s; under 64 clients
-the service reached 0.77 of the in-process rate. A process of its own shares no GIL; its
-batches come over a pipe (a batch of 32 images of 32 px is 98 KB back) and the next one waits
-in the pipe while the current one runs. Figures: docs/service.md.
+the service served 0.80 and 0.85 of the in-process rate with the model on a thread, 0.93 and
+0.98 with it in a process of its own (`python -m benchmarks.model_hosts`, two runs). That
+process shares no GIL; its batches come over a pipe (a batch of 32 images of 32 px is 98 KB
+back) and the next one waits in the pipe while the current one runs. Figures: docs/service.md.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
-import os
 import signal
 import threading
 import time
@@ -159,18 +159,16 @@ class LocalModel:
         self.cache = TextFeatureCache(pipeline, text_cache_size)
         self.model_id, self.resolution = pipeline.model_id, pipeline.resolution
 
-    @property
-    def on_cpu(self) -> bool:
-        device = getattr(self.pipeline, "device", None)
-        return device is not None and getattr(device, "type", str(device)) == "cpu"
-
     def default_threads(self) -> int | None:
         """On the CPU, one model thread per core but one, which the HTTP side keeps: on 2
         cores two model threads spin against the event loop (measured 2.5x slower per forward
         under load, docs/service.md). None (torch's default) on a GPU."""
         import os
 
-        return max(1, (os.cpu_count() or 1) - 1) if self.on_cpu else None
+        device = getattr(self.pipeline, "device", None)
+        if device is None or getattr(device, "type", str(device)) != "cpu":
+            return None
+        return max(1, (os.cpu_count() or 1) - 1)
 
     def set_threads(self, threads: int | None) -> int:
         """The model's intra-op CPU threads (None: the default above); OpenMP counts them per
@@ -181,10 +179,6 @@ class LocalModel:
         if threads is not None:
             torch.set_num_threads(threads)
         return torch.get_num_threads()
-
-    def pin(self, cpus: set[int]) -> None:
-        """This process's threads (and those they start) onto `cpus`."""
-        pin_process(cpus)
 
     def warm(self, size: int) -> None:
         """One forward at batch `size`: its first call builds the kernels for that size."""
@@ -231,29 +225,6 @@ class LocalModel:
             return to_uint8(self.pipeline.interpolate(feats, seeds, frames, truncation))
 
 
-def pin_process(cpus: set[int]) -> None:
-    """Every thread of this process onto `cpus` (Linux); threads started later inherit it from
-    the thread that starts them."""
-    for task in os.listdir("/proc/self/task"):
-        with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
-            os.sched_setaffinity(int(task), cpus)
-
-
-def split_cpus(threads: int) -> tuple[set[int], set[int]] | None:
-    """(the model's CPUs, the server's) when the model's `threads` leave the server at least one
-    of this process's CPUs; None where there is no such split (or no affinity, as on macOS).
-
-    Measured on 2 cores under 64 clients: the model's process on one core and the server on
-    the other served 474 and 522 img/s against 448 and 447 unpinned (docs/service.md); the
-    scheduler moving the model between cores costs it its per-core cache."""
-    if not hasattr(os, "sched_getaffinity"):
-        return None
-    available = sorted(os.sched_getaffinity(0))
-    if not 0 < threads < len(available):
-        return None
-    return set(available[-threads:]), set(available[:-threads])
-
-
 class ThreadHost:
     """The model on one thread of this process."""
 
@@ -298,7 +269,7 @@ class ProcessHost:
         self._lock = threading.Lock()
         self._gone: str | None = None
         self._started = self._closing = False
-        self.model_id, self.resolution, self.on_cpu = "", 0, False
+        self.model_id, self.resolution = "", 0
 
     @property
     def pid(self) -> int | None:
@@ -312,7 +283,7 @@ class ProcessHost:
         if message[0] != "ready":
             self.close()
             raise ModelLoadError(message[1])
-        _, self.model_id, self.resolution, self.on_cpu = message
+        _, self.model_id, self.resolution = message
         self._started = True
         threading.Thread(target=self._read, name="xmc-model-reader", daemon=True).start()
 
@@ -378,7 +349,7 @@ def _child_main(conn: Any, settings: Any, log_level: int) -> None:
     except Exception as error:
         conn.send(("failed", describe_failure(error)))
         return
-    conn.send(("ready", model.model_id, model.resolution, model.on_cpu))
+    conn.send(("ready", model.model_id, model.resolution))
     while True:
         try:
             message = conn.recv()

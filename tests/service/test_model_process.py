@@ -1,5 +1,5 @@
 """The model in a process of its own (xmc_service.worker.ProcessHost, the default when the
-service loads a model folder): same images as on a thread, its death seen, its CPUs its own."""
+service loads a model folder): the same images as on a thread, and its death seen."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from PIL import Image
 from tests.service.conftest import wait_ready, wait_status
 from xmc_service.app import create_app
 from xmc_service.settings import Settings
-from xmc_service.worker import ProcessHost, ThreadHost, split_cpus
+from xmc_service.worker import ProcessHost, ThreadHost
 
 
 def _pixels(client: TestClient) -> np.ndarray:
@@ -85,39 +85,6 @@ def test_a_killed_model_process_fails_readiness_then_stops_or_reloads(
             assert stops == []
         else:
             assert stops == [True]  # xmc-serve stops, exit code 1: the orchestrator restarts it
-
-
-def test_the_cpus_split_between_the_model_and_the_server(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    assert split_cpus(1) == ({3}, {0, 1, 2})
-    assert split_cpus(3) == ({1, 2, 3}, {0})
-    assert split_cpus(4) is None  # nothing left for the server: no pinning
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {5}, raising=False)
-    assert split_cpus(1) is None
-
-
-@pytest.mark.skipif(
-    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
-    reason="pinning needs two CPUs",
-)
-def test_the_model_process_is_pinned_and_the_server_gets_its_cpus_back(
-    tiny_artifact: Path,
-) -> None:
-    cpus = sorted(os.sched_getaffinity(0))
-    app = create_app(Settings(model_dir=str(tiny_artifact), torch_threads=1, warmup=False))
-    with TestClient(app) as client:
-        wait_ready(client)
-        pid = app.state.service.batcher.model.pid
-        assert os.sched_getaffinity(pid) == {cpus[-1]}
-        assert os.sched_getaffinity(0) == set(cpus[:-1])
-    assert os.sched_getaffinity(0) == set(cpus)
-    unpinned = Settings(model_dir=str(tiny_artifact), torch_threads=1, pin_cpus=False)
-    app = create_app(unpinned.model_copy(update={"warmup": False}))
-    with TestClient(app) as client:
-        wait_ready(client)
-        assert os.sched_getaffinity(app.state.service.batcher.model.pid) == set(cpus)
 
 
 def test_a_request_whose_model_process_died_is_503_not_500(make_client: Any) -> None:

@@ -8,8 +8,8 @@ Why a process: a model thread shares the server's GIL with the event loop. Each 
 around the generator (a latent per seed, the text features' rows, the uint8 conversion: about a
 hundred per batch) gives the GIL back and must win it again from the busy loop. Measured on 2
 cores: a Python thread spinning beside the model thread halved its images/s; under 64 clients
-the service served 0.80 and 0.85 of the in-process rate with the model on a thread, 0.93 and
-0.98 with it in a process of its own (`python -m benchmarks.model_hosts`, two runs). That
+the service served 0.80-0.85 of the in-process rate with the model on a thread, 0.93-1.00
+with it in a process of its own (`python -m benchmarks.model_hosts`, three runs). That
 process shares no GIL; its batches come over a pipe (a batch of 32 images of 32 px is 98 KB
 back) and the next one waits in the pipe while the current one runs. Figures: docs/service.md.
 """

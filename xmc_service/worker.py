@@ -24,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -290,11 +290,15 @@ class ProcessHost:
     def submit(self, op: str, *args: Any) -> Future[Any]:
         future: Future[Any] = Future()
         with self._lock:
-            if self._gone is not None:
-                future.set_exception(ModelProcessExited(self._gone))
-                return future
-            self._pending.append(future)
-            self._conn.send((op, args))  # a few KB: the pipe's buffer takes it at once
+            if self._gone is None:
+                try:
+                    self._conn.send((op, args))  # a few KB: the pipe's buffer takes it at once
+                except OSError:  # the child is gone and the reader has not seen it yet
+                    self._gone = "the model process exited"
+                else:
+                    self._pending.append(future)
+                    return future
+        future.set_exception(ModelProcessExited(self._gone))
         return future
 
     def _read(self) -> None:
@@ -303,17 +307,15 @@ class ProcessHost:
                 status, value = self._conn.recv()
             except (EOFError, OSError):
                 break
-            future = self._pending.popleft()
-            if status == "ok":
-                future.set_result(value)
-            else:
-                future.set_exception(ModelError(value))
+            with self._lock:
+                future = self._pending.popleft()
+            _settle(future, value if status == "ok" else ModelError(value))
         reason = f"the model process exited with code {self._exit_code()}"
         with self._lock:
             self._gone, pending = reason, list(self._pending)
             self._pending.clear()
         for future in pending:
-            future.set_exception(ModelProcessExited(reason))
+            _settle(future, ModelProcessExited(reason))
         if not self._closing and self._on_exit is not None:
             self._on_exit(reason)
 
@@ -335,6 +337,16 @@ class ProcessHost:
             self._process.kill()
             self._process.join()
         self._conn.close()
+
+
+def _settle(future: Future[Any], outcome: Any) -> None:
+    """Resolve `future` with `outcome` (an exception fails it), unless its caller cancelled it
+    (a batcher that stopped)."""
+    with contextlib.suppress(InvalidStateError):
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 def _child_main(conn: Any, settings: Any, log_level: int) -> None:

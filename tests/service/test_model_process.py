@@ -18,7 +18,7 @@ from PIL import Image
 from tests.service.conftest import wait_ready, wait_status
 from xmc_service.app import create_app
 from xmc_service.settings import Settings
-from xmc_service.worker import ProcessHost, ThreadHost
+from xmc_service.worker import ModelProcessExited, ProcessHost, ThreadHost
 
 
 def _pixels(client: TestClient) -> np.ndarray:
@@ -89,7 +89,6 @@ def test_a_killed_model_process_fails_readiness_then_stops_or_reloads(
 
 def test_a_request_whose_model_process_died_is_503_not_500(make_client: Any) -> None:
     from tests.service.fakes import FakePipeline
-    from xmc_service.worker import ModelProcessExited
 
     class Dying(FakePipeline):
         def generate(self, *args: Any, **kwargs: Any) -> Any:
@@ -100,3 +99,20 @@ def test_a_request_whose_model_process_died_is_503_not_500(make_client: Any) -> 
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == "model_not_ready"
     assert response.headers["retry-after"] == "1"
+
+
+def test_a_cancelled_call_leaves_the_process_serving(tiny_artifact: Path) -> None:
+    import logging
+
+    host = ProcessHost(Settings(model_dir=str(tiny_artifact), device="cpu"), logging.WARNING)
+    try:
+        host.start()
+        dropped = host.submit("generate", ["a red circle"], [1], 1.0, False)
+        assert dropped.cancel()  # as a stopped batcher's await does
+        kept = host.submit("generate", ["a blue square"], [2], 1.0, False)
+        assert kept.result(timeout=60).pixels.shape == (1, 32, 32, 3)
+    finally:
+        host.close()
+    assert not host._process.is_alive()
+    with pytest.raises(ModelProcessExited):  # a call after close fails, it does not hang
+        host.submit("generate", ["x"], [3], 1.0, False).result(timeout=10)

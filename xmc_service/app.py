@@ -64,7 +64,10 @@ async def _open_model(state: ServiceState, pipeline: Pipeline | None) -> ModelHo
 
 
 def _model_exited(state: ServiceState, reason: str) -> None:
-    """The model's process died while serving: not ready; exit 1, or load again."""
+    """The model's process died while serving: not ready; exit 1, or load again. (Dying while
+    it loads or warms up fails that load, which `_load_and_warm` handles.)"""
+    if state.status != "ready":
+        return
     state.status, state.error = "failed", reason
     logger.error("%s", reason)
     if state.batcher is not None:  # its running batches have failed with the process

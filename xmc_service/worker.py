@@ -267,6 +267,9 @@ class ProcessHost:
         self._on_exit = on_exit
         self._pending: deque[Future[Any]] = deque()
         self._lock = threading.Lock()
+        # Two threads waiting for one child race: the one that loses sees no child and reports
+        # it alive (multiprocessing's Popen.poll); so the waits take turns.
+        self._reaping = threading.Lock()
         self._gone: str | None = None
         self._started = self._closing = False
         self.model_id, self.resolution = "", 0
@@ -320,8 +323,9 @@ class ProcessHost:
             self._on_exit(reason)
 
     def _exit_code(self) -> int | None:
-        self._process.join(timeout=5)
-        return self._process.exitcode
+        with self._reaping:  # one thread at a time waits for the child (the reader, close)
+            self._process.join(timeout=5)
+            return self._process.exitcode
 
     def close(self) -> None:
         """Ask the child to leave (it finishes the call it is in); kill it if it is still
@@ -332,10 +336,12 @@ class ProcessHost:
         if self._started:
             with contextlib.suppress(OSError, ValueError), self._lock:
                 self._conn.send(None)  # the child's signal to leave
-            self._process.join(timeout=10)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
+            with self._reaping:
+                self._process.join(timeout=10)
+        with self._reaping:
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
         self._conn.close()
 
 

@@ -130,7 +130,8 @@ class InProcess:
 
 
 def default_threads(device: str) -> int | None:
-    """The service's default (xmc_service.app.default_threads): cores but one on the CPU."""
+    """The service's default (xmc_service.worker.LocalModel.default_threads): cores but one on
+    the CPU."""
     return max(1, (os.cpu_count() or 1) - 1) if device == "cpu" else None
 
 

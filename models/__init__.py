@@ -25,6 +25,7 @@ _EXPORTS = {
     "get_preset": "models.config",
     "pick_device": "models.runtime",
     "DeviceError": "models.runtime",
+    "to_uint8": "models.images",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -124,9 +124,9 @@ class Batcher:
         """One call to the model (`xmc_service.worker.LocalModel.<op>`), after those before it."""
         return await asyncio.wrap_future(self.model.submit(op, *args))
 
-    async def set_threads(self, threads: int | None) -> int:
-        """The model's intra-op CPU threads (None: the service's default); returns the count."""
-        return await self.call("set_threads", threads)
+    async def set_threads(self, threads: int | None) -> None:
+        """The model's intra-op CPU threads (None: the service's default)."""
+        await self.call("set_threads", threads)
 
     async def warmup(self) -> None:
         """Forwards at batch 1, 2, 4, ... and the full batch: the first call of a batch size

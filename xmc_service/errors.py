@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from xmc_service.metrics import count_rejection
+from xmc_service.worker import ModelProcessExited
 
 
 class APIError(Exception):
@@ -104,8 +105,6 @@ async def _on_model_exited(request: Request, error: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    from xmc_service.worker import ModelProcessExited
-
     app.add_exception_handler(APIError, _on_api_error)  # type: ignore[arg-type]
     app.add_exception_handler(ModelProcessExited, _on_model_exited)
     app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]

@@ -132,12 +132,12 @@ class TextFeatureCache:
             self._rows.popitem(last=False)
 
 
-def to_uint8(images: Any) -> np.ndarray:
-    """(B, 3, H, W) torch floats in [0, 1] -> (B, H, W, 3) uint8."""
-    import torch
+def to_pixels(images: Any) -> np.ndarray:
+    """(B, 3, H, W) torch floats in [0, 1] -> (B, H, W, 3) uint8 (models.to_uint8, the
+    project's one float -> uint8 rounding, then channels last)."""
+    from models import to_uint8
 
-    scaled = images.detach().float().cpu().mul(255.0).round_().clamp_(0, 255)
-    return scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    return to_uint8(images).cpu().permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def warmup_sizes(max_batch_images: int) -> list[int]:
@@ -170,15 +170,14 @@ class LocalModel:
             return None
         return max(1, (os.cpu_count() or 1) - 1)
 
-    def set_threads(self, threads: int | None) -> int:
+    def set_threads(self, threads: int | None) -> None:
         """The model's intra-op CPU threads (None: the default above); OpenMP counts them per
-        thread, so this runs on the model's own thread. Returns the count in effect."""
+        thread, so this runs on the model's own thread."""
         import torch
 
         threads = threads or self.default_threads()
         if threads is not None:
             torch.set_num_threads(threads)
-        return torch.get_num_threads()
 
     def warm(self, size: int) -> None:
         """One forward at batch `size`: its first call builds the kernels for that size."""
@@ -206,7 +205,7 @@ class LocalModel:
             else:
                 images = self.pipeline.generate(feats, seeds, truncation=truncation)
         return Generated(
-            to_uint8(images),
+            to_pixels(images),
             [list(tokens) for tokens in feats.tokens],
             maps,
             self.cache.hits - hits,
@@ -222,7 +221,7 @@ class LocalModel:
 
         feats = self.cache.features(list(captions))
         with torch.inference_mode():
-            return to_uint8(self.pipeline.interpolate(feats, seeds, frames, truncation))
+            return to_pixels(self.pipeline.interpolate(feats, seeds, frames, truncation))
 
 
 class ThreadHost:

@@ -30,12 +30,7 @@ def tiny_pipeline(tiny_artifact: Path) -> Any:
 
 
 def wait_ready(client: TestClient, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if client.get("/health/ready").status_code == 200:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"not ready after {timeout_s} s: {client.get('/health/ready').json()}")
+    assert wait_status(client, "ready", timeout_s).status_code == 200
 
 
 def wait_status(client: TestClient, status: str, timeout_s: float = 60.0) -> Any:

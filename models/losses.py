@@ -75,10 +75,40 @@ def _symmetric_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)
 
 
+def _require_negatives(
+    name: str, negatives: torch.Tensor, shape: torch.Size, valid: torch.Tensor | None
+) -> None:
+    if negatives.shape != shape:
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(negatives.shape)}")
+    if valid is not None and (valid.shape != shape[:1] or valid.dtype != torch.bool):
+        raise ValueError(
+            f"negatives_valid must be a bool tensor of shape ({shape[0]},), "
+            f"got {valid.dtype} {tuple(valid.shape)}"
+        )
+
+
+def _cross_entropy_with_negatives(
+    logits: torch.Tensor, hard: torch.Tensor, valid: torch.Tensor | None
+) -> torch.Tensor:
+    """The symmetric CE of (B, B) logits [row i = a_i against every b] with one more column for
+    the rows' CE: hard[i], a_i against its own hard negative (-inf where not valid)."""
+    if valid is not None:
+        hard = hard.masked_fill(~valid, float("-inf"))
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    rows = torch.cat([logits, hard[:, None]], dim=1)  # (B, B + 1)
+    return F.cross_entropy(rows, targets) + F.cross_entropy(logits.t(), targets)
+
+
 # ----------------------------------------------------------------------------- XMC-GAN contrastive
 
 
-def contrastive_loss(a: torch.Tensor, b: torch.Tensor, temperature: float = TAU) -> torch.Tensor:
+def contrastive_loss(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    temperature: float = TAU,
+    b_negatives: torch.Tensor | None = None,
+    negatives_valid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Symmetric InfoNCE between paired rows of `a` and `b` (XMC-GAN eq. 3-4).
 
     Used for L_sent (sentence embedding vs. image feature) and both L_img (real vs. fake image
@@ -89,6 +119,10 @@ def contrastive_loss(a: torch.Tensor, b: torch.Tensor, temperature: float = TAU)
         a: (B, d) features; row i is paired with row i of `b`.
         b: (B, d) features.
         temperature: tau in eq. 4.
+        b_negatives: optional (B, d) hard negatives (not in the paper): row i is one more
+            candidate against a's row i alone, a column of the a -> b cross-entropy only (say
+            caption i with its relation reversed, against image i).
+        negatives_valid: (B,) bool, the rows of `b_negatives` that count (default: all).
     Returns:
         scalar float32 loss.
     """
@@ -103,7 +137,11 @@ def contrastive_loss(a: torch.Tensor, b: torch.Tensor, temperature: float = TAU)
         a_hat = l2_normalize(a.float())  # (B, d)
         b_hat = l2_normalize(b.float())  # (B, d)
         logits = a_hat @ b_hat.t() / temperature  # (B, B)
-        return _symmetric_cross_entropy(logits)
+        if b_negatives is None:
+            return _symmetric_cross_entropy(logits)
+        _require_negatives("b_negatives", b_negatives, b.shape, negatives_valid)
+        hard = (a_hat * l2_normalize(b_negatives.float())).sum(1) / temperature  # (B,)
+        return _cross_entropy_with_negatives(logits, hard, negatives_valid)
 
 
 def word_region_scores(
@@ -169,6 +207,9 @@ def word_region_contrastive_loss(
     rho1: float = RHO1,
     rho2: float = RHO2,
     rho3: float = RHO3,
+    negative_words: torch.Tensor | None = None,
+    negative_mask: torch.Tensor | None = None,
+    negatives_valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L_word (XMC-GAN eq. 7): symmetric CE over logits rho3 * S_word, summed.
 
@@ -178,6 +219,10 @@ def word_region_contrastive_loss(
         word_mask: (B, T) bool, True = real word.
         rho1, rho2: see `word_region_scores`.
         rho3: logit scale (gamma3).
+        negative_words, negative_mask: optional (B, T, D) and (B, T) hard-negative captions
+            (not in the paper): caption i is one more candidate against image i alone, a column
+            of the image -> captions cross-entropy only.
+        negatives_valid: (B,) bool, the hard negatives that count (default: all).
     Returns:
         scalar float32: mean CE caption -> images + mean CE image -> captions.
     """
@@ -188,8 +233,16 @@ def word_region_contrastive_loss(
             "regions and words need the same batch size B >= 1, "
             f"got {regions.shape[0]} and {words.shape[0]}"
         )
+    if negative_words is None:
+        with _full_precision(scores):
+            return _symmetric_cross_entropy(rho3 * scores)
+    _require_negatives("negative_words", negative_words, words.shape, negatives_valid)
+    hard = word_region_scores(regions, negative_words, negative_mask, rho1=rho1, rho2=rho2)
     with _full_precision(scores):
-        return _symmetric_cross_entropy(rho3 * scores)
+        # (B, B): [caption i, image j]; the image -> captions CE reads its transpose
+        return _cross_entropy_with_negatives(
+            rho3 * scores.t(), rho3 * hard.diagonal(), negatives_valid
+        )
 
 
 # ----------------------------------------------------------------------------- adversarial

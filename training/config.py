@@ -45,6 +45,9 @@ class TrainConfig:
     infomax_beta: float = 0.2  # InfoMax weight on real images in L_D (mimicry 0.2)
     infomax_alpha: float = 0.2  # InfoMax weight on fake images in L_G (mimicry 0.2)
     gather_negatives: bool = False  # contrastive negatives from all devices (default: per device)
+    # one hard negative per caption in L_sent and L_word: its relation reversed or two colours
+    # exchanged (training/negatives.py; not in the paper)
+    swap_negatives: bool = False
     gf_dim: int = 0  # override the preset's G base width (0 = keep)
     df_dim: int = 0  # override the preset's D base width (0 = keep)
     text_encoder: str = ""  # override the preset's BERT (name or local path)

@@ -5,6 +5,9 @@ L_G = L_adv(G) + w_sent L_sent(fake) + w_word L_word(fake)
       + w_img L_img(D features: fake vs real) [+ w_img L_img(pretrained CNN)]
       [+ alpha L_infomax(fake)]
 
+With TrainConfig.swap_negatives (not in the paper), L_sent and L_word of both phases also rank
+each image's caption above one edited copy of it (`HardNegatives`, `training/negatives.py`).
+
 Both phases read one forward of D over [real; fake] (the official code concatenates them), so a
 step can update D and G from the same forward, as the official `train_g_d` does.
 """
@@ -101,13 +104,37 @@ def _split(out: DiscriminatorOutput) -> tuple[DiscriminatorOutput, Discriminator
     return parts[0], parts[1]
 
 
+@dataclass
+class HardNegatives:
+    """One edited caption per image (TrainConfig.swap_negatives, `training/negatives.py`),
+    one more candidate against that image alone in L_sent and L_word."""
+
+    sentence: torch.Tensor  # (n, F) V e_s of the edited captions (D's sentence projection)
+    words: torch.Tensor  # (n, T, D_w)
+    mask: torch.Tensor  # (n, T) bool
+    valid: torch.Tensor  # (n,) bool: False where the caption had nothing to edit
+
+
 def _text_image_terms(
-    half: DiscriminatorOutput, words: torch.Tensor, mask: torch.Tensor, w: LossWeights, gather: bool
+    half: DiscriminatorOutput,
+    words: torch.Tensor,
+    mask: torch.Tensor,
+    w: LossWeights,
+    gather: bool,
+    negatives: HardNegatives | None = None,
 ) -> dict[str, torch.Tensor]:
     terms = {}
+    hard = {}
+    if negatives is not None:
+        valid = _gather(negatives.valid, gather)
+        hard = {"sent": (_gather(negatives.sentence, gather), valid)}
+        hard["word"] = (_gather(negatives.words, gather), _gather(negatives.mask, gather), valid)
     if w.sent:
         terms["sent"] = contrastive_loss(
-            _gather(half.features, gather), _gather(half.sentence, gather), w.temperature
+            _gather(half.features, gather),
+            _gather(half.sentence, gather),
+            w.temperature,
+            *hard.get("sent", ()),
         )
     if w.word:
         terms["word"] = word_region_contrastive_loss(
@@ -117,6 +144,7 @@ def _text_image_terms(
             w.rho1,
             w.rho2,
             w.rho3,
+            *hard.get("word", ()),
         )
     return terms
 
@@ -127,6 +155,7 @@ def discriminator_loss(
     mask: torch.Tensor,
     w: LossWeights,
     gather: bool = False,
+    negatives: HardNegatives | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_D from D([real; fake]); returns the total and its named terms (for logging)."""
     real, fake = _split(out)
@@ -134,7 +163,7 @@ def discriminator_loss(
         terms = {"adv": hinge_d_loss(real.logits, fake.logits)}
     else:
         terms = {"adv": dual_contrastive_d_loss(real.logits, fake.logits)}
-    terms.update(_text_image_terms(real, words, mask, w, gather))
+    terms.update(_text_image_terms(real, words, mask, w, gather, negatives))
     total = terms["adv"] + w.sent * terms.get("sent", 0.0) + w.word * terms.get("word", 0.0)
     if w.infomax_d:
         terms["infomax"] = infomax_loss(real.infomax_local, real.infomax_global)
@@ -150,6 +179,7 @@ def generator_loss(
     gather: bool = False,
     cnn_real: torch.Tensor | None = None,
     cnn_fake: torch.Tensor | None = None,
+    negatives: HardNegatives | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_G from the same D([real; fake]); cnn_* are pretrained-CNN features when enabled."""
     real, fake = _split(out)
@@ -157,7 +187,7 @@ def generator_loss(
         terms = {"adv": hinge_g_loss(fake.logits)}
     else:
         terms = {"adv": dual_contrastive_g_loss(real.logits, fake.logits)}
-    terms.update(_text_image_terms(fake, words, mask, w, gather))
+    terms.update(_text_image_terms(fake, words, mask, w, gather, negatives))
     total = terms["adv"] + w.sent * terms.get("sent", 0.0) + w.word * terms.get("word", 0.0)
     if w.img:
         terms["img"] = contrastive_loss(

@@ -4,6 +4,7 @@ of G; `fit` is the loop around it. Progress is counted in steps and in images se
 
 from __future__ import annotations
 
+import random
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from models.runtime import autocast, autocast_dtype
+from models.text_encoder import TextFeatures
 from training import build
 from training.checkpoint import (
     CheckpointError,
@@ -42,8 +44,10 @@ from training.faults import (
     warn,
 )
 from training.logs import TrainLogs
+from training.negatives import swap_negative
 from training.objectives import (
     BatchNormStatsFrozen,
+    HardNegatives,
     LossWeights,
     discriminator_loss,
     generator_loss,
@@ -52,6 +56,8 @@ from training.run_dir import RunDir
 from training.samples import sample_captions, write_samples
 
 __all__ = ["NonFiniteError", "RunError", "SubBatch", "Trainer"]
+
+NEGATIVES_STREAM = 1000  # derived_seed's last part for the swap negatives (noise uses 0..d_steps)
 
 
 @dataclass
@@ -63,6 +69,8 @@ class SubBatch:
     words: torch.Tensor  # (n, T, D_w)
     mask: torch.Tensor  # (n, T) bool
     z: torch.Tensor  # (n, Z)
+    negatives: TextFeatures | None = None  # (n, ...) swap negatives, with swap_negatives
+    negatives_valid: torch.Tensor | None = None  # (n,) bool
 
 
 class Trainer:
@@ -190,10 +198,35 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         n = images.shape[0] // self.config.d_steps
         parts = [slice(k * n, (k + 1) * n) for k in range(self.config.d_steps)]
-        return [
+        subs = [
             SubBatch(images[p], text.sentence[p], text.words[p], text.mask[p], self._noise(n, k))
             for k, p in enumerate(parts)
         ]
+        if self.config.swap_negatives:
+            captions = list(batch["caption"])
+            seed = derived_seed(self.config.seed, self.step, self.info.rank, NEGATIVES_STREAM)
+            rng = random.Random(seed)
+            edited = [swap_negative(caption, rng) for caption in captions]
+            # a caption with nothing to edit stands in for itself, masked out of the losses
+            negatives = self.text_encoder.encode(
+                [e or c for e, c in zip(edited, captions, strict=True)], self.device
+            )
+            valid = torch.tensor([e is not None for e in edited], device=self.device)
+            for sub, p in zip(subs, parts, strict=True):
+                sub.negatives = negatives.select(list(range(len(captions)))[p])
+                sub.negatives_valid = valid[p]
+        return subs
+
+    def _hard_negatives(self, sub: SubBatch) -> HardNegatives | None:
+        """The sub-batch's swap negatives with D's sentence projection V e_s (in the graph)."""
+        if sub.negatives is None:
+            return None
+        return HardNegatives(
+            self.discriminator.sentence_projection(sub.negatives.sentence),
+            sub.negatives.words,
+            sub.negatives.mask,
+            sub.negatives_valid,
+        )
 
     # ------------------------------------------------------------------ the two phases
     def _autocast(self):
@@ -216,8 +249,9 @@ class Trainer:
             with torch.no_grad(), BatchNormStatsFrozen(self.generator):
                 fake = self.g_forward(sub.z, sub.sentence, sub.words, sub.mask)  # (n, 3, R, R)
             out = self.d_forward(torch.cat([sub.real, fake]), sub.sentence)
+            negatives = self._hard_negatives(sub)
         d_loss, d_terms = discriminator_loss(
-            out, sub.words, sub.mask, self.weights, self.config.gather_negatives
+            out, sub.words, sub.mask, self.weights, self.config.gather_negatives, negatives
         )
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
@@ -234,7 +268,9 @@ class Trainer:
         with self._autocast():
             fake = self.g_forward(sub.z, sub.sentence, sub.words, sub.mask)  # (n, 3, R, R)
             out = self.d_forward(torch.cat([sub.real, fake]), sub.sentence)
-        d_loss, d_terms = discriminator_loss(out, sub.words, sub.mask, w, c.gather_negatives)
+            negatives = self._hard_negatives(sub)
+        gather = c.gather_negatives
+        d_loss, d_terms = discriminator_loss(out, sub.words, sub.mask, w, gather, negatives)
         cnn_real = cnn_fake = None
         if self.image_encoder is not None:
             with self._autocast():
@@ -242,7 +278,7 @@ class Trainer:
                     cnn_real = self.image_encoder(sub.real)
                 cnn_fake = self.image_encoder(fake)
         g_loss, g_terms = generator_loss(
-            out, sub.words, sub.mask, w, c.gather_negatives, cnn_real, cnn_fake
+            out, sub.words, sub.mask, w, gather, cnn_real, cnn_fake, negatives
         )
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)

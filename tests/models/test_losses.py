@@ -227,6 +227,55 @@ def test_word_region_perfect_alignment_is_low():
     assert word_region_contrastive_loss(regions, words, mask).item() < 1e-6
 
 
+# ----------------------------------------------------------------------------- hard negatives
+
+
+def _naive_with_negatives(logits, hard, valid) -> float:
+    """Symmetric CE where row i (a_i against every b) also holds hard[i] when valid[i]."""
+    n = len(logits)
+    rows = [logits[i] + ([hard[i]] if valid[i] else []) for i in range(n)]
+    cols = [[logits[j][i] for j in range(n)] for i in range(n)]
+    return (
+        sum(_naive_cross_entropy(r, i) for i, r in enumerate(rows)) / n
+        + sum(_naive_cross_entropy(c, i) for i, c in enumerate(cols)) / n
+    )
+
+
+def test_contrastive_hard_negatives_join_only_their_own_row():
+    g = _generator(7)
+    a, b, neg = (torch.randn(4, 5, generator=g) for _ in range(3))
+    valid = torch.tensor([True, False, True, True])
+    logits = [[_cos(a[i].double(), b[j].double()) / 0.1 for j in range(4)] for i in range(4)]
+    hard = [_cos(a[i].double(), neg[i].double()) / 0.1 for i in range(4)]
+    expected = _naive_with_negatives(logits, hard, valid.tolist())
+    _close(contrastive_loss(a, b, 0.1, neg, valid), expected)
+    # a negative equal to the positive halves that row's probability: the loss rises
+    assert contrastive_loss(a, b, 0.1, b.clone()) > contrastive_loss(a, b, 0.1)
+    none = torch.zeros(4, dtype=torch.bool)
+    torch.testing.assert_close(contrastive_loss(a, b, 0.1, neg, none), contrastive_loss(a, b, 0.1))
+
+
+def test_word_region_hard_negatives_join_the_image_rows():
+    regions, words, mask = _random_words(4)
+    g = _generator(5)
+    neg_words = torch.randn(3, 5, 6, generator=g)
+    neg_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    valid = torch.tensor([True, True, False])
+    scores = _naive_scores(regions, words, mask, 5.0, 5.0)  # [caption i][image j]
+    hard = [
+        _naive_scores(regions[i : i + 1], neg_words[i : i + 1], neg_mask[i : i + 1], 5.0, 5.0)[0][0]
+        for i in range(3)
+    ]
+    image_rows = [[2.0 * scores[j][i] for j in range(3)] for i in range(3)]  # image i's row
+    expected = _naive_with_negatives(image_rows, [2.0 * h for h in hard], valid.tolist())
+    loss = word_region_contrastive_loss(
+        regions, words, mask, 5.0, 5.0, 2.0, neg_words, neg_mask, valid
+    )
+    _close(loss, expected, tol=1e-4)
+    with pytest.raises(ValueError, match="negative_words must have shape"):
+        word_region_contrastive_loss(regions, words, mask, 5.0, 5.0, 2.0, neg_words[:2], neg_mask)
+
+
 # ----------------------------------------------------------------------------- adversarial
 
 

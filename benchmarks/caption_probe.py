@@ -1,0 +1,222 @@
+"""What a trained D can tell apart: `python -m benchmarks.caption_probe RUN --data DATA`.
+
+XMC-GAN's generator learns what a caption says only through the discriminator: the projection
+term of D's logit and the contrastive losses L_sent and L_word all score a caption against an
+image with D's features. If D cannot tell a caption from one with its relation reversed, no
+loss pushes G to place the objects as the caption says. On the real images of a split's
+two-object scenes, this script scores each scene's caption ("a red circle left of a blue
+square") against edited versions of it:
+
+  relation    the relation reversed ("... right of a blue square"): a different scene
+  binding     the two objects' colours exchanged ("a blue circle left of a red square"): a
+              different scene with the same words
+  colour      the first object's colour replaced by one not in the scene (a control)
+  shape       the first object's shape replaced by another (a control)
+  paraphrase  the same scene said the other way round ("a blue square right of a red
+              circle"): a faithful scorer ranks it at chance against the caption (0.5)
+
+For each edit it prints how often the true caption scores above the edited one on the real
+image, with the sentence score of L_sent (cos(phi(x), V e_s)) and with the word-region score
+S_word of L_word, for the run's discriminator and for an untrained one (the floor), and the
+frozen text encoder's cosine between the two captions' sentence embeddings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EDITS = ("relation", "binding", "colour", "shape", "paraphrase")
+CAPTION = 0  # TWO_OBJECT_TEMPLATES[0]: "a {color1} {shape1} {rel} a {color2} {shape2}"
+PARAPHRASE = 2  # "a {color2} {shape2} {rel_inv} a {color1} {shape1}"
+
+
+def edited_captions(attributes: dict[str, Any], rng: random.Random) -> dict[str, str] | None:
+    """The caption of a two-object scene and each edit of it (an edit that would name an
+    unseen colour-shape pair, or change nothing, is left out); None for a one-object scene."""
+    from training.shapes.scenes import (
+        HELDOUT_PAIRS,
+        INVERSE_RELATION,
+        PALETTE_OBJECTS,
+        SHAPES,
+        all_captions,
+    )
+
+    if len(attributes["objects"]) != 2:
+        return None
+    first, second = attributes["objects"]
+
+    def caption(objects: list[dict[str, Any]], relation: str) -> str:
+        return all_captions({**attributes, "objects": objects, "relation": relation})[CAPTION]
+
+    def seen(*objects: dict[str, Any]) -> bool:
+        return all((obj["color"], obj["shape"]) not in HELDOUT_PAIRS for obj in objects)
+
+    relation = attributes["relation"]
+    out = {"caption": caption([first, second], relation)}
+    out["relation"] = caption([first, second], INVERSE_RELATION[relation])
+    if first["color"] != second["color"] and first["shape"] != second["shape"]:
+        a, b = {**first, "color": second["color"]}, {**second, "color": first["color"]}
+        if seen(a, b):
+            out["binding"] = caption([a, b], relation)
+    colours = [c for c in PALETTE_OBJECTS if c not in (first["color"], second["color"])]
+    colours = [c for c in colours if seen({"color": c, "shape": first["shape"]})]
+    out["colour"] = caption([{**first, "color": rng.choice(colours)}, second], relation)
+    shapes = [s for s in SHAPES if s != first["shape"] and seen({**first, "shape": s})]
+    if shapes:
+        out["shape"] = caption([{**first, "shape": rng.choice(shapes)}, second], relation)
+    out["paraphrase"] = all_captions(attributes)[PARAPHRASE]
+    return out
+
+
+def scores(discriminator: Any, images: Any, features: Any, chunk: int = 16) -> tuple[Any, Any]:
+    """(N,) sentence scores cos(phi(x_i), V e_i) and (N,) word-region scores S_word(x_i, t_i)
+    of image i against caption i (features: TextFeatures of N captions)."""
+    import torch
+
+    from models.losses import l2_normalize, word_region_scores
+
+    sentence, word = [], []
+    with torch.no_grad():
+        for start in range(0, images.shape[0], chunk):
+            part = slice(start, start + chunk)
+            out = discriminator(images[part], features.sentence[part])
+            cos = (l2_normalize(out.features) * l2_normalize(out.sentence)).sum(1)  # (b,)
+            matrix = word_region_scores(out.regions, features.words[part], features.mask[part])
+            sentence.append(cos)
+            word.append(matrix.diagonal())  # caption i against image i
+    return torch.cat(sentence), torch.cat(word)
+
+
+def probe(
+    run: str | Path, data: str | Path, split: str = "val", num: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """The table's figures: per edit, the share of scenes whose true caption outscores the
+    edit, for the run's D and an untrained one, and the text encoder's mean cosine."""
+    import torch
+
+    from models.config import DiscriminatorConfig, TextEncoderConfig, config_from_dict
+    from models.discriminator import Discriminator
+    from models.text_encoder import TextEncoder
+    from training.checkpoint import load_checkpoint, load_latest
+    from training.faults import RunError
+    from training.metrics.sampling import load_split, real_images
+
+    run = Path(run)
+    if run.is_file():
+        state = load_checkpoint(run)
+    else:
+        latest = load_latest(run, quarantine=False) if run.is_dir() else None
+        if latest is None:
+            raise RunError(f"{run} is not a training run (no checkpoint-*.pt in it)")
+        state = latest[1]
+    described = state["config"]
+    d_config = config_from_dict(DiscriminatorConfig, described["discriminator"])
+    trained = Discriminator(d_config)
+    trained.load_state_dict(state["discriminator"])
+    torch.manual_seed(seed)
+    untrained = Discriminator(d_config)
+    encoder = TextEncoder.from_config(
+        config_from_dict(TextEncoderConfig, described["text_encoder"])
+    )
+
+    records = load_split(data, split, num, need_attributes=True)
+    rng = random.Random(f"caption_probe/{seed}")
+    kept, edits = [], []
+    for index, record in enumerate(records):
+        captions = edited_captions(record.attributes, rng)
+        if captions is not None:
+            kept.append(index)
+            edits.append(captions)
+    if not kept:
+        raise RunError(f"split {split!r} of {data} holds no two-object scene")
+    images = real_images([records[i] for i in kept], d_config.resolution).float() / 255.0
+    truth = encoder.encode([e["caption"] for e in edits])
+    discriminators = {"trained": trained.eval(), "untrained": untrained.eval()}
+    base = {name: scores(d, images, truth) for name, d in discriminators.items()}
+
+    result: dict[str, Any] = {
+        "step": state["step"],
+        "images_seen": state["images_seen"],
+        "split": split,
+        "scenes": len(kept),
+        "edits": {},
+    }
+    for edit in EDITS:
+        rows = [i for i, e in enumerate(edits) if edit in e]
+        other = encoder.encode([edits[i][edit] for i in rows])
+        index = torch.as_tensor(rows)
+        row: dict[str, Any] = {
+            "scenes": len(rows),
+            "example": f"{edits[rows[0]]['caption']} -> {edits[rows[0]][edit]}",
+            "text_cosine": float(
+                torch.nn.functional.cosine_similarity(truth.sentence[index], other.sentence).mean()
+            ),
+        }
+        for name, d in discriminators.items():
+            sentence, word = scores(d, images[index], other)
+            row[name] = {
+                "sentence": float((base[name][0][index] > sentence).float().mean()),
+                "word": float((base[name][1][index] > word).float().mean()),
+            }
+        result["edits"][edit] = row
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    lines = [
+        f"step {result['step']:,} ({result['images_seen']:,} images seen); {result['scenes']} "
+        f"two-object scenes of {result['split']} (real images)",
+        "share of scenes whose true caption scores above the edited one (0.5 = cannot tell):",
+        "",
+        "| edit | scenes | L_sent score, D | L_word score, D | untrained D (sent / word) "
+        "| text cosine |",
+        "|---|---|---|---|---|---|",
+    ]
+    for edit, row in result["edits"].items():
+        t, u = row["trained"], row["untrained"]
+        lines.append(
+            f"| {edit} | {row['scenes']} | {t['sentence']:.3f} | {t['word']:.3f} | "
+            f"{u['sentence']:.2f} / {u['word']:.2f} | {row['text_cosine']:.3f} |"
+        )
+    lines.append("")
+    lines += [f"{edit}: {row['example']}" for edit, row in result["edits"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.caption_probe",
+        description="How well a training run's discriminator tells a shapes caption from the "
+        "same caption with its relation reversed, its colours exchanged, one colour or shape "
+        "replaced, or paraphrased, on real two-object scenes.",
+    )
+    p.add_argument("run", help="a run directory (its newest checkpoint) or one checkpoint file")
+    p.add_argument("--data", required=True, help="shapes benchmark root")
+    p.add_argument("--split", default="val")
+    p.add_argument(
+        "--num", type=int, default=1000, help="scenes read (about half have two objects)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="the untrained D's and the edits' seed")
+    p.add_argument("--out", default=None, help="also write the figures to this JSON file")
+    args = p.parse_args(argv)
+    from training.checkpoint import CheckpointError
+    from training.faults import RunError
+    from training.metrics.sampling import EvaluationError
+
+    try:
+        result = probe(args.run, args.data, args.split, args.num, args.seed)
+    except (RunError, CheckpointError, EvaluationError, OSError) as error:
+        p.exit(2, f"caption_probe: {error}\n")
+    print(format_table(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -92,6 +92,37 @@ def scores(discriminator: Any, images: Any, features: Any, chunk: int = 16) -> t
     return torch.cat(sentence), torch.cat(word)
 
 
+def _checkpoint(run: Path) -> dict[str, Any]:
+    """One checkpoint file, or a run directory's newest good checkpoint."""
+    from training.checkpoint import load_checkpoint, load_latest
+    from training.faults import RunError
+
+    if run.is_file():
+        return load_checkpoint(run)
+    latest = load_latest(run, quarantine=False) if run.is_dir() else None
+    if latest is None:
+        raise RunError(f"{run} is not a training run (no checkpoint-*.pt in it)")
+    return latest[1]
+
+
+def _networks(state: dict[str, Any], seed: int) -> tuple[Any, Any, Any]:
+    """The checkpoint's D, an untrained D of the same config (from `seed`), its text encoder."""
+    import torch
+
+    from models.config import DiscriminatorConfig, TextEncoderConfig, config_from_dict
+    from models.discriminator import Discriminator
+    from models.text_encoder import TextEncoder
+
+    described = state["config"]
+    d_config = config_from_dict(DiscriminatorConfig, described["discriminator"])
+    trained = Discriminator(d_config)
+    trained.load_state_dict(state["discriminator"])
+    torch.manual_seed(seed)
+    untrained = Discriminator(d_config)
+    text = config_from_dict(TextEncoderConfig, described["text_encoder"])
+    return trained, untrained, TextEncoder.from_config(text)
+
+
 def probe(
     run: str | Path, data: str | Path, split: str = "val", num: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
@@ -99,30 +130,11 @@ def probe(
     edit, for the run's D and an untrained one, and the text encoder's mean cosine."""
     import torch
 
-    from models.config import DiscriminatorConfig, TextEncoderConfig, config_from_dict
-    from models.discriminator import Discriminator
-    from models.text_encoder import TextEncoder
-    from training.checkpoint import load_checkpoint, load_latest
     from training.faults import RunError
     from training.metrics.sampling import load_split, real_images
 
-    run = Path(run)
-    if run.is_file():
-        state = load_checkpoint(run)
-    else:
-        latest = load_latest(run, quarantine=False) if run.is_dir() else None
-        if latest is None:
-            raise RunError(f"{run} is not a training run (no checkpoint-*.pt in it)")
-        state = latest[1]
-    described = state["config"]
-    d_config = config_from_dict(DiscriminatorConfig, described["discriminator"])
-    trained = Discriminator(d_config)
-    trained.load_state_dict(state["discriminator"])
-    torch.manual_seed(seed)
-    untrained = Discriminator(d_config)
-    encoder = TextEncoder.from_config(
-        config_from_dict(TextEncoderConfig, described["text_encoder"])
-    )
+    state = _checkpoint(Path(run))
+    trained, untrained, encoder = _networks(state, seed)
 
     records = load_split(data, split, num, need_attributes=True)
     rng = random.Random(f"caption_probe/{seed}")
@@ -134,7 +146,7 @@ def probe(
             edits.append(captions)
     if not kept:
         raise RunError(f"split {split!r} of {data} holds no two-object scene")
-    images = real_images([records[i] for i in kept], d_config.resolution).float() / 255.0
+    images = real_images([records[i] for i in kept], trained.config.resolution).float() / 255.0
     truth = encoder.encode([e["caption"] for e in edits])
     discriminators = {"trained": trained.eval(), "untrained": untrained.eval()}
     base = {name: scores(d, images, truth) for name, d in discriminators.items()}

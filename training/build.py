@@ -51,6 +51,15 @@ def networks(
     return Networks(generator, discriminator, ema, opt_g, opt_d, g_forward, d_forward)
 
 
+@torch.no_grad()
+def update_ema(ema: Generator, generator: Generator, decay: float) -> None:
+    """ema = decay * ema + (1 - decay) * G for the parameters; the buffers (BN) copied."""
+    for ema_p, p in zip(ema.parameters(), generator.parameters(), strict=True):
+        ema_p.lerp_(p.detach(), 1.0 - decay)
+    for ema_b, b in zip(ema.buffers(), generator.buffers(), strict=True):
+        ema_b.copy_(b)
+
+
 def initial_generator(generator: Generator, ema: Generator, source: str) -> None:
     """A fresh run's start from an exported model (TrainConfig.init_generator): its generator
     weights into G and the EMA, refusing one whose config differs from the run's."""

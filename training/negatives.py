@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
+from typing import Any
 
 OPPOSITES: dict[str, str] = {
     "left": "right",
@@ -33,6 +35,7 @@ OPPOSITES: dict[str, str] = {
 COLOUR_WORDS: frozenset[str] = frozenset(
     "red orange yellow green cyan blue purple pink brown black white gray grey".split()
 )
+NEGATIVES_STREAM = 1000  # derived_seed's last part for them (the noise uses 0 .. d_steps - 1)
 _WORD = re.compile(r"[A-Za-z]+")
 
 
@@ -73,3 +76,31 @@ def swap_negative(caption: str, rng: random.Random) -> str | None:
     edits it allows, drawn with `rng`), or None when it allows neither."""
     edits = [edit for edit in (_relation_flipped(caption), _colours_exchanged(caption)) if edit]
     return rng.choice(edits) if edits else None
+
+
+def encode_negatives(
+    encoder: Any, captions: Sequence[str], seed: int, device: Any, parts: Sequence[slice]
+) -> list[tuple[Any, Any]]:
+    """Each caption's swap negative, encoded, cut into the step's sub-batches: per part,
+    (TextFeatures (n, ...), valid (n,) bool); a caption with nothing to edit stands in for
+    itself, marked not valid."""
+    import torch
+
+    rng = random.Random(seed)
+    edited = [swap_negative(caption, rng) for caption in captions]
+    features = encoder.encode([e or c for e, c in zip(edited, captions, strict=True)], device)
+    valid = torch.tensor([e is not None for e in edited], device=device)
+    rows = list(range(len(captions)))
+    return [(features.select(rows[p]), valid[p]) for p in parts]
+
+
+def hard_negatives(discriminator: Any, negatives: tuple[Any, Any] | None) -> Any:
+    """A sub-batch's swap negatives for the losses (`HardNegatives`), with D's sentence
+    projection V e_s in the graph; None without them."""
+    if negatives is None:
+        return None
+    from training.objectives import HardNegatives
+
+    text, valid = negatives
+    projected = discriminator.sentence_projection(text.sentence)
+    return HardNegatives(projected, text.words, text.mask, valid)

@@ -4,7 +4,6 @@ of G; `fit` is the loop around it. Progress is counted in steps and in images se
 
 from __future__ import annotations
 
-import random
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -16,7 +15,6 @@ import torch
 from torch import nn
 
 from models.runtime import autocast, autocast_dtype
-from models.text_encoder import TextFeatures
 from training import build
 from training.checkpoint import (
     CheckpointError,
@@ -44,10 +42,9 @@ from training.faults import (
     warn,
 )
 from training.logs import TrainLogs
-from training.negatives import swap_negative
+from training.negatives import NEGATIVES_STREAM, encode_negatives, hard_negatives
 from training.objectives import (
     BatchNormStatsFrozen,
-    HardNegatives,
     LossWeights,
     discriminator_loss,
     generator_loss,
@@ -56,8 +53,6 @@ from training.run_dir import RunDir
 from training.samples import sample_captions, write_samples
 
 __all__ = ["NonFiniteError", "RunError", "SubBatch", "Trainer"]
-
-NEGATIVES_STREAM = 1000  # derived_seed's last part for the swap negatives (noise uses 0..d_steps)
 
 
 @dataclass
@@ -69,8 +64,7 @@ class SubBatch:
     words: torch.Tensor  # (n, T, D_w)
     mask: torch.Tensor  # (n, T) bool
     z: torch.Tensor  # (n, Z)
-    negatives: TextFeatures | None = None  # (n, ...) swap negatives, with swap_negatives
-    negatives_valid: torch.Tensor | None = None  # (n,) bool
+    negatives: tuple | None = None  # swap negatives: (TextFeatures (n, ...), valid (n,) bool)
 
 
 class Trainer:
@@ -111,14 +105,8 @@ class Trainer:
         self.dataset = dataset if dataset is not None else build.dataset(c, resolution)
         encoder = build.text_encoder(text_encoder, self.model_configs, self.device)
         self.text_encoder = build.cached_text_encoder(c, encoder, self.dataset, self.progress)
-        self.data = DataStream(
-            self.dataset,
-            self.batch_size,
-            c.seed,
-            self.info,
-            num_workers=c.num_workers,
-            pin_memory=self.device.type == "cuda",
-        )
+        loader = {"num_workers": c.num_workers, "pin_memory": self.device.type == "cuda"}
+        self.data = DataStream(self.dataset, self.batch_size, c.seed, self.info, **loader)
         self.resumed_from: Path | None = None
         self._saved_images = -1
         self._open_run_dir()
@@ -198,35 +186,15 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         n = images.shape[0] // self.config.d_steps
         parts = [slice(k * n, (k + 1) * n) for k in range(self.config.d_steps)]
-        subs = [
-            SubBatch(images[p], text.sentence[p], text.words[p], text.mask[p], self._noise(n, k))
+        split = [None] * len(parts)
+        if self.config.swap_negatives:
+            seed = derived_seed(self.config.seed, self.step, self.info.rank, NEGATIVES_STREAM)
+            split = encode_negatives(self.text_encoder, batch["caption"], seed, self.device, parts)
+        t = text
+        return [
+            SubBatch(images[p], t.sentence[p], t.words[p], t.mask[p], self._noise(n, k), split[k])
             for k, p in enumerate(parts)
         ]
-        if self.config.swap_negatives:
-            captions = list(batch["caption"])
-            seed = derived_seed(self.config.seed, self.step, self.info.rank, NEGATIVES_STREAM)
-            rng = random.Random(seed)
-            edited = [swap_negative(caption, rng) for caption in captions]
-            # a caption with nothing to edit stands in for itself, masked out of the losses
-            negatives = self.text_encoder.encode(
-                [e or c for e, c in zip(edited, captions, strict=True)], self.device
-            )
-            valid = torch.tensor([e is not None for e in edited], device=self.device)
-            for sub, p in zip(subs, parts, strict=True):
-                sub.negatives = negatives.select(list(range(len(captions)))[p])
-                sub.negatives_valid = valid[p]
-        return subs
-
-    def _hard_negatives(self, sub: SubBatch) -> HardNegatives | None:
-        """The sub-batch's swap negatives with D's sentence projection V e_s (in the graph)."""
-        if sub.negatives is None:
-            return None
-        return HardNegatives(
-            self.discriminator.sentence_projection(sub.negatives.sentence),
-            sub.negatives.words,
-            sub.negatives.mask,
-            sub.negatives_valid,
-        )
 
     # ------------------------------------------------------------------ the two phases
     def _autocast(self):
@@ -249,7 +217,7 @@ class Trainer:
             with torch.no_grad(), BatchNormStatsFrozen(self.generator):
                 fake = self.g_forward(sub.z, sub.sentence, sub.words, sub.mask)  # (n, 3, R, R)
             out = self.d_forward(torch.cat([sub.real, fake]), sub.sentence)
-            negatives = self._hard_negatives(sub)
+            negatives = hard_negatives(self.discriminator, sub.negatives)
         d_loss, d_terms = discriminator_loss(
             out, sub.words, sub.mask, self.weights, self.config.gather_negatives, negatives
         )
@@ -268,7 +236,7 @@ class Trainer:
         with self._autocast():
             fake = self.g_forward(sub.z, sub.sentence, sub.words, sub.mask)  # (n, 3, R, R)
             out = self.d_forward(torch.cat([sub.real, fake]), sub.sentence)
-            negatives = self._hard_negatives(sub)
+            negatives = hard_negatives(self.discriminator, sub.negatives)
         gather = c.gather_negatives
         d_loss, d_terms = discriminator_loss(out, sub.words, sub.mask, w, gather, negatives)
         cnn_real = cnn_fake = None
@@ -336,11 +304,7 @@ class Trainer:
         # BN statistics are per device (official); average them so every rank, the EMA and
         # the checkpoint hold the same
         average_buffers(self.generator, self.info)
-        decay = self.config.ema_decay
-        for ema_p, p in zip(self.ema.parameters(), self.generator.parameters(), strict=True):
-            ema_p.lerp_(p.detach(), 1.0 - decay)
-        for ema_b, b in zip(self.ema.buffers(), self.generator.buffers(), strict=True):
-            ema_b.copy_(b)
+        build.update_ema(self.ema, self.generator, self.config.ema_decay)
 
     # ------------------------------------------------------------------ samples
     def write_samples(self, captions: list[str]) -> Path:

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from training.negatives import swap_negative
+from training.negatives import hard_negatives, swap_negative
 
 
 @pytest.mark.parametrize(
@@ -42,10 +42,10 @@ def test_the_negatives_reach_l_sent_and_l_word(shapes_root, tiny_config, tmp_pat
     batch = next(trainer.batches())
     captions = list(batch["caption"])
     subs = trainer.sub_batches(batch)
-    valid = torch.cat([sub.negatives_valid for sub in subs]).tolist()
+    valid = torch.cat([sub.negatives[1] for sub in subs]).tolist()
     assert valid == [swap_negative(c, random.Random(0)) is not None for c in captions]
     assert any(valid) and not all(valid)  # both kinds in this batch, so the check has teeth
-    tokens = [t for sub in subs for t in sub.negatives.tokens]
+    tokens = [t for sub in subs for t in sub.negatives[0].tokens]
     for caption, ok, drawn in zip(captions, valid, tokens, strict=True):
         allowed = {swap_negative(caption, random.Random(s)) for s in range(40)} if ok else set()
         allowed = [trainer.text_encoder.encode([a]).tokens[0] for a in allowed or {caption}]
@@ -54,12 +54,12 @@ def test_the_negatives_reach_l_sent_and_l_word(shapes_root, tiny_config, tmp_pat
     with torch.no_grad():
         fake = trainer.generator(sub.z, sub.sentence, sub.words, sub.mask)
         out = trainer.discriminator(torch.cat([sub.real, fake]), sub.sentence)
-        hard = trainer._hard_negatives(sub)
+        hard = hard_negatives(trainer.discriminator, sub.negatives)
         _, with_negatives = discriminator_loss(
             out, sub.words, sub.mask, trainer.weights, False, hard
         )
         _, without = discriminator_loss(out, sub.words, sub.mask, trainer.weights)
-    assert sub.negatives_valid.any()
+    assert sub.negatives[1].any()
     # one more candidate per image can only raise each image's cross-entropy
     assert with_negatives["sent"] > without["sent"] and with_negatives["word"] > without["word"]
     assert with_negatives["adv"] == without["adv"]

@@ -92,19 +92,6 @@ def scores(discriminator: Any, images: Any, features: Any, chunk: int = 16) -> t
     return torch.cat(sentence), torch.cat(word)
 
 
-def _checkpoint(run: Path) -> dict[str, Any]:
-    """One checkpoint file, or a run directory's newest good checkpoint."""
-    from training.checkpoint import load_checkpoint, load_latest
-    from training.faults import RunError
-
-    if run.is_file():
-        return load_checkpoint(run)
-    latest = load_latest(run, quarantine=False) if run.is_dir() else None
-    if latest is None:
-        raise RunError(f"{run} is not a training run (no checkpoint-*.pt in it)")
-    return latest[1]
-
-
 def _networks(state: dict[str, Any], seed: int) -> tuple[Any, Any, Any]:
     """The checkpoint's D, an untrained D of the same config (from `seed`), its text encoder."""
     import torch
@@ -130,10 +117,11 @@ def probe(
     edit, for the run's D and an untrained one, and the text encoder's mean cosine."""
     import torch
 
+    from training.checkpoint import load_run_or_file
     from training.faults import RunError
     from training.metrics.sampling import load_split, real_images
 
-    state = _checkpoint(Path(run))
+    state = load_run_or_file(run)
     trained, untrained, encoder = _networks(state, seed)
 
     records = load_split(data, split, num, need_attributes=True)

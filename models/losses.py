@@ -69,10 +69,19 @@ def _flat_logits(name: str, logits: torch.Tensor) -> torch.Tensor:
     return logits.float()
 
 
-def _symmetric_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """CE(rows, arange) + CE(columns, arange) for square (B, B) logits, each a batch mean."""
+def _symmetric_cross_entropy(
+    logits: torch.Tensor, hard: torch.Tensor | None = None, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """CE(rows, arange) + CE(columns, arange) for square (B, B) logits, each a batch mean. With
+    `hard` (B,), row i's CE has one more candidate, hard[i] (row i against its own hard
+    negative; -inf where `valid` is False)."""
     targets = torch.arange(logits.shape[0], device=logits.device)
-    return F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)
+    rows = logits
+    if hard is not None:
+        if valid is not None:
+            hard = hard.masked_fill(~valid, float("-inf"))
+        rows = torch.cat([logits, hard[:, None]], dim=1)  # (B, B + 1)
+    return F.cross_entropy(rows, targets) + F.cross_entropy(logits.t(), targets)
 
 
 def _require_negatives(
@@ -85,18 +94,6 @@ def _require_negatives(
             f"negatives_valid must be a bool tensor of shape ({shape[0]},), "
             f"got {valid.dtype} {tuple(valid.shape)}"
         )
-
-
-def _cross_entropy_with_negatives(
-    logits: torch.Tensor, hard: torch.Tensor, valid: torch.Tensor | None
-) -> torch.Tensor:
-    """The symmetric CE of (B, B) logits [row i = a_i against every b] with one more column for
-    the rows' CE: hard[i], a_i against its own hard negative (-inf where not valid)."""
-    if valid is not None:
-        hard = hard.masked_fill(~valid, float("-inf"))
-    targets = torch.arange(logits.shape[0], device=logits.device)
-    rows = torch.cat([logits, hard[:, None]], dim=1)  # (B, B + 1)
-    return F.cross_entropy(rows, targets) + F.cross_entropy(logits.t(), targets)
 
 
 # ----------------------------------------------------------------------------- XMC-GAN contrastive
@@ -141,7 +138,7 @@ def contrastive_loss(
             return _symmetric_cross_entropy(logits)
         _require_negatives("b_negatives", b_negatives, b.shape, negatives_valid)
         hard = (a_hat * l2_normalize(b_negatives.float())).sum(1) / temperature  # (B,)
-        return _cross_entropy_with_negatives(logits, hard, negatives_valid)
+        return _symmetric_cross_entropy(logits, hard, negatives_valid)
 
 
 def word_region_scores(
@@ -237,12 +234,11 @@ def word_region_contrastive_loss(
         with _full_precision(scores):
             return _symmetric_cross_entropy(rho3 * scores)
     _require_negatives("negative_words", negative_words, words.shape, negatives_valid)
+    # (B, B) like `scores`; only its diagonal (caption i's negative against image i) is read
     hard = word_region_scores(regions, negative_words, negative_mask, rho1=rho1, rho2=rho2)
     with _full_precision(scores):
         # (B, B): [caption i, image j]; the image -> captions CE reads its transpose
-        return _cross_entropy_with_negatives(
-            rho3 * scores.t(), rho3 * hard.diagonal(), negatives_valid
-        )
+        return _symmetric_cross_entropy(rho3 * scores.t(), rho3 * hard.diagonal(), negatives_valid)
 
 
 # ----------------------------------------------------------------------------- adversarial

@@ -195,6 +195,20 @@ def load_latest(
     return None
 
 
+def load_run_or_file(source: str | Path) -> dict[str, Any]:
+    """One checkpoint file, or a run directory's newest good checkpoint (nothing quarantined);
+    RunError when `source` is neither."""
+    from training.faults import RunError
+
+    source = Path(source)
+    if source.is_file():
+        return load_checkpoint(source)
+    latest = load_latest(source, quarantine=False) if source.is_dir() else None
+    if latest is None:
+        raise RunError(f"{source} is not a training run (no checkpoint-*.pt in it)")
+    return latest[1]
+
+
 def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
     """Delete all but the newest `keep` checkpoints (and their sidecars)."""
     for path in list_checkpoints(run_dir)[:-keep]:

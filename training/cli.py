@@ -208,17 +208,11 @@ def export_run(
     from models.generator import Generator
     from models.hub import write_model_card
     from models.pipeline import save_artifact
-    from training.checkpoint import load_checkpoint, load_latest
-    from training.faults import RunError
+    from training.checkpoint import load_run_or_file
 
     source = Path(source)
-    if source.is_file():
-        state, name = load_checkpoint(source), source.parent.name
-    else:
-        latest = load_latest(source, quarantine=False) if source.is_dir() else None
-        if latest is None:
-            raise RunError(f"{source} is not a training run (no checkpoint-*.pt in it)")
-        state, name = latest[1], source.name
+    state = load_run_or_file(source)
+    name = source.parent.name if source.is_file() else source.name
     described = state["config"]
     generator = Generator(config_from_dict(GeneratorConfig, described["generator"]))
     generator.load_state_dict(state[weights])

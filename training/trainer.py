@@ -180,7 +180,7 @@ class Trainer:
         return torch.randn(n, self.model_configs.generator.z_dim, generator=rng).to(self.device)
 
     def sub_batches(self, batch: dict[str, Any]) -> list[SubBatch]:
-        text = self.text_encoder.encode(list(batch["caption"]), self.device)
+        t = self.text_encoder.encode(list(batch["caption"]), self.device)  # TextFeatures (B, ...)
         images = device_images(batch["image"], self.device)  # (B, 3, R, R) float in [0, 1]
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -190,7 +190,6 @@ class Trainer:
         if self.config.swap_negatives:
             seed = derived_seed(self.config.seed, self.step, self.info.rank, NEGATIVES_STREAM)
             split = encode_negatives(self.text_encoder, batch["caption"], seed, self.device, parts)
-        t = text
         return [
             SubBatch(images[p], t.sentence[p], t.words[p], t.mask[p], self._noise(n, k), split[k])
             for k, p in enumerate(parts)

@@ -129,6 +129,10 @@ class DiscriminatorConfig:
     # block before the last (mimicry's local_feat_blocks; 4x4 here), "region" = the 16x16
     # region map after a ReLU (this repo's earlier choice, kept as an option)
     infomax_local: str = "penultimate"
+    # CoordConv (Liu et al. 2018; not in the paper): x and y coordinate channels in [-1, 1]
+    # joined to the image before the stem and to the region map before its projection, so that
+    # phi(x) and the regions can say where things are ("a circle left of a square")
+    coords: bool = False
 
     def __post_init__(self) -> None:
         GeneratorConfig(resolution=self.resolution, channel_multipliers=self.channel_multipliers)

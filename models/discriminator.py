@@ -3,6 +3,7 @@
 Spectral norm on every conv and linear, no normalisation layers. It doubles as the encoder of
 the contrastive losses: phi(x) (sum-pooled last block) against V e_s for L_sent and against the
 real image's phi for L_img, and the 16x16 region features against the words for L_word.
+With `coords`, coordinate channels (CoordConv) join the image and the region map.
 With `infomax`, InfoMax-GAN heads (Lee et al. 2021, as mimicry) project local features, by
 default the raw output of the block before the last (mimicry's `local_feat_blocks`), and phi.
 """
@@ -17,7 +18,7 @@ from torch import nn
 
 from models.artifacts import ArtifactMixin
 from models.config import DiscriminatorConfig, get_preset
-from models.layers import DiscBlock, DiscOptimizedBlock, sn_conv, sn_linear
+from models.layers import DiscBlock, DiscOptimizedBlock, sn_conv, sn_linear, with_coordinates
 
 
 @dataclass
@@ -51,7 +52,8 @@ class Discriminator(nn.Module, ArtifactMixin):
     def __init__(self, config: DiscriminatorConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.stem = DiscOptimizedBlock(3, c.stem_channels)
+        extra = 2 if c.coords else 0  # the coordinate channels
+        self.stem = DiscOptimizedBlock(3 + extra, c.stem_channels)
         blocks, in_ch = [], c.stem_channels
         side = c.resolution // 2
         self.region_block = 0 if side == c.region_resolution else None  # 0 = the stem
@@ -67,7 +69,7 @@ class Discriminator(nn.Module, ArtifactMixin):
             if self.region_block == 0
             else c.block_channels[self.region_block - 1][0]
         )
-        self.region_projection = sn_conv(region_channels, c.word_dim, 1)
+        self.region_projection = sn_conv(region_channels + extra, c.word_dim, 1)
         self.linear = sn_linear(c.feature_dim, 1)
         self.sentence_projection = sn_linear(c.sentence_dim, c.feature_dim)
         if c.infomax:
@@ -110,7 +112,7 @@ class Discriminator(nn.Module, ArtifactMixin):
                 f"expected sentence (b, {c.sentence_dim}) with the image batch "
                 f"({images.shape[0]}) a multiple of b; got {tuple(sentence.shape)}"
             )
-        x = self.stem(images)
+        x = self.stem(with_coordinates(images) if c.coords else images)
         region_map = penultimate = x
         for i, block in enumerate(self.blocks, start=1):
             penultimate = x  # the input of the last block once the loop ends
@@ -121,7 +123,8 @@ class Discriminator(nn.Module, ArtifactMixin):
         projected = self.sentence_projection(sentence)  # (b, F)
         repeats = features.shape[0] // projected.shape[0]
         logits = self.linear(features).squeeze(1) + (features * projected.repeat(repeats, 1)).sum(1)
-        regions = self.region_projection(region_map).flatten(2).transpose(1, 2)  # (B, 256, D_w)
+        located = with_coordinates(region_map) if c.coords else region_map  # (B, C [+ 2], 16, 16)
+        regions = self.region_projection(located).flatten(2).transpose(1, 2)  # (B, 256, D_w)
         out = DiscriminatorOutput(logits, features, projected, regions)
         if c.infomax:
             # mimicry feeds the raw block output; "region" keeps the earlier ReLU'd 16x16 map

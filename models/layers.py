@@ -35,6 +35,15 @@ def sn_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Modu
     return spectral_norm(linear, eps=1e-10)
 
 
+def with_coordinates(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C + 2, H, W): x then y of each pixel centre, -1 (left, top) to 1."""
+    b, _, h, w = x.shape
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=x.device, dtype=x.dtype)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))  # (2, H, W)
+    return torch.cat([x, grid.expand(b, 2, h, w)], dim=1)
+
+
 def upsample(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2.0, mode="nearest")
 

@@ -48,6 +48,8 @@ class TrainConfig:
     # one hard negative per caption in L_sent and L_word: its relation reversed or two colours
     # exchanged (training/negatives.py; not in the paper)
     swap_negatives: bool = False
+    # coordinate channels in D (DiscriminatorConfig.coords, CoordConv; not in the paper)
+    d_coords: bool = False
     gf_dim: int = 0  # override the preset's G base width (0 = keep)
     df_dim: int = 0  # override the preset's D base width (0 = keep)
     text_encoder: str = ""  # override the preset's BERT (name or local path)
@@ -153,6 +155,7 @@ class TrainConfig:
             sentence_dim=text.hidden_size,
             infomax=self.infomax,
             infomax_local=self.infomax_local,
+            coords=self.d_coords,
             df_dim=self.df_dim or preset.discriminator.df_dim,
         )
         return Preset(generator=g, discriminator=d, text_encoder=text)

@@ -17,7 +17,7 @@ from models.config import (
 )
 from models.discriminator import Discriminator
 from models.generator import Generator
-from models.layers import ConditionalBatchNorm, LocalConditionalBatchNorm
+from models.layers import ConditionalBatchNorm, LocalConditionalBatchNorm, with_coordinates
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -276,6 +276,31 @@ def test_discriminator_infomax_heads(name: str, local: str, positions: int) -> N
     assert out.infomax_local.shape == (2, positions, 1024)  # (B, K, R)
     assert out.infomax_global.shape == (2, 1024)  # (B, R)
     assert torch.isfinite(out.infomax_local).all() and torch.isfinite(out.infomax_global).all()
+
+
+def test_coordinate_channels_locate_each_pixel() -> None:
+    grid = with_coordinates(torch.zeros(2, 1, 4, 8))[:, 1:]  # (2, 2, 4, 8): x then y
+    assert grid.shape == (2, 2, 4, 8)
+    assert torch.allclose(grid[0, 0, 0], torch.linspace(-0.875, 0.875, 8))  # x, left to right
+    assert torch.allclose(grid[1, 1, :, 5], torch.tensor([-0.75, -0.25, 0.25, 0.75]))  # y, down
+
+
+def test_discriminator_with_coords_tells_positions_apart() -> None:
+    """A plain D gives every inner region of a flat image the same feature (its convolutions
+    are translation-equivariant); with `coords` the regions depend on where they are."""
+    tiny = get_preset("tiny").discriminator
+    flat = torch.full((1, 3, 32, 32), 0.5)
+    sentence = torch.randn(1, tiny.sentence_dim)
+    for coords in (False, True):
+        torch.manual_seed(0)
+        config = DiscriminatorConfig(**{**tiny.__dict__, "coords": coords})
+        discriminator = Discriminator(config).eval()
+        with torch.no_grad():
+            out = discriminator(flat, sentence)
+        inner = out.regions.reshape(16, 16, -1)[4:12, 4:12].reshape(64, -1)  # (64, D_w)
+        spread = (inner - inner[0]).abs().max().item()
+        assert (spread > 1e-3) == coords, (coords, spread)
+        assert discriminator.stem.conv1.in_channels == 3 + 2 * coords
 
 
 def test_discriminator_rejects_wrong_image_size() -> None:

@@ -47,5 +47,7 @@ def test_the_pretrained_cnn_loss_has_its_own_switch() -> None:
 def test_infomax_local_and_the_loss_constants_reach_the_networks_and_losses() -> None:
     config = TrainConfig(preset="tiny", infomax=True, infomax_local="region", tau=0.2, rho3=10.0)
     assert config.model_configs().discriminator.infomax_local == "region"
+    assert not config.model_configs().discriminator.coords  # the paper's D by default
+    assert TrainConfig(preset="tiny", d_coords=True).model_configs().discriminator.coords
     weights = LossWeights.from_config(config)
     assert (weights.temperature, weights.rho3) == (0.2, 10.0)

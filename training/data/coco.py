@@ -19,7 +19,7 @@ import logging
 import os
 import posixpath
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -228,6 +228,60 @@ def next_good_item(
     raise DatasetError(f"no decodable image left in {name}")
 
 
+class ItemOptions:
+    """How a decoded record becomes an item (`CocoCaptions` and the other datasets)."""
+
+    def __init__(
+        self,
+        resolution: int,
+        *,
+        center_crop: bool = False,
+        random_flip: bool = True,
+        swap_left_right_on_flip: bool = True,
+        seed: int = 0,
+        pixels: str = "float",
+    ) -> None:
+        check_pixels(pixels)
+        if resolution < 1:
+            raise DatasetError(f"resolution must be a positive integer, got {resolution}")
+        if seed < 0:
+            raise DatasetError(f"seed must be >= 0, got {seed}")
+        self.resolution, self.center_crop, self.random_flip = resolution, center_crop, random_flip
+        self.swap_left_right_on_flip, self.seed = swap_left_right_on_flip, seed
+        # "uint8": items carry (3, R, R) uint8, a quarter of the bytes between processes;
+        # `float_images` restores the float interface on the batch (module doc)
+        self.pixels = pixels
+
+
+def make_item(
+    image: Image.Image,
+    captions: Sequence[str],
+    rng: np.random.Generator,
+    options: ItemOptions,
+    image_id: int,
+    index: int,
+    skipped: int = 0,
+) -> dict[str, Any]:
+    """Resize, maybe flip (with the caption's left/right swapped), draw one caption.
+
+    `skipped` is how many bad records were passed over to reach this one: the trainer sums
+    it over each batch, as it does for `CocoCaptions` items."""
+    caption = captions[int(rng.integers(len(captions)))]
+    flip = options.random_flip and bool(rng.random() < 0.5)
+    image = resize_image(image, options.resolution, options.center_crop)
+    if flip:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if options.swap_left_right_on_flip:
+            caption = swap_left_right(caption)
+    return {
+        "image": pixel_tensor(image, options.pixels),
+        "caption": caption,
+        "image_id": image_id,
+        "index": index,
+        "skipped": skipped,
+    }
+
+
 class CocoCaptions(Dataset):
     """Images of a COCO-layout split, each with one of its captions drawn per access.
 
@@ -257,18 +311,16 @@ class CocoCaptions(Dataset):
         seed: int = 0,
         pixels: str = "float",
     ) -> None:
-        self.pixels = check_pixels(pixels)  # "uint8": items carry uint8 (training/data/records.py)
-        if resolution < 1:
-            raise DatasetError(f"resolution must be a positive integer, got {resolution}")
-        if seed < 0:
-            raise DatasetError(f"seed must be >= 0, got {seed}")
-        self.root, self.split, self.resolution = Path(root), split, resolution
-        self.center_crop, self.random_flip = center_crop, random_flip
-        self.swap_left_right_on_flip, self.skip_bad, self.seed = (
-            swap_left_right_on_flip,
-            skip_bad,
-            seed,
+        self.options = ItemOptions(
+            resolution,
+            center_crop=center_crop,
+            random_flip=random_flip,
+            swap_left_right_on_flip=swap_left_right_on_flip,
+            seed=seed,
+            pixels=pixels,
         )
+        self.root, self.split, self.resolution = Path(root), split, resolution
+        self.skip_bad, self.seed = skip_bad, seed
         self.annotations_path = self.root / "annotations" / f"captions_{split}.json"
         self.image_folder = self.root / split
         self.records, self.empty_captions = self._drop_empty_captions(
@@ -313,21 +365,9 @@ class CocoCaptions(Dataset):
 
     def _load(self, index: int, skipped: int) -> dict[str, Any]:
         record = self.records[index]
+        image = load_rgb(record.path)
         rng = self.item_rng(index)
-        caption = record.captions[int(rng.integers(len(record.captions)))]
-        flip = self.random_flip and bool(rng.random() < 0.5)
-        image = resize_image(load_rgb(record.path), self.resolution, self.center_crop)
-        if flip:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            if self.swap_left_right_on_flip:
-                caption = swap_left_right(caption)
-        return {
-            "image": pixel_tensor(image, self.pixels),
-            "caption": caption,
-            "image_id": record.image_id,
-            "index": index,
-            "skipped": skipped,
-        }
+        return make_item(image, record.captions, rng, self.options, record.image_id, index, skipped)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return next_good_item(self, index, self._on_bad, str(self.image_folder))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import logging
 import multiprocessing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,10 @@ from torch.utils.data import Dataset
 from training.data.coco import (
     CaptionedImage,
     DatasetError,
-    check_pixels,
+    ItemOptions,
     load_rgb,
+    make_item,
     next_good_item,
-    pixel_tensor,
-    resize_image,
-    swap_left_right,
 )
 
 LOG = logging.getLogger("training.data")
@@ -102,60 +100,6 @@ def decode_image_bytes(data: bytes) -> Image.Image:
             return image.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise DatasetError(f"cannot decode image: {error}") from None
-
-
-class ItemOptions:
-    """How a decoded record becomes an item (the `CocoCaptions` arguments of the same name)."""
-
-    def __init__(
-        self,
-        resolution: int,
-        *,
-        center_crop: bool = False,
-        random_flip: bool = True,
-        swap_left_right_on_flip: bool = True,
-        seed: int = 0,
-        pixels: str = "float",
-    ) -> None:
-        check_pixels(pixels)
-        if resolution < 1:
-            raise DatasetError(f"resolution must be a positive integer, got {resolution}")
-        if seed < 0:
-            raise DatasetError(f"seed must be >= 0, got {seed}")
-        self.resolution, self.center_crop, self.random_flip = resolution, center_crop, random_flip
-        self.swap_left_right_on_flip, self.seed = swap_left_right_on_flip, seed
-        # "uint8": items carry (3, R, R) uint8, a quarter of the bytes between processes;
-        # `float_images` restores the float interface on the batch (module doc)
-        self.pixels = pixels
-
-
-def make_item(
-    image: Image.Image,
-    captions: Sequence[str],
-    rng: np.random.Generator,
-    options: ItemOptions,
-    image_id: int,
-    index: int,
-    skipped: int = 0,
-) -> dict[str, Any]:
-    """Resize, maybe flip (with the caption's left/right swapped), draw one caption.
-
-    `skipped` is how many bad records were passed over to reach this one: the trainer sums
-    it over each batch, as it does for `CocoCaptions` items."""
-    caption = captions[int(rng.integers(len(captions)))]
-    flip = options.random_flip and bool(rng.random() < 0.5)
-    image = resize_image(image, options.resolution, options.center_crop)
-    if flip:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        if options.swap_left_right_on_flip:
-            caption = swap_left_right(caption)
-    return {
-        "image": pixel_tensor(image, options.pixels),
-        "caption": caption,
-        "image_id": image_id,
-        "index": index,
-        "skipped": skipped,
-    }
 
 
 def float_images(batch: dict[str, Any]) -> dict[str, Any]:

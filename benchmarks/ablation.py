@@ -5,9 +5,11 @@ and is scored with the faithfulness scorer on val and test_heldout. Runs resume 
 checkpoint every --checkpoint-every steps), so the script can be interrupted and started again.
 `ablation.json` in --out keeps every row scored so far, from this call and earlier ones (a row
 found there is skipped; --rescore scores it again without training it again), and
-`ablation.md` tables them.
+`ablation.md` tables them. `--merge` tables the seeds of one budget (each seed's `ablation.json`)
+as mean and spread per row.
 
     python -m benchmarks.ablation --data data/shapes32 --out runs/ablation --steps 300
+    python -m benchmarks.ablation --merge runs/ablation/seed*/ablation.json
 """
 
 from __future__ import annotations
@@ -139,9 +141,58 @@ def table(results: list[dict], reference: dict, args: argparse.Namespace) -> str
     return budget(args) + "\n\n" + "\n".join(lines)
 
 
+def _unseeded(budget_text: str) -> str:
+    return re.sub(r", seed \d+,", ",", budget_text)
+
+
+def seeds_table(summaries: list[dict]) -> str:
+    """The rows of several seeds' `ablation.json` at one budget: per row the mean over the seeds
+    that scored it, +/- half their range, and the change of val / ceiling from hinge only."""
+    budgets = {_unseeded(s["budget"]) for s in summaries}
+    if len(budgets) != 1:
+        raise ValueError(f"the files hold different budgets: {sorted(budgets)}")
+    reference = summaries[0]["reference"]
+    ceiling = {split: reference[split]["real"]["mean"] for split in ("val", "test_heldout")}
+    by_row: dict[str, list[dict]] = {}
+    for summary in summaries:
+        for result in summary["results"]:
+            by_row.setdefault(result["row"], []).append(result["scores"])
+
+    def stat(scores: list[dict], split: str, key: str, scale: float = 1.0) -> tuple[float, float]:
+        values = [s[split][key] / scale for s in scores if s[split].get(key) is not None]
+        return sum(values) / len(values), (max(values) - min(values)) / 2
+
+    def cell(mean_spread: tuple[float, float]) -> str:
+        return f"{mean_spread[0]:.3f} ± {mean_spread[1]:.3f}"
+
+    base = by_row.get("no contrastive loss")
+    base_val = stat(base, "val", "mean", ceiling["val"])[0] if base else None
+    lines = [
+        "| row | seeds | val / ceiling | held-out / ceiling | change from hinge only (val) | "
+        "background | colour | shape | relation (val) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in [name for name in ROWS if name in by_row]:
+        scores = by_row[row]
+        val = stat(scores, "val", "mean", ceiling["val"])
+        change = "-" if base_val is None else f"{val[0] - base_val:+.3f}"
+        attributes = (cell(stat(scores, "val", a)) for a in ("background", "color", "shape"))
+        lines.append(
+            f"| {row} | {len(scores)} | {cell(val)} | "
+            f"{cell(stat(scores, 'test_heldout', 'mean', ceiling['test_heldout']))} | {change} | "
+            + " | ".join([*attributes, cell(stat(scores, "val", "relation"))])
+            + " |"
+        )
+    floor = {split: reference[split]["untrained"]["mean"] / ceiling[split] for split in ceiling}
+    lines.append(
+        f"| untrained G (floor) | | {floor['val']:.3f} | {floor['test_heldout']:.3f} | | | | | |"
+    )
+    return budgets.pop() + "\n\n" + "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.ablation", description=__doc__)
-    p.add_argument("--data", type=Path, required=True, help="shapes benchmark root")
+    p.add_argument("--data", type=Path, help="shapes benchmark root (required unless --merge)")
     p.add_argument("--out", type=Path, default=Path("runs/ablation"))
     p.add_argument("--preset", default="shapes-32")
     p.add_argument("--steps", type=int, default=300)
@@ -159,7 +210,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--rescore", action="store_true", help="score rows found in ablation.json again")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="only print the table of these seeds' ablation.json files (one budget)",
+    )
     args = p.parse_args(argv)
+    if args.merge:
+        try:
+            print(seeds_table([json.loads(path.read_text()) for path in args.merge]))
+        except (OSError, ValueError, KeyError) as error:
+            p.error(f"--merge: {error}")
+        return 0
+    if args.data is None:
+        p.error("--data is required")
     from training.cli import parse_overrides
 
     try:

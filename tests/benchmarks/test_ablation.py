@@ -45,3 +45,47 @@ def test_rows_of_separate_calls_share_one_table(
     assert capsys.readouterr().out.count("scored already") == 2
     with pytest.raises(SystemExit, match="another budget"):
         main([*common[:-2], "--set", "lr_g=0.0003", "--rows", "1"])
+
+
+def _summary(seed: int, rows: dict[str, float], steps: int = 12000) -> dict:
+    def scores(mean: float) -> dict:
+        split = {"mean": mean, "background": mean, "color": 1.0, "shape": mean, "relation": 0.5}
+        return {"val": split, "test_heldout": {**split, "mean": mean / 2}}
+
+    budget = f"preset `tiny`, {steps} steps of batch 16 (...), seed {seed}, 100 scored images"
+    real = {"mean": 0.8}
+    return {
+        "budget": budget,
+        "results": [{"row": row, "scores": scores(mean)} for row, mean in rows.items()],
+        "reference": {
+            split: {"real": real, "untrained": {"mean": 0.2}} for split in ("val", "test_heldout")
+        },
+    }
+
+
+def test_merge_tables_seeds_as_mean_and_spread(tmp_path: Path, capsys) -> None:
+    from benchmarks.ablation import main, seeds_table
+
+    seed0 = _summary(0, {"no contrastive loss": 0.4, "all three (XMC-GAN)": 0.6})
+    seed1 = _summary(1, {"no contrastive loss": 0.48, "all three (XMC-GAN)": 0.68})
+    lines = seeds_table([seed0, seed1]).splitlines()
+    assert ", seed" not in lines[0]
+    hinge = next(line for line in lines if line.startswith("| no contrastive loss |"))
+    full = next(line for line in lines if line.startswith("| all three (XMC-GAN) |"))
+    # val / ceiling 0.8: (0.5 + 0.6) / 2 = 0.55 +/- 0.05; held-out halves: 0.275 +/- 0.025
+    assert hinge.split(" | ")[1:5] == ["2", "0.550 ± 0.050", "0.275 ± 0.025", "+0.000"]
+    # (0.75 + 0.85) / 2 = 0.8 +/- 0.05, 0.25 above hinge only; relation 0.5 in both seeds
+    assert full.split(" | ")[1:5] == ["2", "0.800 ± 0.050", "0.400 ± 0.025", "+0.250"]
+    assert full.endswith("| 0.500 ± 0.000 |")
+    assert "| untrained G (floor) | | 0.250 | 0.250 |" in lines[-1]
+    # a row only one seed has scored says so
+    one = seeds_table([seed0, _summary(1, {"no contrastive loss": 0.48})])
+    assert "| all three (XMC-GAN) | 1 | 0.750 ± 0.000 |" in one
+    with pytest.raises(ValueError, match="different budgets"):
+        seeds_table([seed0, _summary(1, {}, steps=300)])
+    for i, summary in enumerate((seed0, seed1)):
+        (tmp_path / f"{i}.json").write_text(json.dumps(summary))
+    assert main(["--merge", str(tmp_path / "0.json"), str(tmp_path / "1.json")]) == 0
+    assert full in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--merge", str(tmp_path / "missing.json")])

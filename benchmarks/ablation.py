@@ -236,6 +236,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = list(ROWS)
     if args.rows:
         names = [names[int(i) - 1] for i in args.rows.split(",")]
+    run_rows(names, args)
+    return 0
+
+
+def run_rows(names: list[str], args: argparse.Namespace) -> None:
+    """Train and score each row not in --out's ablation.json yet; rewrite it after each row."""
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "ablation.json"
     scored = earlier_results(path, args)
@@ -256,7 +262,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = table(results, args.reference_done, args)
     (args.out / "ablation.md").write_text(text + "\n")
     print(text)
-    return 0
 
 
 if __name__ == "__main__":

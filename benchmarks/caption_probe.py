@@ -19,6 +19,13 @@ For each edit it prints how often the true caption scores above the edited one o
 image, with the sentence score of L_sent (cos(phi(x), V e_s)) and with the word-region score
 S_word of L_word, for the run's discriminator and for an untrained one (the floor), and the
 frozen text encoder's cosine between the two captions' sentence embeddings.
+
+It also measures how much of the relation edit a caption score *linear in the sentence
+embedding* (as cos(phi(x), V e_s) is) can use at all. The caption and its paraphrase describe the
+same scene, so a score must rank each above its own relation-reversed version. With
+d1 = e(caption) - e(reversed) and d2 = e(paraphrase) - e(reversed paraphrase), a linear score
+gains w.(d1 + d2) over both pairs: the share |d1 + d2| / (|d1| + |d2|) is 0 for a bag-of-words
+embedding (d2 = -d1: "left" and "right" merely trade places) and 1 when the two agree.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import Any
 EDITS = ("relation", "binding", "colour", "shape", "paraphrase")
 CAPTION = 0  # TWO_OBJECT_TEMPLATES[0]: "a {color1} {shape1} {rel} a {color2} {shape2}"
 PARAPHRASE = 2  # "a {color2} {shape2} {rel_inv} a {color1} {shape1}"
+_RELATION_SET = ("caption", "relation", "paraphrase", "reversed paraphrase")
 
 
 def edited_captions(attributes: dict[str, Any], rng: random.Random) -> dict[str, str] | None:
@@ -70,7 +78,15 @@ def edited_captions(attributes: dict[str, Any], rng: random.Random) -> dict[str,
     if shapes:
         out["shape"] = caption([{**first, "shape": rng.choice(shapes)}, second], relation)
     out["paraphrase"] = all_captions(attributes)[PARAPHRASE]
+    reversed_scene = {**attributes, "relation": INVERSE_RELATION[relation]}
+    out["reversed paraphrase"] = all_captions(reversed_scene)[PARAPHRASE]  # not an edit: a helper
     return out
+
+
+def linear_share(caption: Any, reversed_: Any, paraphrase: Any, reversed_paraphrase: Any) -> float:
+    """Mean over scenes of |d1 + d2| / (|d1| + |d2|) (module doc); each argument (N, D)."""
+    d1, d2 = caption - reversed_, paraphrase - reversed_paraphrase
+    return float(((d1 + d2).norm(dim=1) / (d1.norm(dim=1) + d2.norm(dim=1))).mean())
 
 
 def scores(discriminator: Any, images: Any, features: Any, chunk: int = 16) -> tuple[Any, Any]:
@@ -139,11 +155,13 @@ def probe(
     discriminators = {"trained": trained.eval(), "untrained": untrained.eval()}
     base = {name: scores(d, images, truth) for name, d in discriminators.items()}
 
+    sentences = [encoder.encode([e[k] for e in edits]).sentence for k in _RELATION_SET[1:]]
     result: dict[str, Any] = {
         "step": state["step"],
         "images_seen": state["images_seen"],
         "split": split,
         "scenes": len(kept),
+        "relation_linear_share": linear_share(truth.sentence, *sentences),
         "edits": {},
     }
     for edit in EDITS:
@@ -185,6 +203,10 @@ def format_table(result: dict[str, Any]) -> str:
         )
     lines.append("")
     lines += [f"{edit}: {row['example']}" for edit, row in result["edits"].items()]
+    lines.append(
+        f"relation, text side: a score linear in e_s can use {result['relation_linear_share']:.3f} "
+        "of the edit's embedding difference (0 = bag of words, 1 = all of it)"
+    )
     return "\n".join(lines)
 
 

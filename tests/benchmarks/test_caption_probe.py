@@ -26,6 +26,7 @@ def test_each_edit_changes_what_its_name_says() -> None:
     assert edits["relation"] == "a red circle right of a yellow square"
     assert edits["binding"] == "a yellow circle left of a red square"
     assert edits["paraphrase"] == "a yellow square right of a red circle"
+    assert edits["reversed paraphrase"] == "a yellow square left of a red circle"
     colour, shape = edits["colour"].split(), edits["shape"].split()
     assert (
         colour[1] not in ("red", "yellow")
@@ -38,6 +39,27 @@ def test_each_edit_changes_what_its_name_says() -> None:
     )
     one = {**SCENE, "relation": None, "objects": SCENE["objects"][:1]}
     assert edited_captions(one, random.Random(0)) is None
+
+
+def test_linear_share_is_zero_for_a_bag_of_words_and_one_when_the_pairs_agree() -> None:
+    import torch
+
+    from benchmarks.caption_probe import linear_share
+
+    g = torch.Generator().manual_seed(0)
+    red, square, left, right = torch.randn(4, 1, 8, generator=g)
+    subject, object_ = torch.randn(2, 1, 8, generator=g)  # roles: word order a BoW ignores
+    bag = [red + square + left, red + square + right, red + square + right, red + square + left]
+    assert linear_share(*bag) == pytest.approx(0.0, abs=1e-6)
+    # "red-as-subject of left" marks the true captions alike: d1 = d2, all of it usable
+    agree = [subject + left, subject + right, object_ + left, object_ + right]
+    agree[2], agree[3] = agree[0], agree[1]
+    assert linear_share(*agree) == pytest.approx(1.0)
+    # half of each difference shared, half opposed: |d1 + d2| = |a| = 2, |d1| + |d2| = 2 sqrt 2
+    a = torch.tensor([[2.0, 0.0]])
+    b = torch.tensor([[0.0, 2.0]])
+    zero = torch.zeros(1, 2)
+    assert linear_share((a + b) / 2, zero, (a - b) / 2, zero) == pytest.approx(2 / (2 * 2**0.5))
 
 
 def test_an_edit_that_would_name_an_unseen_pair_is_left_out() -> None:
@@ -74,6 +96,8 @@ def test_a_run_is_probed_on_its_split_two_object_scenes(
     pairs = sum(len(r.attributes["objects"]) == 2 for r in load_split(data, "val", 12))
     assert pairs > 0 and result["scenes"] == pairs and result["step"] == 2
     assert set(result["edits"]) == {"relation", "binding", "colour", "shape", "paraphrase"}
+    assert 0.0 <= result["relation_linear_share"] <= 1.0
+    assert f"can use {result['relation_linear_share']:.3f} of the edit" in printed
     for edit, row in result["edits"].items():
         assert f"| {edit} | {row['scenes']} |" in printed
         for d in ("trained", "untrained"):

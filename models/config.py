@@ -133,6 +133,10 @@ class DiscriminatorConfig:
     # joined to the image before the stem and to the region map before its projection, so that
     # phi(x) and the regions can say where things are ("a circle left of a square")
     coords: bool = False
+    # V e_s as an SN MLP with a linear shortcut (hidden width D_s) instead of the paper's SN
+    # linear map: cos(phi(x), V e_s) can then read what is not linear in e_s, such as which way
+    # round a relation is (`python -m benchmarks.relation_text_probe`; not in the paper)
+    sentence_head: bool = False
 
     def __post_init__(self) -> None:
         GeneratorConfig(resolution=self.resolution, channel_multipliers=self.channel_multipliers)

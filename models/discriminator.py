@@ -3,7 +3,8 @@
 Spectral norm on every conv and linear, no normalisation layers. It doubles as the encoder of
 the contrastive losses: phi(x) (sum-pooled last block) against V e_s for L_sent and against the
 real image's phi for L_img, and the 16x16 region features against the words for L_word.
-With `coords`, coordinate channels (CoordConv) join the image and the region map.
+With `coords`, coordinate channels (CoordConv) join the image and the region map; with
+`sentence_head`, V e_s becomes an MLP of e_s (the relation is not linearly in e_s).
 With `infomax`, InfoMax-GAN heads (Lee et al. 2021, as mimicry) project local features, by
 default the raw output of the block before the last (mimicry's `local_feat_blocks`), and phi.
 """
@@ -31,8 +32,9 @@ class DiscriminatorOutput:
     infomax_global: torch.Tensor | None = None  # (B, R)
 
 
-class InfoMaxHead(nn.Module):
-    """InfoMax-GAN projection: SN MLP with a linear shortcut (1x1 convs for local features)."""
+class ProjectionHead(nn.Module):
+    """SN MLP with a linear shortcut (1x1 convs for local features): InfoMax-GAN's projection,
+    and the non-linear sentence projection of `sentence_head`."""
 
     def __init__(self, in_dim: int, out_dim: int, local: bool) -> None:
         super().__init__()
@@ -71,11 +73,15 @@ class Discriminator(nn.Module, ArtifactMixin):
         )
         self.region_projection = sn_conv(region_channels + extra, c.word_dim, 1)
         self.linear = sn_linear(c.feature_dim, 1)
-        self.sentence_projection = sn_linear(c.sentence_dim, c.feature_dim)
+        self.sentence_projection = (
+            ProjectionHead(c.sentence_dim, c.feature_dim, local=False)
+            if c.sentence_head
+            else sn_linear(c.sentence_dim, c.feature_dim)
+        )
         if c.infomax:
             local_channels = region_channels if c.infomax_local == "region" else self._penultimate
-            self.infomax_local = InfoMaxHead(local_channels, c.infomax_dim, local=True)
-            self.infomax_global = InfoMaxHead(c.feature_dim, c.infomax_dim, local=False)
+            self.infomax_local = ProjectionHead(local_channels, c.infomax_dim, local=True)
+            self.infomax_global = ProjectionHead(c.feature_dim, c.infomax_dim, local=False)
 
     @property
     def _penultimate(self) -> int:

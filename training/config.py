@@ -50,6 +50,8 @@ class TrainConfig:
     swap_negatives: bool = False
     # coordinate channels in D (DiscriminatorConfig.coords, CoordConv; not in the paper)
     d_coords: bool = False
+    # D's V e_s as an MLP of e_s (DiscriminatorConfig.sentence_head; not in the paper)
+    d_sentence_head: bool = False
     gf_dim: int = 0  # override the preset's G base width (0 = keep)
     df_dim: int = 0  # override the preset's D base width (0 = keep)
     text_encoder: str = ""  # override the preset's BERT (name or local path)
@@ -156,6 +158,7 @@ class TrainConfig:
             infomax=self.infomax,
             infomax_local=self.infomax_local,
             coords=self.d_coords,
+            sentence_head=self.d_sentence_head,
             df_dim=self.df_dim or preset.discriminator.df_dim,
         )
         return Preset(generator=g, discriminator=d, text_encoder=text)

@@ -303,6 +303,25 @@ def test_discriminator_with_coords_tells_positions_apart() -> None:
         assert discriminator.stem.conv1.in_channels == 3 + 2 * coords
 
 
+def test_sentence_head_makes_v_e_s_non_linear() -> None:
+    """The paper's V is affine: V(s) + V(-s) = 2 V(0). The sentence head is not, and it starts
+    from both a hidden layer and a linear shortcut."""
+    tiny = get_preset("tiny").discriminator
+    images, zero = torch.rand(2, 3, 32, 32), torch.zeros(1, tiny.sentence_dim)
+    sentence = torch.randn(1, tiny.sentence_dim)
+    for head in (False, True):
+        torch.manual_seed(0)
+        config = DiscriminatorConfig(**{**tiny.__dict__, "sentence_head": head})
+        discriminator = Discriminator(config).eval()
+        with torch.no_grad():
+            v = [discriminator(images, s).sentence for s in (sentence, -sentence, zero)]
+        gap = (v[0] + v[1] - 2 * v[2]).abs().max().item()
+        assert (gap > 1e-3) == head, (head, gap)
+    assert {"hidden", "out", "shortcut"} <= {
+        n for n, _ in discriminator.sentence_projection.named_children()
+    }
+
+
 def test_discriminator_rejects_wrong_image_size() -> None:
     discriminator = Discriminator.from_preset("tiny")
     with pytest.raises(ValueError, match=r"expected images \(B, 3, 32, 32\)"):

@@ -49,5 +49,7 @@ def test_infomax_local_and_the_loss_constants_reach_the_networks_and_losses() ->
     assert config.model_configs().discriminator.infomax_local == "region"
     assert not config.model_configs().discriminator.coords  # the paper's D by default
     assert TrainConfig(preset="tiny", d_coords=True).model_configs().discriminator.coords
+    on = TrainConfig(preset="tiny", d_sentence_head=True).model_configs().discriminator
+    assert on.sentence_head and not config.model_configs().discriminator.sentence_head
     weights = LossWeights.from_config(config)
     assert (weights.temperature, weights.rho3) == (0.2, 10.0)

@@ -289,3 +289,18 @@ def test_init_generator_starts_g_and_ema_from_an_export_and_d_afresh(
     wider = tiny_config(small_shapes_root, gf_dim=8, init_generator=str(exported))
     with pytest.raises(RunError, match="init_generator=.*not this run's"):
         new_trainer(wider, tmp_path / "wider")
+
+
+def test_the_d_options_train_and_resume(small_shapes_root, tiny_config, tmp_path, new_trainer):
+    """Coordinates, the sentence head and swap negatives together: finite steps, and a resumed
+    run rebuilds the same D from its checkpoint."""
+    options = {"d_coords": True, "d_sentence_head": True, "swap_negatives": True}
+    trainer = new_trainer(tiny_config(small_shapes_root, **options), tmp_path / "run")
+    summary = trainer.fit()
+    assert summary["step"] == 2 and not summary["skipped_steps"]
+    config = trainer.discriminator.config
+    assert config.coords and config.sentence_head
+    resumed = new_trainer(tiny_config(small_shapes_root, **options), tmp_path / "run")
+    assert resumed.step == 2 and resumed.discriminator.config == config
+    for name, value in trainer.discriminator.state_dict().items():
+        assert torch.equal(resumed.discriminator.state_dict()[name], value), name

@@ -227,12 +227,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     from training.checkpoint import CheckpointError
+    from training.data.coco import DatasetError
     from training.faults import RunError
     from training.metrics.sampling import EvaluationError
 
     try:
         result = probe(args.run, args.data, args.split, args.num, args.seed)
-    except (RunError, CheckpointError, EvaluationError, OSError) as error:
+    except (RunError, CheckpointError, DatasetError, EvaluationError, OSError) as error:
         p.exit(2, f"caption_probe: {error}\n")
     print(format_table(result))
     if args.out:

@@ -129,6 +129,26 @@ python scripts/make_bundle.py runs/shapes32 data/shapes32{" --weights generator"
 """
 
 
+LIMITS_SECTION = """
+## Below the target, and why
+
+The project's target for this model (val >= 0.90 of the ceiling, test_heldout >= 0.75,
+relation >= 0.80 on val) is not met. The learning curve and the experiments that show what
+limits it are in [docs/cpu-preset.md](../../../docs/cpu-preset.md) ("The long run", "What limits
+relation"). In short: colour and shape kept improving with more images, while relation stays
+near chance. The discriminator reads the caption's sentence embedding only linearly, and the
+frozen text encoder holds which way round a relation is mostly non-linearly
+(`python -m benchmarks.relation_text_probe`: 0.62 linearly, 0.95 with an MLP).
+"""
+
+
+def meets_target(scores: dict) -> bool:
+    """Issue 11's target: val >= 0.90 and test_heldout >= 0.75 of the ceiling, relation >= 0.80."""
+    ratio = {s: scores[s]["generated"]["mean"] / scores[s]["real"]["mean"] for s in scores}
+    relation = scores["val"]["generated"].get("relation") or 0.0
+    return ratio["val"] >= 0.90 and ratio["test_heldout"] >= 0.75 and relation >= 0.80
+
+
 def trained_line(training: dict, prior: dict) -> str:
     line = f"{training['images']:,} images seen ({training['steps']:,} generator steps)"
     if not prior["images"]:
@@ -217,6 +237,8 @@ def main() -> None:
         "scores": scores,
     }
     card = model_card(args, pipe, results, run) + complete_captions_section(complete, args.num)
+    if not meets_target(scores):
+        card += LIMITS_SECTION
     (args.out / "MODEL_CARD.md").write_text(card)
     print(card)
 

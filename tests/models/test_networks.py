@@ -285,16 +285,20 @@ def test_coordinate_channels_locate_each_pixel() -> None:
     assert torch.allclose(grid[1, 1, :, 5], torch.tensor([-0.75, -0.25, 0.25, 0.75]))  # y, down
 
 
+def _tiny_discriminator(**options: bool) -> Discriminator:
+    """The tiny preset's D with `options` set, from seed 0, in eval mode."""
+    torch.manual_seed(0)
+    tiny = get_preset("tiny").discriminator
+    return Discriminator(DiscriminatorConfig(**{**tiny.__dict__, **options})).eval()
+
+
 def test_discriminator_with_coords_tells_positions_apart() -> None:
     """A plain D gives every inner region of a flat image the same feature (its convolutions
     are translation-equivariant); with `coords` the regions depend on where they are."""
-    tiny = get_preset("tiny").discriminator
     flat = torch.full((1, 3, 32, 32), 0.5)
-    sentence = torch.randn(1, tiny.sentence_dim)
+    sentence = torch.randn(1, get_preset("tiny").discriminator.sentence_dim)
     for coords in (False, True):
-        torch.manual_seed(0)
-        config = DiscriminatorConfig(**{**tiny.__dict__, "coords": coords})
-        discriminator = Discriminator(config).eval()
+        discriminator = _tiny_discriminator(coords=coords)
         with torch.no_grad():
             out = discriminator(flat, sentence)
         inner = out.regions.reshape(16, 16, -1)[4:12, 4:12].reshape(64, -1)  # (64, D_w)
@@ -306,13 +310,10 @@ def test_discriminator_with_coords_tells_positions_apart() -> None:
 def test_sentence_head_makes_v_e_s_non_linear() -> None:
     """The paper's V is affine: V(s) + V(-s) = 2 V(0). The sentence head is not, and it starts
     from both a hidden layer and a linear shortcut."""
-    tiny = get_preset("tiny").discriminator
-    images, zero = torch.rand(2, 3, 32, 32), torch.zeros(1, tiny.sentence_dim)
-    sentence = torch.randn(1, tiny.sentence_dim)
+    dim = get_preset("tiny").discriminator.sentence_dim
+    images, zero, sentence = torch.rand(2, 3, 32, 32), torch.zeros(1, dim), torch.randn(1, dim)
     for head in (False, True):
-        torch.manual_seed(0)
-        config = DiscriminatorConfig(**{**tiny.__dict__, "sentence_head": head})
-        discriminator = Discriminator(config).eval()
+        discriminator = _tiny_discriminator(sentence_head=head)
         with torch.no_grad():
             v = [discriminator(images, s).sentence for s in (sentence, -sentence, zero)]
         gap = (v[0] + v[1] - 2 * v[2]).abs().max().item()

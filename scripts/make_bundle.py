@@ -136,9 +136,11 @@ The project's target for this model (val >= 0.90 of the ceiling, test_heldout >=
 relation >= 0.80 on val) is not met. The learning curve and the experiments that show what
 limits it are in [docs/cpu-preset.md](../../../docs/cpu-preset.md) ("The long run", "What limits
 relation"). In short: colour and shape kept improving with more images, while relation stays
-near chance. The discriminator reads the caption's sentence embedding only linearly, and the
-frozen text encoder holds which way round a relation is mostly non-linearly
-(`python -m benchmarks.relation_text_probe`: 0.62 linearly, 0.95 with an MLP).
+near chance, because the discriminator never learns it. The frozen text encoder holds which
+way round a relation is, but weakly in the form D reads (`python -m
+benchmarks.relation_text_probe`: 0.62 linearly from e_s, 0.95 with an MLP). A D trained on
+nothing else learns it only slowly (`python -m benchmarks.relation_capacity`), and inside the
+GAN its other terms drown it.
 """
 
 

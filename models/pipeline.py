@@ -90,8 +90,9 @@ def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Spherical interpolation of two latents a, b (D,) at t (N,) -> (N, D): it keeps the norm
     of a Gaussian z on its shell, where a straight line would pass through low-norm latents."""
-    cosine = (a @ b / (a.norm() * b.norm()).clamp_min(1e-12)).clamp(-1.0, 1.0)
-    omega = torch.arccos(cosine)
+    unit_a, unit_b = a / a.norm().clamp_min(1e-12), b / b.norm().clamp_min(1e-12)
+    # the angle from the chord, exact near 0 and pi where arccos of the cosine is not in float32
+    omega = 2.0 * torch.atan2((unit_a - unit_b).norm(), (unit_a + unit_b).norm())
     if float(omega.sin()) < 1e-6:  # (anti)parallel: the great circle is not unique
         return lerp(a, b, t)
     weights_a = torch.sin((1.0 - t) * omega) / omega.sin()

@@ -148,7 +148,10 @@ def test_slerp_keeps_the_endpoints_and_the_shell() -> None:
     path = slerp(a, b, torch.linspace(0, 1, 9))
     assert torch.allclose(path[0], a) and torch.allclose(path[-1], b, atol=1e-5)
     assert path.norm(dim=1).min() > 0.9 * min(a.norm(), b.norm())  # no dip towards 0
-    assert torch.equal(slerp(a, a, torch.linspace(0, 1, 3))[1], a)
+    for seed in range(50):  # a latent with itself: the lerp, exactly (arccos gave 3e-4 rad)
+        z = torch.randn(64, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(slerp(z, z, torch.linspace(0, 1, 3))[1], z), seed
+        assert torch.allclose(slerp(z, -z, torch.tensor([0.25])), 0.5 * z)  # antiparallel
 
 
 def test_return_attention_is_a_typed_output(pipe: XMCGANPipeline) -> None:

@@ -40,7 +40,6 @@ from typing import Any
 EDITS = ("relation", "binding", "colour", "shape", "paraphrase")
 CAPTION = 0  # TWO_OBJECT_TEMPLATES[0]: "a {color1} {shape1} {rel} a {color2} {shape2}"
 PARAPHRASE = 2  # "a {color2} {shape2} {rel_inv} a {color1} {shape1}"
-_RELATION_SET = ("caption", "relation", "paraphrase", "reversed paraphrase")
 
 
 def edited_captions(attributes: dict[str, Any], rng: random.Random) -> dict[str, str] | None:
@@ -155,18 +154,18 @@ def probe(
     discriminators = {"trained": trained.eval(), "untrained": untrained.eval()}
     base = {name: scores(d, images, truth) for name, d in discriminators.items()}
 
-    sentences = [encoder.encode([e[k] for e in edits]).sentence for k in _RELATION_SET[1:]]
     result: dict[str, Any] = {
         "step": state["step"],
         "images_seen": state["images_seen"],
         "split": split,
         "scenes": len(kept),
-        "relation_linear_share": linear_share(truth.sentence, *sentences),
         "edits": {},
     }
+    sentences = {}  # every scene has a "relation" and a "paraphrase" edit: rows in scene order
     for edit in EDITS:
         rows = [i for i, e in enumerate(edits) if edit in e]
         other = encoder.encode([edits[i][edit] for i in rows])
+        sentences[edit] = other.sentence
         index = torch.as_tensor(rows)
         row: dict[str, Any] = {
             "scenes": len(rows),
@@ -182,6 +181,10 @@ def probe(
                 "word": float((base[name][1][index] > word).float().mean()),
             }
         result["edits"][edit] = row
+    reversed_paraphrase = encoder.encode([e["reversed paraphrase"] for e in edits]).sentence
+    result["relation_linear_share"] = linear_share(
+        truth.sentence, sentences["relation"], sentences["paraphrase"], reversed_paraphrase
+    )
     return result
 
 

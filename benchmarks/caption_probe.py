@@ -161,7 +161,7 @@ def probe(
         "scenes": len(kept),
         "edits": {},
     }
-    sentences = {}  # every scene has a "relation" and a "paraphrase" edit: rows in scene order
+    sentences = {}  # the relation and paraphrase edits hold every scene: rows in scene order
     for edit in EDITS:
         rows = [i for i, e in enumerate(edits) if edit in e]
         other = encoder.encode([edits[i][edit] for i in rows])
@@ -181,10 +181,9 @@ def probe(
                 "word": float((base[name][1][index] > word).float().mean()),
             }
         result["edits"][edit] = row
-    reversed_paraphrase = encoder.encode([e["reversed paraphrase"] for e in edits]).sentence
-    result["relation_linear_share"] = linear_share(
-        truth.sentence, sentences["relation"], sentences["paraphrase"], reversed_paraphrase
-    )
+    reversed_ = encoder.encode([e["reversed paraphrase"] for e in edits]).sentence
+    pair = sentences["relation"], sentences["paraphrase"]
+    result["relation_linear_share"] = linear_share(truth.sentence, *pair, reversed_)
     return result
 
 

@@ -5,7 +5,7 @@
 A fresh discriminator of a preset is trained on real two-object train scenes with L_sent alone
 (`contrastive_loss`, tau 0.1), each caption's relation-reversed version as one more candidate
 against its image (the hard negative of `swap_negatives`): no generator, no adversarial term.
-It then scores the val scenes as `benchmarks.caption_probe` does (the share of scenes whose true
+It then scores the val scenes with caption_probe's L_sent score (the share of scenes whose true
 caption outscores the reversed one; 0.5 = cannot tell). Run it with and without `--coords` and
 `--sentence-head` (DiscriminatorConfig.coords / sentence_head) to see which part of D limits
 the relation, apart from the GAN's dynamics.
@@ -63,7 +63,6 @@ def train_and_probe(args: argparse.Namespace) -> dict[str, Any]:
 
     import torch
 
-    from benchmarks.caption_probe import scores
     from models.config import get_preset
     from models.discriminator import Discriminator
     from models.losses import contrastive_loss
@@ -100,12 +99,8 @@ def train_and_probe(args: argparse.Namespace) -> dict[str, Any]:
     images, true, reversed_ = val
     shares = {}
     for t, name in enumerate(("caption", "paraphrase")):
-        features = _features(true[:, t], images)
-        others = _features(reversed_[:, t], images)
-        truth, other = (
-            scores(discriminator, images, features)[0],
-            scores(discriminator, images, others)[0],
-        )
+        truth = sentence_scores(discriminator, images, true[:, t])
+        other = sentence_scores(discriminator, images, reversed_[:, t])
         shares[name] = float((truth > other).float().mean())
     return {
         "preset": args.preset,
@@ -120,16 +115,18 @@ def train_and_probe(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _features(sentence: Any, images: Any) -> Any:
-    """A TextFeatures-like holder for `caption_probe.scores` (only .sentence is read by L_sent;
-    the word score it also computes is left unused, so the words are one dummy token)."""
+def sentence_scores(discriminator: Any, images: Any, sentence: Any, chunk: int = 64) -> Any:
+    """(N,) L_sent scores cos(phi(x_i), V e_i) of image i against sentence embedding i."""
     import torch
 
-    from models.text_encoder import TextFeatures
+    from models.losses import l2_normalize
 
-    n = sentence.shape[0]
-    words = torch.zeros(n, 1, sentence.shape[1])
-    return TextFeatures(words, torch.ones(n, 1, dtype=torch.bool), sentence, [["x"]] * n)
+    parts = []
+    with torch.no_grad():
+        for start in range(0, images.shape[0], chunk):
+            out = discriminator(images[start : start + chunk], sentence[start : start + chunk])
+            parts.append((l2_normalize(out.features) * l2_normalize(out.sentence)).sum(1))
+    return torch.cat(parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

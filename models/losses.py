@@ -141,6 +141,48 @@ def contrastive_loss(
         return _symmetric_cross_entropy(logits, hard, negatives_valid)
 
 
+def pair_ranking_loss(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    b_negatives: torch.Tensor,
+    negatives_valid: torch.Tensor | None = None,
+    temperature: float = TAU,
+) -> torch.Tensor:
+    """Row i of `a` ranks its own b_i above its hard negative alone (not in the paper).
+
+    The two-way cross-entropy -log softmax([s_i, s_i^-])[0] = softplus((s_i^- - s_i) / tau),
+    with s the cosine similarity of eq. 4, averaged over the valid rows. Inside L_sent the hard
+    negative is one candidate among B; here it is the only one, so its weight can be set apart
+    (TrainConfig.w_swap).
+
+    Args:
+        a: (B, d) features (image features).
+        b: (B, d) features paired with `a` row by row (V e_s of each image's caption).
+        b_negatives: (B, d) one hard negative per row (V e_s of the edited caption).
+        negatives_valid: (B,) bool, the rows that count (default: all).
+        temperature: tau.
+    Returns:
+        scalar float32 loss; 0 (still on the graph) when no row is valid.
+    """
+    _require_dims("a", a, 2, "(B, d)")
+    if a.shape != b.shape or a.shape[0] == 0:
+        raise ValueError(
+            "a and b must both have shape (B, d) with B >= 1, "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    _require_negatives("b_negatives", b_negatives, b.shape, negatives_valid)
+    _require_positive(temperature=temperature)
+    with _full_precision(a):
+        a_hat = l2_normalize(a.float())  # (B, d)
+        positive = (a_hat * l2_normalize(b.float())).sum(1)  # (B,)
+        negative = (a_hat * l2_normalize(b_negatives.float())).sum(1)  # (B,)
+        losses = F.softplus((negative - positive) / temperature)  # (B,)
+        if negatives_valid is None:
+            return losses.mean()
+        count = negatives_valid.sum()
+        return (losses * negatives_valid).sum() / count.clamp(min=1)
+
+
 def word_region_scores(
     regions: torch.Tensor,
     words: torch.Tensor,

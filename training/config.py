@@ -48,6 +48,9 @@ class TrainConfig:
     # one hard negative per caption in L_sent and L_word: its relation reversed or two colours
     # exchanged (training/negatives.py; not in the paper)
     swap_negatives: bool = False
+    # weight of L_swap, that ranking once more with the edited caption as the only candidate
+    # (0 = off; needs swap_negatives)
+    w_swap: float = 0.0
     # coordinate channels in D (DiscriminatorConfig.coords, CoordConv; not in the paper)
     d_coords: bool = False
     # D's V e_s as an MLP of e_s (DiscriminatorConfig.sentence_head; not in the paper)
@@ -95,6 +98,8 @@ class TrainConfig:
         bad = [name for name in self.losses if name not in LOSS_NAMES]
         if bad:
             raise ValueError(f"unknown losses {bad}; choose a subset of {', '.join(LOSS_NAMES)}")
+        if self.w_swap < 0 or (self.w_swap and not self.swap_negatives):
+            raise ValueError(f"w_swap ({self.w_swap}) must be >= 0 and needs swap_negatives=true")
         if self.adversarial not in ("hinge", "dual-contrastive"):
             raise ValueError("adversarial must be 'hinge' or 'dual-contrastive'")
         for name in (

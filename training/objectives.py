@@ -6,7 +6,9 @@ L_G = L_adv(G) + w_sent L_sent(fake) + w_word L_word(fake)
       [+ alpha L_infomax(fake)]
 
 With TrainConfig.swap_negatives (not in the paper), L_sent and L_word of both phases also rank
-each image's caption above one edited copy of it (`HardNegatives`, `training/negatives.py`).
+each image's caption above one edited copy of it (`HardNegatives`, `training/negatives.py`);
+TrainConfig.w_swap adds that ranking once more on its own, + w_swap L_swap in both phases
+(`pair_ranking_loss`: the caption against its edited copy alone).
 
 Both phases read one forward of D over [real; fake] (the official code concatenates them), so a
 step can update D and G from the same forward, as the official `train_g_d` does.
@@ -31,6 +33,7 @@ from models.losses import (
     hinge_d_loss,
     hinge_g_loss,
     infomax_loss,
+    pair_ranking_loss,
     word_region_contrastive_loss,
 )
 
@@ -44,6 +47,7 @@ class LossWeights:
     adversarial: str = "hinge"  # "hinge" or "dual-contrastive" (Yu et al. 2021)
     infomax_d: float = 0.0  # InfoMax-GAN beta on real images in D (mimicry: 0.2)
     infomax_g: float = 0.0  # InfoMax-GAN alpha on fake images in G (mimicry: 0.2)
+    swap: float = 0.0  # L_swap: caption vs its edited copy alone (needs swap negatives)
     temperature: float = TAU  # tau of L_sent and L_img
     rho1: float = RHO1
     rho2: float = RHO2
@@ -60,6 +64,7 @@ class LossWeights:
             adversarial=c.adversarial,
             infomax_d=c.infomax_beta if c.infomax else 0.0,
             infomax_g=c.infomax_alpha if c.infomax else 0.0,
+            swap=c.w_swap if c.swap_negatives else 0.0,
             temperature=c.tau,
             rho1=c.rho1,
             rho2=c.rho2,
@@ -146,7 +151,17 @@ def _text_image_terms(
             w.rho3,
             *hard.get("word", ()),
         )
+    if w.swap and negatives is not None:
+        terms["swap"] = pair_ranking_loss(
+            half.features, half.sentence, negatives.sentence, negatives.valid, w.temperature
+        )
     return terms
+
+
+def _text_total(terms: dict[str, torch.Tensor], w: LossWeights) -> torch.Tensor:
+    """L_adv + w_sent L_sent + w_word L_word + w_swap L_swap, over the terms present."""
+    total = terms["adv"] + w.sent * terms.get("sent", 0.0) + w.word * terms.get("word", 0.0)
+    return total + w.swap * terms.get("swap", 0.0)
 
 
 def discriminator_loss(
@@ -164,7 +179,7 @@ def discriminator_loss(
     else:
         terms = {"adv": dual_contrastive_d_loss(real.logits, fake.logits)}
     terms.update(_text_image_terms(real, words, mask, w, gather, negatives))
-    total = terms["adv"] + w.sent * terms.get("sent", 0.0) + w.word * terms.get("word", 0.0)
+    total = _text_total(terms, w)
     if w.infomax_d:
         terms["infomax"] = infomax_loss(real.infomax_local, real.infomax_global)
         total = total + w.infomax_d * terms["infomax"]
@@ -188,7 +203,7 @@ def generator_loss(
     else:
         terms = {"adv": dual_contrastive_g_loss(real.logits, fake.logits)}
     terms.update(_text_image_terms(fake, words, mask, w, gather, negatives))
-    total = terms["adv"] + w.sent * terms.get("sent", 0.0) + w.word * terms.get("word", 0.0)
+    total = _text_total(terms, w)
     if w.img:
         terms["img"] = contrastive_loss(
             _gather(fake.features, gather), _gather(real.features, gather), w.temperature

@@ -14,6 +14,7 @@ from models.losses import (
     hinge_d_loss,
     hinge_g_loss,
     infomax_loss,
+    pair_ranking_loss,
     word_region_contrastive_loss,
     word_region_scores,
 )
@@ -274,6 +275,27 @@ def test_word_region_hard_negatives_join_the_image_rows():
     _close(loss, expected, tol=1e-4)
     with pytest.raises(ValueError, match="negative_words must have shape"):
         word_region_contrastive_loss(regions, words, mask, 5.0, 5.0, 2.0, neg_words[:2], neg_mask)
+
+
+def test_pair_ranking_matches_two_way_cross_entropy():
+    g = _generator(9)
+    a, b, neg = (torch.randn(5, 4, generator=g) for _ in range(3))
+    valid = torch.tensor([True, False, True, True, False])
+    rows = [
+        _naive_cross_entropy([_cos(a[i].double(), x[i].double()) / 0.2 for x in (b, neg)], 0)
+        for i in range(5)
+        if valid[i]
+    ]
+    _close(pair_ranking_loss(a, b, neg, valid, 0.2), sum(rows) / len(rows))
+    # the edited caption scored as high as the true one: log 2 per row, whatever else is in batch
+    _close(pair_ranking_loss(a, b, b.clone()), math.log(2))
+    none = torch.zeros(5, dtype=torch.bool)
+    a.requires_grad_(True)
+    empty = pair_ranking_loss(a, b, neg, none)
+    empty.backward()  # still on the graph, with no push anywhere
+    assert empty.item() == 0.0 and not a.grad.any()
+    with pytest.raises(ValueError, match="b_negatives must have shape"):
+        pair_ranking_loss(a, b, neg[:3])
 
 
 # ----------------------------------------------------------------------------- adversarial

@@ -65,3 +65,30 @@ def test_the_negatives_reach_l_sent_and_l_word(shapes_root, tiny_config, tmp_pat
     assert with_negatives["adv"] == without["adv"]
     stats = trainer.train_step(batch)
     assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
+
+
+def test_w_swap_adds_the_pair_ranking_term(shapes_root, tiny_config, tmp_path, new_trainer):
+    from training.objectives import LossWeights, discriminator_loss, generator_loss
+
+    config = tiny_config(shapes_root, swap_negatives=True, w_swap=3.0)
+    trainer = new_trainer(config, tmp_path / "run")
+    assert trainer.weights.swap == 3.0
+    sub = trainer.sub_batches(next(trainer.batches()))[0]
+    with torch.no_grad():
+        fake = trainer.generator(sub.z, sub.sentence, sub.words, sub.mask)
+        out = trainer.discriminator(torch.cat([sub.real, fake]), sub.sentence)
+        hard = hard_negatives(trainer.discriminator, sub.negatives)
+        plain = LossWeights.from_config(tiny_config(shapes_root, swap_negatives=True))
+        for loss in (discriminator_loss, generator_loss):
+            total, terms = loss(out, sub.words, sub.mask, trainer.weights, False, negatives=hard)
+            base, base_terms = loss(out, sub.words, sub.mask, plain, False, negatives=hard)
+            assert "swap" in terms and "swap" not in base_terms and terms["swap"] > 0
+            torch.testing.assert_close(total, base + 3.0 * terms["swap"])
+
+
+@pytest.mark.parametrize("options", [{"w_swap": 1.0}, {"w_swap": -1.0, "swap_negatives": True}])
+def test_w_swap_needs_swap_negatives_and_a_sign(options) -> None:
+    from training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="w_swap"):
+        TrainConfig(data="x", **options)

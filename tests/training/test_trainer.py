@@ -292,9 +292,9 @@ def test_init_generator_starts_g_and_ema_from_an_export_and_d_afresh(
 
 
 def test_the_d_options_train_and_resume(small_shapes_root, tiny_config, tmp_path, new_trainer):
-    """Coordinates, the sentence head and swap negatives together: finite steps, and a resumed
-    run rebuilds the same D from its checkpoint."""
-    options = {"d_coords": True, "d_sentence_head": True, "swap_negatives": True}
+    """Coordinates, the sentence head, swap negatives and L_swap together: finite steps, and a
+    resumed run rebuilds the same D from its checkpoint."""
+    options = {"d_coords": True, "d_sentence_head": True, "swap_negatives": True, "w_swap": 2.0}
     trainer = new_trainer(tiny_config(small_shapes_root, **options), tmp_path / "run")
     summary = trainer.fit()
     assert summary["step"] == 2 and not summary["skipped_steps"]

@@ -11,6 +11,7 @@ holds only blank lines, is skipped and counted, as is a symlink that leads out o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from training.data.coco import CaptionedImage, DatasetError
 from training.data.records import (
@@ -58,21 +59,9 @@ def scan_folder(root: str | Path, bad: BadRecords) -> list[CaptionedImage]:
 def FolderCaptions(
     root: str | Path,
     resolution: int,
-    *,
-    center_crop: bool = False,
-    random_flip: bool = True,
-    swap_left_right_on_flip: bool = True,
-    seed: int = 0,
-    pixels: str = "float",
+    **options: Any,
 ) -> CaptionedImages:
-    """A map-style dataset of an image + `.txt` folder (items as `CocoCaptions`)."""
-    options = ItemOptions(
-        resolution,
-        center_crop=center_crop,
-        random_flip=random_flip,
-        swap_left_right_on_flip=swap_left_right_on_flip,
-        seed=seed,
-        pixels=pixels,
-    )
-    bad = BadRecords()
-    return CaptionedImages(scan_folder(root, bad), options, bad, str(root))
+    """A map-style dataset of an image + `.txt` folder (items as `CocoCaptions`); `options` are
+    `ItemOptions` keywords (center_crop, random_flip, swap_left_right_on_flip, seed, pixels)."""
+    bad, item = BadRecords(), ItemOptions(resolution, **options)
+    return CaptionedImages(scan_folder(root, bad), item, bad, str(root))

@@ -71,20 +71,9 @@ def JsonlCaptions(
     resolution: int,
     *,
     root: str | Path | None = None,
-    center_crop: bool = False,
-    random_flip: bool = True,
-    swap_left_right_on_flip: bool = True,
-    seed: int = 0,
-    pixels: str = "float",
+    **options: Any,
 ) -> CaptionedImages:
-    """A map-style dataset of a JSONL manifest (items as `CocoCaptions`)."""
-    options = ItemOptions(
-        resolution,
-        center_crop=center_crop,
-        random_flip=random_flip,
-        swap_left_right_on_flip=swap_left_right_on_flip,
-        seed=seed,
-        pixels=pixels,
-    )
-    bad = BadRecords()
-    return CaptionedImages(read_manifest(path, bad, root), options, bad, str(path))
+    """A map-style dataset of a JSONL manifest (items as `CocoCaptions`); `options` are
+    `ItemOptions` keywords (center_crop, random_flip, swap_left_right_on_flip, seed, pixels)."""
+    bad, item = BadRecords(), ItemOptions(resolution, **options)
+    return CaptionedImages(read_manifest(path, bad, root), item, bad, str(path))

@@ -6,12 +6,14 @@ python scripts/make_bundle.py RUN_DIR DATA_ROOT [--num 1000] [--out models/bundl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 from pathlib import Path
 
 from models import XMCGANPipeline
 from training.cli import export_run
+from training.config import TrainConfig
 from training.evaluate import faithfulness, format_table
 
 
@@ -55,6 +57,37 @@ def history_summary(run_dir: Path) -> str:
     return f"{len(sessions)} session(s): {batches}; sessions ended: {endings}"
 
 
+# TrainConfig fields that say where and how a run was kept, not what it learned
+_BOOKKEEPING = {
+    "data", "steps", "preset", "batch_size", "init_generator", "checkpoint_every",
+    "keep_checkpoints", "log_every", "sample_every", "sample_split", "num_workers",
+    "text_cache", "strict_data", "max_bad_steps", "amp", "channels_last", "compile",
+}  # fmt: skip
+_ALWAYS = ("lr_g", "lr_d", "ema_decay")  # the recipe's own rates, named on every card
+
+
+def recipe_switches(train: dict) -> dict:
+    """The run's training choices that differ from TrainConfig's defaults (beyond _ALWAYS), e.g.
+    swap_negatives, d_coords, w_swap: what the card's recipe and reproduce line must name."""
+    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+    return {
+        key: value
+        for key, value in train.items()
+        if key in defaults
+        and key not in _BOOKKEEPING
+        and key not in _ALWAYS
+        and value != defaults[key]
+    }
+
+
+def _set_value(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(str(x) for x in value)
+    return str(value)
+
+
 def reproduce_command(train: dict, steps: int) -> str:
     """The xmc-train line that repeats the run in one go (the run's own flags and --set)."""
     flags = [
@@ -63,8 +96,8 @@ def reproduce_command(train: dict, steps: int) -> str:
         f"--batch-size {train['batch_size']}",
         f"--steps {steps}",
     ]
-    for key in ("lr_g", "lr_d", "ema_decay"):
-        flags.append(f"--set {key}={train[key]}")
+    switches = {key: train[key] for key in _ALWAYS} | recipe_switches(train)
+    flags += [f"--set {key}={_set_value(value)}" for key, value in switches.items()]
     if train.get("init_generator"):
         flags.append("--set init_generator=PREVIOUS_BUNDLE")
     return "xmc-train runs/shapes32 " + " \\\n    ".join(flags)
@@ -98,7 +131,7 @@ circles, squares and triangles on a plain background from captions such as
 |---|---|
 | data | `xmc-shapes make DATA --size 32 --seed 0` (20,000 train images, 5 captions each) |
 | preset | `{train["preset"]}` (G {g_params:,} parameters), text encoder `{config["text_encoder"]["name_or_path"]}` (frozen) |
-| recipe | Adam ({train["beta1"]}, {train["beta2"]}), lr G {train["lr_g"]:g} / D {train["lr_d"]:g}, {train["d_steps"]} D steps per G step, batch {train["batch_size"]}, losses {losses} + {train["adversarial"]}, EMA decay {train["ema_decay"]} |
+| recipe | Adam ({train["beta1"]}, {train["beta2"]}), lr G {train["lr_g"]:g} / D {train["lr_d"]:g}, {train["d_steps"]} D steps per G step, batch {train["batch_size"]}, losses {losses} + {train["adversarial"]}, EMA decay {train["ema_decay"]}{switches_text(train)} |
 | trained | {trained_line(config["training"], run["prior"])}; weights: {"EMA of G" if args.weights == "ema" else "the live G (it scored above the EMA)"} |
 | wall time | {wall_line(run["seconds"], run["prior"])} |
 | hardware | {platform.machine()} CPU (2 cores, 1 torch thread), shared with other work; no GPU |
@@ -149,6 +182,12 @@ def meets_target(scores: dict) -> bool:
     ratio = {s: scores[s]["generated"]["mean"] / scores[s]["real"]["mean"] for s in scores}
     relation = scores["val"]["generated"].get("relation") or 0.0
     return ratio["val"] >= 0.90 and ratio["test_heldout"] >= 0.75 and relation >= 0.80
+
+
+def switches_text(train: dict) -> str:
+    """The recipe's other choices, for the card's recipe row ("" when it has none)."""
+    switches = recipe_switches(train)
+    return "".join(f", {key}={_set_value(value)}" for key, value in switches.items())
 
 
 def trained_line(training: dict, prior: dict) -> str:

@@ -40,3 +40,25 @@ def test_the_bundled_card_carries_the_limits_section_it_should() -> None:
     assert not module.meets_target(scores)
     assert card.endswith(module.LIMITS_SECTION)
     assert (bundle / "../../../docs/cpu-preset.md").resolve().is_file()  # its link
+
+
+def test_the_reproduce_line_names_every_recipe_switch_and_parses_back() -> None:
+    import dataclasses
+
+    from training.cli import parse_overrides
+    from training.config import TrainConfig
+
+    module = _make_bundle()
+    train = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+    assert module.recipe_switches(train) == {}
+    assert module.switches_text(train) == ""
+    train |= {"swap_negatives": True, "d_coords": True, "w_swap": 4.0, "losses": ["sent", "img"]}
+    train |= {"checkpoint_every": 500, "data": "/somewhere"}  # bookkeeping: left off the card
+    assert set(module.recipe_switches(train)) == {"swap_negatives", "d_coords", "w_swap", "losses"}
+    line = module.reproduce_command(train, 1000)
+    lines = [part for part in line.split("\n") if "--set" in part]
+    items = [part.split("--set ", 1)[1].strip(" \\") for part in lines]
+    parsed = parse_overrides(items)
+    assert parsed["swap_negatives"] is True and parsed["d_coords"] is True
+    assert parsed["w_swap"] == 4.0 and tuple(parsed["losses"]) == ("sent", "img")
+    assert "checkpoint_every" not in parsed and "data" not in parsed

@@ -169,11 +169,13 @@ The project's target for this model (val >= 0.90 of the ceiling, test_heldout >=
 relation >= 0.80 on val) is not met. The learning curve and the experiments that show what
 limits it are in [docs/cpu-preset.md](../../../docs/cpu-preset.md) ("The long run", "What limits
 relation"). In short: colour and shape kept improving with more images, while relation stays
-near chance, because the discriminator never learns it. The frozen text encoder holds which
-way round a relation is, but weakly in the form D reads (`python -m
+near chance, because the discriminator does not learn it with the recipe's losses. The frozen
+text encoder holds which way round a relation is, but weakly in the form D reads (`python -m
 benchmarks.relation_text_probe`: 0.62 linearly from e_s, 0.95 with an MLP). A D trained on
 nothing else learns it only slowly (`python -m benchmarks.relation_capacity`), and inside the
-GAN its other terms drown it.
+GAN its other terms drown it. Weighting the relation's hard negatives on their own (`--set
+w_swap=4`, with `d_coords`, `d_sentence_head` and `swap_negatives`) makes D learn it (0.67 of
+val scenes after 240k images), but the generator had not followed by then.
 """
 
 

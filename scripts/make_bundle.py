@@ -64,6 +64,7 @@ _BOOKKEEPING = {
     "text_cache", "strict_data", "max_bad_steps", "amp", "channels_last", "compile",
 }  # fmt: skip
 _ALWAYS = ("lr_g", "lr_d", "ema_decay")  # the recipe's own rates, named on every card
+_NAMED_IN_RECIPE_ROW = ("beta1", "beta2", "d_steps", "losses", "adversarial")
 
 
 def recipe_switches(train: dict) -> dict:
@@ -86,6 +87,17 @@ def _set_value(value) -> str:
     if isinstance(value, list):
         return ",".join(str(x) for x in value)
     return str(value)
+
+
+def switches_text(train: dict) -> str:
+    """The recipe's other choices, for the card's recipe row ("" when it has none); the fields
+    that row spells out itself (Adam's betas, D steps, losses, adversarial) are left off."""
+    switches = recipe_switches(train)
+    return "".join(
+        f", {key}={_set_value(value)}"
+        for key, value in switches.items()
+        if key not in _NAMED_IN_RECIPE_ROW
+    )
 
 
 def reproduce_command(train: dict, steps: int) -> str:
@@ -184,12 +196,6 @@ def meets_target(scores: dict) -> bool:
     ratio = {s: scores[s]["generated"]["mean"] / scores[s]["real"]["mean"] for s in scores}
     relation = scores["val"]["generated"].get("relation") or 0.0
     return ratio["val"] >= 0.90 and ratio["test_heldout"] >= 0.75 and relation >= 0.80
-
-
-def switches_text(train: dict) -> str:
-    """The recipe's other choices, for the card's recipe row ("" when it has none)."""
-    switches = recipe_switches(train)
-    return "".join(f", {key}={_set_value(value)}" for key, value in switches.items())
 
 
 def trained_line(training: dict, prior: dict) -> str:

@@ -55,6 +55,9 @@ def test_the_reproduce_line_names_every_recipe_switch_and_parses_back() -> None:
     train |= {"swap_negatives": True, "d_coords": True, "w_swap": 4.0, "losses": ["sent", "img"]}
     train |= {"checkpoint_every": 500, "data": "/somewhere"}  # bookkeeping: left off the card
     assert set(module.recipe_switches(train)) == {"swap_negatives", "d_coords", "w_swap", "losses"}
+    # the card's recipe row spells out the losses itself; the other switches follow it
+    text = module.switches_text(train)
+    assert set(text.split(", ")) == {"", "swap_negatives=true", "d_coords=true", "w_swap=4.0"}
     line = module.reproduce_command(train, 1000)
     lines = [part for part in line.split("\n") if "--set" in part]
     items = [part.split("--set ", 1)[1].strip(" \\") for part in lines]

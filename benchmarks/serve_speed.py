@@ -68,7 +68,7 @@ class InProcess:
 
         self._torch = torch
         self.pipe = XMCGANPipeline.from_pretrained(model_dir, device=device, backend=backend)
-        self.threads = threads or default_threads(device)
+        self.threads = threads or default_threads(device) or torch.get_num_threads()
         self.default_threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         self.batch = batch

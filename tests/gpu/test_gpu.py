@@ -22,6 +22,16 @@ pytestmark = [
 CUDA = torch.device("cuda")
 
 
+@pytest.fixture(autouse=True)
+def exact_fp32():
+    """fp32 as fp32: cuDNN's TF32 default alone differs by ~1.5e-3 between two conv algorithms,
+    which would hide what a test compares (a layout, a compiler) behind rounding."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def _networks(preset: str = "shapes-64") -> tuple[Generator, Discriminator]:
     torch.manual_seed(0)
     return Generator.from_preset(preset).to(CUDA), Discriminator.from_preset(preset).to(CUDA)

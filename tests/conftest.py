@@ -51,3 +51,18 @@ def tiny_artifact(hf_offline: None, tmp_path_factory: pytest.TempPathFactory) ->
     from models.testing import make_tiny_artifact
 
     return make_tiny_artifact(tmp_path_factory.mktemp("tiny-artifact"))
+
+
+@pytest.fixture(scope="module")
+def load_script():
+    """`load_script("make_bundle")`: a file of scripts/ (not a package) imported as a module."""
+    import importlib.util
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import zipfile
 from pathlib import Path
 
@@ -10,19 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load, save
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("gpu_minilm", ROOT / "scripts/gpu_minilm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
-def gpu_minilm():
-    return _module()
+def gpu_minilm(load_script):
+    return load_script("gpu_minilm")
 
 
 def _tiny_wheel(path: Path) -> dict[str, torch.Tensor]:

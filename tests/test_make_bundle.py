@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _make_bundle():
-    spec = importlib.util.spec_from_file_location("make_bundle", ROOT / "scripts/make_bundle.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def make_bundle(load_script):
+    return load_script("make_bundle")
 
 
 def _scores(val: float, held_out: float, relation: float) -> dict:
@@ -24,16 +23,16 @@ def _scores(val: float, held_out: float, relation: float) -> dict:
     }
 
 
-def test_the_target_needs_all_three_figures() -> None:
-    meets_target = _make_bundle().meets_target
+def test_the_target_needs_all_three_figures(make_bundle) -> None:
+    meets_target = make_bundle.meets_target
     assert meets_target(_scores(0.90, 0.75, 0.80))
     assert not meets_target(_scores(0.89, 0.75, 0.80))
     assert not meets_target(_scores(0.95, 0.74, 0.90))
     assert not meets_target(_scores(0.95, 0.80, 0.79))
 
 
-def test_the_bundled_card_carries_the_limits_section_it_should() -> None:
-    module = _make_bundle()
+def test_the_bundled_card_carries_the_limits_section_it_should(make_bundle) -> None:
+    module = make_bundle
     bundle = ROOT / "models/bundled/default"
     scores = json.loads((bundle / "scores.json").read_text())
     card = (bundle / "MODEL_CARD.md").read_text()
@@ -42,13 +41,13 @@ def test_the_bundled_card_carries_the_limits_section_it_should() -> None:
     assert (bundle / "../../../docs/cpu-preset.md").resolve().is_file()  # its link
 
 
-def test_the_reproduce_line_names_every_recipe_switch_and_parses_back() -> None:
+def test_the_reproduce_line_names_every_recipe_switch_and_parses_back(make_bundle) -> None:
     import dataclasses
 
     from training.cli import parse_overrides
     from training.config import TrainConfig
 
-    module = _make_bundle()
+    module = make_bundle
     train = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
     assert module.recipe_switches(train) == {}
     assert module.switches_text(train) == ""

@@ -147,39 +147,50 @@ def _unseeded(budget_text: str) -> str:
 
 def seeds_table(summaries: list[dict]) -> str:
     """The rows of several seeds' `ablation.json` at one budget: per row the mean over the seeds
-    that scored it, +/- half their range, and the change of val / ceiling from hinge only."""
+    that scored it, +/- half their range. The change from hinge only is paired: each seed's row
+    minus the same seed's hinge-only row, then the mean +/- half range of those differences."""
     budgets = {_unseeded(s["budget"]) for s in summaries}
     if len(budgets) != 1:
         raise ValueError(f"the files hold different budgets: {sorted(budgets)}")
     reference = summaries[0]["reference"]
     ceiling = {split: reference[split]["real"]["mean"] for split in ("val", "test_heldout")}
-    by_row: dict[str, list[dict]] = {}
-    for summary in summaries:
+    by_row: dict[str, dict[int, dict]] = {}  # row -> {index of the seed's file: scores}
+    for seed, summary in enumerate(summaries):
         for result in summary["results"]:
-            by_row.setdefault(result["row"], []).append(result["scores"])
+            by_row.setdefault(result["row"], {})[seed] = result["scores"]
 
-    def stat(scores: list[dict], split: str, key: str, scale: float = 1.0) -> tuple[float, float]:
-        values = [s[split][key] / scale for s in scores if s[split].get(key) is not None]
+    def spread(values: list[float]) -> tuple[float, float]:
         return sum(values) / len(values), (max(values) - min(values)) / 2
 
-    def cell(mean_spread: tuple[float, float]) -> str:
-        return f"{mean_spread[0]:.3f} ± {mean_spread[1]:.3f}"
+    def stat(scores: dict, split: str, key: str, scale: float = 1.0) -> tuple[float, float]:
+        return spread(
+            [s[split][key] / scale for s in scores.values() if s[split].get(key) is not None]
+        )
 
-    base = by_row.get("no contrastive loss")
-    base_val = stat(base, "val", "mean", ceiling["val"])[0] if base else None
+    def cell(mean_spread: tuple[float, float], sign: str = "") -> str:
+        return f"{mean_spread[0]:{sign}.3f} ± {mean_spread[1]:.3f}"
+
+    def change(scores: dict) -> str:
+        base = by_row.get("no contrastive loss", {})
+        diffs = [
+            (scores[s]["val"]["mean"] - base[s]["val"]["mean"]) / ceiling["val"]
+            for s in scores
+            if s in base
+        ]
+        return cell(spread(diffs), "+") if diffs else "-"
+
     lines = [
-        "| row | seeds | val / ceiling | held-out / ceiling | change from hinge only (val) | "
-        "background | colour | shape | relation (val) |",
+        "| row | seeds | val / ceiling | held-out / ceiling | change from hinge only (val, "
+        "paired by seed) | background | colour | shape | relation (val) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in [name for name in ROWS if name in by_row]:
         scores = by_row[row]
-        val = stat(scores, "val", "mean", ceiling["val"])
-        change = "-" if base_val is None else f"{val[0] - base_val:+.3f}"
         attributes = (cell(stat(scores, "val", a)) for a in ("background", "color", "shape"))
         lines.append(
-            f"| {row} | {len(scores)} | {cell(val)} | "
-            f"{cell(stat(scores, 'test_heldout', 'mean', ceiling['test_heldout']))} | {change} | "
+            f"| {row} | {len(scores)} | {cell(stat(scores, 'val', 'mean', ceiling['val']))} | "
+            f"{cell(stat(scores, 'test_heldout', 'mean', ceiling['test_heldout']))} | "
+            f"{change(scores)} | "
             + " | ".join([*attributes, cell(stat(scores, "val", "relation"))])
             + " |"
         )

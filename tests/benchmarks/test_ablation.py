@@ -67,20 +67,22 @@ def test_merge_tables_seeds_as_mean_and_spread(tmp_path: Path, capsys) -> None:
     from benchmarks.ablation import main, seeds_table
 
     seed0 = _summary(0, {"no contrastive loss": 0.4, "all three (XMC-GAN)": 0.6})
-    seed1 = _summary(1, {"no contrastive loss": 0.48, "all three (XMC-GAN)": 0.68})
+    seed1_rows = {"no contrastive loss": 0.48, "all three (XMC-GAN)": 0.72}
+    seed1 = _summary(1, seed1_rows)
     lines = seeds_table([seed0, seed1]).splitlines()
     assert ", seed" not in lines[0]
     hinge = next(line for line in lines if line.startswith("| no contrastive loss |"))
     full = next(line for line in lines if line.startswith("| all three (XMC-GAN) |"))
     # val / ceiling 0.8: (0.5 + 0.6) / 2 = 0.55 +/- 0.05; held-out halves: 0.275 +/- 0.025
-    assert hinge.split(" | ")[1:5] == ["2", "0.550 ± 0.050", "0.275 ± 0.025", "+0.000"]
-    # (0.75 + 0.85) / 2 = 0.8 +/- 0.05, 0.25 above hinge only; relation 0.5 in both seeds
-    assert full.split(" | ")[1:5] == ["2", "0.800 ± 0.050", "0.400 ± 0.025", "+0.250"]
+    assert hinge.split(" | ")[1:5] == ["2", "0.550 ± 0.050", "0.275 ± 0.025", "+0.000 ± 0.000"]
+    # (0.75 + 0.9) / 2 = 0.825 +/- 0.075; paired by seed 0.25 and 0.3 above hinge only, so
+    # +0.275 +/- 0.025 (unpaired means would give the same +0.275, with a spread of 0.075)
+    assert full.split(" | ")[1:5] == ["2", "0.825 ± 0.075", "0.412 ± 0.038", "+0.275 ± 0.025"]
     assert full.endswith("| 0.500 ± 0.000 |")
     assert "| untrained G (floor) | | 0.250 | 0.250 |" in lines[-1]
-    # a row only one seed has scored says so
-    one = seeds_table([seed0, _summary(1, {"no contrastive loss": 0.48})])
-    assert "| all three (XMC-GAN) | 1 | 0.750 ± 0.000 |" in one
+    # a row only one seed has scored says so, and is paired with that seed's hinge only
+    one = seeds_table([_summary(0, {"no contrastive loss": 0.4}), _summary(1, seed1_rows)])
+    assert "| all three (XMC-GAN) | 1 | 0.900 ± 0.000 | 0.450 ± 0.000 | +0.300 ± 0.000 |" in one
     with pytest.raises(ValueError, match="different budgets"):
         seeds_table([seed0, _summary(1, {}, steps=300)])
     for i, summary in enumerate((seed0, seed1)):

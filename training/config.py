@@ -55,6 +55,10 @@ class TrainConfig:
     d_coords: bool = False
     # D's V e_s as an MLP of e_s (DiscriminatorConfig.sentence_head; not in the paper)
     d_sentence_head: bool = False
+    # G's readings of the caption not in the paper (GeneratorConfig.caption_paths): any of
+    # sentence-head, token-layer, word-coords, coarse-attention; each starts as the identity,
+    # so init_generator can be a model trained without them
+    caption_paths: tuple[str, ...] = ()
     gf_dim: int = 0  # override the preset's G base width (0 = keep)
     df_dim: int = 0  # override the preset's D base width (0 = keep)
     text_encoder: str = ""  # override the preset's BERT (name or local path)
@@ -155,6 +159,7 @@ class TrainConfig:
             word_dim=text.hidden_size,
             sentence_dim=text.hidden_size,
             gf_dim=self.gf_dim or preset.generator.gf_dim,
+            caption_paths=self.caption_paths,
         )
         d = dataclasses.replace(
             preset.discriminator,

@@ -1,0 +1,127 @@
+"""Caption paths for the generator that are not in the paper (GeneratorConfig.caption_paths).
+
+The paper's G reads the caption in two places: g = [W e_s, z], a linear map of the sentence
+vector giving one scale and shift per channel at every position of the global blocks (4 -> 16
+px), and a word attention at 16x16 whose region queries carry no position. "A red circle above
+a blue square" needs a reading that is non-linear (which colour goes with which shape, which way
+round the relation is) and that depends on position. Each path below adds one such reading;
+each starts as the identity (its last layer is zero), so a run can continue from a model
+trained without it and the first step draws what that model drew.
+
+- "sentence-head": h = MLP(e_s); W e_s + U h in g, and a 4x4 map V h added to the stem, so the
+  caption can place things before the first block (the stem otherwise sees z alone).
+- "token-layer": one trainable transformer layer over the frozen tokens; its change of each
+  token feeds the word attention, and its masked mean the sentence vector.
+- "word-coords": x and y coordinates projected into every word-attention query, so a region can
+  prefer words by where it is.
+- "coarse-attention": a second word attention at 8x8, where the layout forms, its context added
+  to the 8x8 features.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config import CAPTION_PATHS
+from models.layers import with_coordinates, word_attention
+
+__all__ = ["CAPTION_PATHS", "CoarseAttention", "CoordinateQuery", "SentenceHead", "TokenLayer"]
+
+
+def _zero(*layers: nn.Module) -> None:
+    for layer in layers:
+        nn.init.zeros_(layer.weight)
+        if getattr(layer, "bias", None) is not None:
+            nn.init.zeros_(layer.bias)
+
+
+class SentenceHead(nn.Module):
+    """h = MLP(e_s) -> (an addition to W e_s (B, Z), an addition to the stem (B, C, 4, 4))."""
+
+    def __init__(self, sentence_dim: int, z_dim: int, stem_channels: int) -> None:
+        super().__init__()
+        self.hidden = nn.Sequential(
+            nn.Linear(sentence_dim, sentence_dim),
+            nn.ReLU(),
+            nn.Linear(sentence_dim, sentence_dim),
+            nn.ReLU(),
+        )
+        self.to_global = nn.Linear(sentence_dim, z_dim)
+        self.to_stem = nn.Linear(sentence_dim, stem_channels * 4 * 4)
+
+    def reset_identity(self) -> None:
+        _zero(self.to_global, self.to_stem)
+
+    def forward(self, sentence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.hidden(sentence)  # (B, D_s)
+        stem = self.to_stem(h).view(sentence.shape[0], -1, 4, 4)
+        return self.to_global(h), stem
+
+
+class TokenLayer(nn.Module):
+    """One pre-norm transformer layer (self-attention over the valid tokens, then an MLP), both
+    residual: words (B, T, D) -> words (B, T, D)."""
+
+    def __init__(self, dim: int, heads: int = 4) -> None:
+        super().__init__()
+        if dim % heads:
+            heads = 1
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ff1 = nn.Linear(dim, 2 * dim)
+        self.ff2 = nn.Linear(2 * dim, dim)
+
+    def reset_identity(self) -> None:
+        _zero(self.out, self.ff2)
+
+    def forward(self, words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t, d = words.shape
+        q, k, v = self.qkv(self.norm1(words)).view(b, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        logits = q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5  # (B, H, T, T)
+        logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
+        mixed = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, t, d)
+        x = words + self.out(mixed)
+        return x + self.ff2(F.gelu(self.ff1(self.norm2(x))))
+
+
+class CoordinateQuery(nn.Module):
+    """Coordinates projected into word-attention queries: (B, C, H, W) -> (B, C, H, W)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.projection = nn.Conv2d(2, channels, 1, bias=False)
+
+    def reset_identity(self) -> None:
+        _zero(self.projection)
+
+    def forward(self, queries: torch.Tensor) -> torch.Tensor:
+        coords = with_coordinates(queries[:, :0])  # (B, 2, H, W)
+        return queries + self.projection(coords)
+
+
+class CoarseAttention(nn.Module):
+    """Word attention from the 8x8 features; the context is added back through a 1x1 conv."""
+
+    def __init__(self, channels: int, word_dim: int, rho0: float, coords: bool) -> None:
+        super().__init__()
+        self.rho0 = rho0
+        self.query = nn.Conv2d(channels, word_dim, 1)
+        self.coords = CoordinateQuery(word_dim) if coords else None
+        self.out = nn.Conv2d(word_dim, channels, 1)
+
+    def reset_identity(self) -> None:
+        _zero(self.out)
+
+    def forward(self, x: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape  # (B, C, 8, 8)
+        queries = self.query(x)
+        if self.coords is not None:
+            queries = self.coords(queries)
+        context, _ = word_attention(queries.flatten(2).transpose(1, 2), words, mask, self.rho0)
+        context = context.to(x.dtype).transpose(1, 2).reshape(b, -1, h, w)  # (B, D_w, 8, 8)
+        return x + self.out(context)

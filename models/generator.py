@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.artifacts import ArtifactMixin
-from models.config import GeneratorConfig, get_preset
 from models.caption_paths import CoarseAttention, CoordinateQuery, SentenceHead, TokenLayer
+from models.config import GeneratorConfig, get_preset
 from models.layers import GenBlock, LocalConditionalBatchNorm, init_glorot, word_attention
 
 __all__ = ["Generator", "GeneratorOutput", "word_attention"]

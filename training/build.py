@@ -92,6 +92,33 @@ def initial_generator(generator: Generator, ema: Generator, source: str) -> None
         raise RunError(f"init_generator={source}: {error}") from None
 
 
+def initial_discriminator(discriminator: Discriminator, source: str) -> None:
+    """A fresh run's D from a saved one (TrainConfig.init_discriminator): a training checkpoint
+    file (its D) or a directory written by `Discriminator.save_pretrained`, whose config must
+    equal this run's; D's optimiser starts fresh."""
+    from pathlib import Path
+
+    from models.artifacts import ArtifactError
+    from models.config import DiscriminatorConfig, config_from_dict
+    from training.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        if Path(source).is_file():
+            state = load_checkpoint(source)
+            theirs = config_from_dict(DiscriminatorConfig, state["config"]["discriminator"])
+            weights = state["discriminator"]
+        else:
+            saved = Discriminator.from_pretrained(source)
+            theirs, weights = saved.config, saved.state_dict()
+        if theirs != discriminator.config:
+            raise ArtifactError(
+                f"its discriminator config {theirs} is not this run's {discriminator.config}"
+            )
+        discriminator.load_state_dict(weights)
+    except (ArtifactError, CheckpointError, KeyError, OSError, TypeError, ValueError) as error:
+        raise RunError(f"init_discriminator={source}: {error}") from None
+
+
 def text_encoder(given: Any, models: Preset, device: torch.device) -> Any:
     """The run's frozen text encoder: `given` (checked against the run's config) or loaded."""
     wanted = models.text_encoder

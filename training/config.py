@@ -94,6 +94,10 @@ class TrainConfig:
     # an exported model (directory or Hub repo id) whose generator weights G and its EMA start
     # from, with a fresh D and fresh optimisers; only read when the run has no checkpoint yet
     init_generator: str = ""
+    # a saved D to start from (a run's checkpoint file, or a directory written by
+    # Discriminator.save_pretrained) with a fresh optimiser; only read when the run has no
+    # checkpoint yet, its config must equal this run's D
+    init_discriminator: str = ""
 
     def __post_init__(self) -> None:
         get_preset(self.preset)

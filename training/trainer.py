@@ -124,9 +124,11 @@ class Trainer:
             latest = load_latest(self.run.path, quarantine=self.info.is_main)
         except CheckpointError as error:
             raise RunError(str(error)) from None
-        if latest is None:  # a fresh run: from scratch, or G from an exported model
+        if latest is None:  # a fresh run: from scratch, or G (and D) from saved ones
             if self.config.init_generator:
                 build.initial_generator(self.generator, self.ema, self.config.init_generator)
+            if self.config.init_discriminator:
+                build.initial_discriminator(self.discriminator, self.config.init_discriminator)
             return
         path, state, warnings = latest
         for warning in warnings:

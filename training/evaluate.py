@@ -1,6 +1,7 @@
 """`xmc-eval`: faithfulness on the shapes benchmark, FID, KID and CLIP R-precision.
 
     xmc-eval faithfulness --model DIR --data ROOT --split val [--num N] [--clip PATH]
+        [--captions complete] [--fresh-seed N] [--objects 1|2]
     xmc-eval fid --model DIR --data ROOT --split val --inception-weights PATH
     xmc-eval kid --model DIR --data ROOT --split val --inception-weights PATH
     xmc-eval protocol --model DIR --data COCO_ROOT --inception-weights PATH [--clip PATH]
@@ -11,7 +12,11 @@ docs/evaluation.md).
 
 Every image of the split (or its first N) is generated from one of its captions (drawn
 with --seed). Faithfulness is printed beside the same score for the real images (the
-ceiling) and for an untrained generator of the same config (the floor), as the spec asks.
+ceiling) and for an untrained generator of the same config (the floor), as the spec asks,
+with the whole-caption figures (`scorer.caption_figures`: every named check right, binding,
+the relation given both objects found). `--fresh-seed N` scores the split's scenes of the
+benchmark of seed N instead, drawn in memory (a score that cannot come from fitting the
+fixed split); `--objects 2` keeps the two-object scenes only.
 Each command writes `{command}_{split}.json` and `{command}_{split}_samples.png` (rows:
 real, generated, untrained) into --out, so runs can be compared.
 """
@@ -22,13 +27,14 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from models.images import image_grid
-from training.data.coco import DatasetError
+from training.data.coco import CaptionedImage, DatasetError
 from training.metrics import clip_score
 from training.metrics import fid as metrics
 from training.metrics.sampling import (  # noqa: F401  (part of this module's API)
@@ -42,7 +48,20 @@ from training.metrics.sampling import (  # noqa: F401  (part of this module's AP
 from training.shapes import scorer as faith
 from training.shapes.classifier import ShapeClassifierError, load_or_train
 from training.shapes.pixels import ImageInputError
-from training.shapes.scenes import BenchmarkError
+from training.shapes.scenes import BenchmarkError, fresh_scenes, render_scene
+
+FRESH_DEFAULT_NUM = 1000
+
+
+@dataclass(frozen=True)
+class SceneSource:
+    """Which scenes a faithfulness run scores: the split's own files, or fresh ones."""
+
+    # None: the split's images on disk; N: the split's scenes of the benchmark of seed N,
+    # drawn and rendered in memory (must differ from the benchmark's own seed).
+    fresh_seed: int | None = None
+    # None: every scene; 1 or 2: only the scenes with that many objects.
+    objects: int | None = None
 
 
 def untrained_pipeline(pipeline: Any, seed: int = 0) -> Any:
@@ -69,10 +88,13 @@ def score_in_chunks(
     progress: bool = False,
     desc: str = "score",
     chunk: int = 256,
+    texts: Sequence[str] | None = None,
 ) -> dict[str, Any]:
+    """`score_images` over chunks of `chunk` images, summarized together; `texts`: each
+    image's caption, for the whole-caption figures."""
     from tqdm import tqdm
 
-    per_image: list[dict[str, list[bool]]] = []
+    per_image: list[dict[str, Any]] = []
     for start in tqdm(
         range(0, len(images), chunk), desc=desc, unit="chunk", disable=not progress, leave=False
     ):
@@ -82,9 +104,60 @@ def score_in_chunks(
             size,
             shape_classifier=classifier,
             return_details=True,
+            captions=None if texts is None else texts[start : start + chunk],
         )
         per_image.extend(result["per_image"])
     return faith.summarize(per_image)
+
+
+def _benchmark_info(data_root: str | Path) -> dict[str, Any]:
+    path = Path(data_root) / "shapes_benchmark.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def scene_records(
+    data_root: str | Path, split: str, num: int | None, source: SceneSource, resolution: int
+) -> tuple[list[CaptionedImage], torch.Tensor | None]:
+    """The records to score and, for fresh scenes, their real renders ((N, 3, R, R) uint8;
+    None for the split's own images, read from disk by `real_images`)."""
+    if source.objects not in (None, 1, 2):
+        raise EvaluationError(f"--objects must be 1 or 2, got {source.objects}")
+    if source.fresh_seed is None:
+        records = load_split(data_root, split, None if source.objects else num, True)
+        if source.objects:
+            records = [r for r in records if len(r.attributes["objects"]) == source.objects]
+            records = records[:num] if num is not None else records
+            if not records:
+                raise EvaluationError(f"split {split!r} holds no {source.objects}-object scene")
+        return records, None
+    if num is not None and num < 1:
+        raise EvaluationError(f"--num must be >= 1, got {num}")
+    info = _benchmark_info(data_root)
+    if info.get("seed") == source.fresh_seed:
+        raise EvaluationError(
+            f"--fresh-seed {source.fresh_seed} is the seed of the benchmark in {data_root} "
+            "(its own split); choose another seed"
+        )
+    size = info.get("size", resolution)  # draw at the benchmark's side, as the split is
+    scenes = fresh_scenes(split, num or FRESH_DEFAULT_NUM, size, source.fresh_seed, source.objects)
+    records = [
+        CaptionedImage(image_id, Path(split) / f"{image_id:012d}.png", tuple(captions), scene)
+        for image_id, scene, captions in scenes
+    ]
+    real = torch.stack(
+        [_as_tensor(render_scene(scene, size), resolution) for _, scene, _ in scenes]
+    )
+    return records, real
+
+
+def _as_tensor(image: Any, resolution: int) -> torch.Tensor:
+    """A PIL render -> (3, R, R) uint8, box-resized to R as `real_images` does."""
+    import numpy as np
+    from PIL import Image
+
+    if image.size != (resolution, resolution):
+        image = image.resize((resolution, resolution), Image.Resampling.BOX)
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
 
 
 def faithfulness(
@@ -99,20 +172,25 @@ def faithfulness(
     cache_dir: str | Path | None = None,
     return_images: bool = False,
     captions: str = "random",
+    source: SceneSource | None = None,
 ) -> dict[str, Any]:
     """Faithfulness of `pipeline` on a shapes-benchmark split.
 
     captions "random": each image's caption drawn among its five, as the spec scores it (about
     half name no background, so even a perfect model cannot reach 1.0 on that check);
     "complete": a caption that names every scored attribute, so every check is determined.
+    source: the split's own images (default) or fresh scenes of its distribution, all or
+    only those with one or two objects (`SceneSource`).
 
     Returns {"generated": scores, "real": scores, "untrained": scores, ...}, each scores as
-    `score_images` returns them ("real" and "untrained" only with `reference`). With
+    `score_images` returns them (with the whole-caption figures, which check only what each
+    image's caption names) ("real" and "untrained" only with `reference`). With
     return_images, also "images": {"real", "generated", "untrained"} uint8 tensors.
     Raises ShapeClassifierError before generating anything if the classifier misses 98%.
     """
-    records = load_split(data_root, split, num, need_attributes=True)
+    source = source or SceneSource()
     size = pipeline.resolution
+    records, fresh_real = scene_records(data_root, split, num, source, size)
     classifier = load_or_train(size, cache_dir=cache_dir, data_root=data_root, progress=progress)
     attributes = [record.attributes for record in records]
     if captions not in ("random", "complete"):
@@ -120,7 +198,7 @@ def faithfulness(
     texts = (complete_captions if captions == "complete" else pick_captions)(records, seed)
     images = {"generated": generate(pipeline, texts, seed, batch_size, progress)}
     if reference:
-        images["real"] = real_images(records, size)
+        images["real"] = real_images(records, size) if fresh_real is None else fresh_real
         images["untrained"] = generate(
             untrained_pipeline(pipeline, seed),
             texts,
@@ -136,11 +214,13 @@ def faithfulness(
         "num_images": len(records),
         "seed": seed,
         "captions": captions,
+        "fresh_seed": source.fresh_seed,
+        "objects": source.objects,
         "shape_classifier_val_accuracy": classifier.val_accuracy,
     }
     for name, batch in images.items():
         result[name] = score_in_chunks(
-            batch, attributes, size, classifier, progress, f"score {name}"
+            batch, attributes, size, classifier, progress, f"score {name}", texts=texts
         )
     if return_images:
         result["images"] = images
@@ -210,13 +290,56 @@ def format_table(result: dict[str, Any]) -> str:
         cells = [result[key][attribute] for key in columns]
         text = ["-" if cell is None else f"{cell:.3f}" for cell in cells]
         lines.append(f"{attribute:<12}" + "".join(cell.rjust(width) for cell in text))
+    lines += _caption_rows(result, columns, width)
     counts = result["generated"]["counts"]
+    where = result["split"]
+    if result.get("fresh_seed") is not None:
+        where = f"fresh {where}-like scenes of seed {result['fresh_seed']}"
+    if result.get("objects"):
+        where += f", {result['objects']}-object only"
     lines.append(
-        f"({result['num_images']} images of {result['split']}: "
+        f"({result['num_images']} images of {where}: "
         + ", ".join(f"{counts[name]} {name}" for name in faith.ATTRIBUTES)
         + " checks)"
     )
     return "\n".join(lines)
+
+
+# (label, path into the scores) of the whole-caption rows of the table.
+CAPTION_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("mean, named checks only", ("named", "mean")),
+    ("whole caption", ("whole_caption",)),
+    ("  1 object", ("one_object", "whole_caption")),
+    ("  2 objects", ("two_objects", "whole_caption")),
+    ("  2, relation named", ("two_objects_relation_named", "whole_caption")),
+    ("  2, relation unnamed", ("two_objects_relation_unnamed", "whole_caption")),
+    ("2-obj binding", ("two_objects", "binding")),
+    ("2-obj relation | found", ("two_objects", "relation_given_found")),
+    ("held-out-pair objects", ("objects", "heldout_pair", "object")),
+    ("seen-pair objects", ("objects", "seen_pair", "object")),
+)
+
+
+def _caption_rows(result: dict[str, Any], columns: list[str], width: int) -> list[str]:
+    """The whole-caption figures, one row each; "-" where a row has no image."""
+    if "whole_caption" not in result[columns[0]]:
+        return []
+    label_width = max(len(label) for label, _ in CAPTION_ROWS) + 1
+    lines = []
+    for label, path in CAPTION_ROWS:
+        cells = []
+        for key in columns:
+            value: Any = result[key]
+            for part in path:
+                value = value[part]
+            cells.append("-" if value is None else f"{value:.3f}")
+        lines.append(f"{label:<{label_width}}" + "".join(c.rjust(width) for c in cells))
+    two = result[columns[0]]["two_objects"]
+    lines.append(
+        f"(two objects: {two['num_images']} images, {two['num_found']} with both objects "
+        "found; whole caption = every check the caption names)"
+    )
+    return lines
 
 
 def _add_captions_flag(command: argparse.ArgumentParser) -> None:
@@ -264,6 +387,19 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--quiet", action="store_true", help="no progress bars")
         if name == "faithfulness":
             _add_captions_flag(command)
+            command.add_argument(
+                "--fresh-seed",
+                type=int,
+                metavar="N",
+                help="score the split's scenes of the benchmark of seed N, drawn in memory "
+                f"(new scenes of its distribution; --num defaults to {FRESH_DEFAULT_NUM})",
+            )
+            command.add_argument(
+                "--objects",
+                type=int,
+                choices=(1, 2),
+                help="score only the scenes with this many objects",
+            )
         if name in ("faithfulness", "protocol"):
             cached = "reference statistics" if paper else "shape classifier"
             command.add_argument(
@@ -299,12 +435,17 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "protocol":
         result = _run_protocol(pipeline, args)
     elif args.command == "faithfulness":
+        if args.clip and (args.fresh_seed is not None or args.objects):
+            raise EvaluationError(
+                "--clip ranks the split's own images: drop --fresh-seed and --objects"
+            )
         result = faithfulness(
             pipeline,
             args.data,
             args.split,
             cache_dir=args.cache_dir,
             captions=args.captions,
+            source=SceneSource(args.fresh_seed, args.objects),
             **common,
         )
         if args.clip:
@@ -341,6 +482,10 @@ def _run(args: argparse.Namespace) -> None:
             )
         )
     suffix = "_complete" if getattr(args, "captions", "random") == "complete" else ""
+    if getattr(args, "fresh_seed", None) is not None:
+        suffix += f"_fresh{args.fresh_seed}"
+    if getattr(args, "objects", None):
+        suffix += f"_objects{args.objects}"
     json_path, grid_path = write_results(result, args.out, f"{args.command}_{args.split}{suffix}")
     print(f"wrote {json_path} and {grid_path}")
 

@@ -10,6 +10,14 @@ Implements "Scoring faithfulness" of `/work/shared/specs/shapes-benchmark.md`. P
 - shape: `training.shapes.classifier` on the object's silhouette;
 - relation: the order of the two objects' centroids along the relation's axis.
 
+Beside the per-attribute means (partial credit per check), whole-caption figures: an image
+passes its caption when every check the caption names passes (each object's colour and
+shape, the relation and the background only if the caption names them); binding asks that
+both objects are found with the caption's colour-shape pairs (a red square and a blue
+circle drawn for "a red circle above a blue square" fail it, though they pass both colour
+checks); the relation is also reported given binding, so a relation score cannot come from
+images whose objects are wrong.
+
 Found objects are matched to the caption's by appearance (the matching with more colour
 and shape agreements), so the relation check asks "is the red circle left of the blue
 square", not "is the left thing left of the right thing". When both matchings agree
@@ -30,9 +38,12 @@ from PIL import Image
 
 from training.shapes import pixels as seg
 from training.shapes.classifier import ShapeClassifier, load_or_train, one_thread
-from training.shapes.scenes import PALETTE_BACKGROUNDS, PALETTE_OBJECTS, RELATIONS
+from training.shapes.scenes import HELDOUT_PAIRS, PALETTE_BACKGROUNDS, PALETTE_OBJECTS, RELATIONS
 
 ATTRIBUTES: tuple[str, ...] = ("background", "color", "shape", "relation")
+# A caption names the relation when it holds one of these words (all four relations and
+# their inverses are spelled with them).
+RELATION_WORDS: frozenset[str] = frozenset({"left", "right", "above", "below"})
 
 
 class AttributesError(ValueError):
@@ -70,6 +81,21 @@ def _check_attributes(attributes: dict[str, Any], index: int) -> None:
         raise AttributesError(f"attributes of image {index} {problem}: {attributes!r}")
 
 
+def caption_names(caption: str | None, attributes: dict[str, Any]) -> dict[str, bool]:
+    """Which optional checks a caption names: its background, its relation (two objects).
+
+    Every template names each object's colour and shape; the background and the relation
+    are named by some templates only ("{bg} background , a X and a Y" gives no relation).
+    Without a caption everything counts as named (the strict reading)."""
+    if caption is None:
+        return {"background": True, "relation": len(attributes["objects"]) == 2}
+    words = set(caption.lower().split())
+    return {
+        "background": attributes["background"] in words,
+        "relation": len(attributes["objects"]) == 2 and bool(words & RELATION_WORDS),
+    }
+
+
 def relation_halves(relation: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(S, S) bool masks of the half holding the first object and of the other half."""
     first = torch.zeros(size, size, dtype=torch.bool)
@@ -100,19 +126,28 @@ def object_masks(
     foreground: torch.Tensor, labels: torch.Tensor, attributes: dict[str, Any]
 ) -> list[torch.Tensor]:
     """Pixels (S, S) of up to as many objects as the caption names, largest first."""
+    return found_components(foreground, labels, attributes)[0]
+
+
+def found_components(
+    foreground: torch.Tensor, labels: torch.Tensor, attributes: dict[str, Any]
+) -> tuple[list[torch.Tensor], int, bool]:
+    """(object masks as `object_masks`, components beyond those the caption names, whether
+    two objects had to be cut out of one component by the relation's halves)."""
     size = foreground.shape[-1]
     wanted = len(attributes["objects"])
     found = seg.components(labels, seg.min_object_area(size))
     if len(found) >= wanted or wanted == 1:
-        return found[:wanted]
+        return found[:wanted], max(0, len(found) - wanted), False
     # Two objects expected, at most one component: split by the relation's halves.
     everything = torch.stack(found).any(dim=0) if found else torch.zeros_like(foreground)
     halves = relation_halves(attributes["relation"], size)
-    return [
+    masks = [
         everything & half
         for half in halves
         if (everything & half).sum() >= seg.min_object_area(size)
     ]
+    return masks, 0, len(masks) == 2
 
 
 def match_objects(
@@ -143,9 +178,19 @@ def match_objects(
 
 
 def image_checks(
-    attributes: dict[str, Any], background: str, matched: list[FoundObject | None], sure: bool
-) -> dict[str, list[bool]]:
-    """Pass/fail of every attribute check of one image."""
+    attributes: dict[str, Any],
+    background: str,
+    matched: list[FoundObject | None],
+    sure: bool,
+    caption: str | None = None,
+) -> dict[str, Any]:
+    """Pass/fail of every attribute check of one image, and its whole-caption verdicts.
+
+    The attribute checks ("background", "color", "shape", "relation": lists of bools) are
+    those the per-attribute means count. Beside them: "binding" ([bool], two objects: each
+    caption object found with its own colour and shape), "whole" ([bool]: every check the
+    caption names passes), "named" (which optional checks the caption names), "heldout"
+    (per caption object: is it a held-out colour-shape pair)."""
     expected = attributes["objects"]
     checks: dict[str, list[bool]] = {
         "background": [background == attributes["background"]],
@@ -167,11 +212,110 @@ def image_checks(
             and second is not None
             and relation_holds(attributes["relation"], first, second)
         )
-    return checks
+    named = caption_names(caption, attributes)
+    # Binding needs both objects right at once, so a drawing that swaps which colour goes
+    # on which shape fails it even when the tie-breaking matching passes both colours.
+    objects_right = all(checks["color"]) and all(checks["shape"])
+    whole = (
+        objects_right
+        and (checks["background"][0] or not named["background"])
+        and (not named["relation"] or all(checks["relation"]))
+    )
+    return {
+        **checks,
+        "binding": [objects_right] if len(expected) == 2 else [],
+        "whole": [whole],
+        "named": named,
+        "heldout": [(want["color"], want["shape"]) in HELDOUT_PAIRS for want in expected],
+    }
 
 
-def summarize(per_image: list[dict[str, list[bool]]]) -> dict[str, Any]:
-    """Per-attribute accuracy, the mean over all checks, and the number of checks."""
+def _rate(values: Sequence[bool]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _two_object_figures(per_image: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whole-caption, binding and relation-given-binding figures of two-object images."""
+    bound = [checks for checks in per_image if checks["binding"][0]]
+    return {
+        "num_images": len(per_image),
+        "whole_caption": _rate([checks["whole"][0] for checks in per_image]),
+        "binding": _rate([checks["binding"][0] for checks in per_image]),
+        "both_colors": _rate([all(checks["color"]) for checks in per_image]),
+        "both_shapes": _rate([all(checks["shape"]) for checks in per_image]),
+        "relation": _rate([checks["relation"][0] for checks in per_image]),
+        # The relation only where both objects are found with the right colour and shape:
+        # what the drawing says about placement, apart from what it says about objects.
+        "relation_given_found": _rate([checks["relation"][0] for checks in bound]),
+        "num_found": len(bound),
+    }
+
+
+def _object_figures(per_image: list[dict[str, Any]], heldout: bool) -> dict[str, Any]:
+    """Colour, shape and both at once over the caption objects of held-out (or seen) pairs."""
+    rows = [
+        (color, shape)
+        for checks in per_image
+        for color, shape, pair in zip(
+            checks["color"], checks["shape"], checks["heldout"], strict=True
+        )
+        if pair == heldout
+    ]
+    return {
+        "count": len(rows),
+        "color": _rate([color for color, _ in rows]),
+        "shape": _rate([shape for _, shape in rows]),
+        "object": _rate([color and shape for color, shape in rows]),
+    }
+
+
+def caption_figures(per_image: list[dict[str, Any]]) -> dict[str, Any]:
+    """The whole-caption figures of a set of images (see `image_checks`)."""
+    one = [checks for checks in per_image if len(checks["color"]) == 1]
+    two = [checks for checks in per_image if len(checks["color"]) == 2]
+    named_background = [c["background"][0] for c in per_image if c["named"]["background"]]
+    named_relation = [c["relation"][0] for c in two if c["named"]["relation"]]
+    # Only the checks the caption names: colour and shape always, the rest when named.
+    named_passed = (
+        sum(sum(c["color"]) + sum(c["shape"]) for c in per_image)
+        + sum(named_background)
+        + sum(named_relation)
+    )
+    named_total = sum(2 * len(c["color"]) for c in per_image) + len(named_background)
+    named_total += len(named_relation)
+    return {
+        "whole_caption": _rate([checks["whole"][0] for checks in per_image]),
+        "one_object": {
+            "num_images": len(one),
+            "whole_caption": _rate([checks["whole"][0] for checks in one]),
+        },
+        "two_objects": _two_object_figures(two),
+        "two_objects_relation_named": _two_object_figures(
+            [c for c in two if c["named"]["relation"]]
+        ),
+        "two_objects_relation_unnamed": _two_object_figures(
+            [c for c in two if not c["named"]["relation"]]
+        ),
+        "named": {
+            "background": _rate(named_background),
+            "relation": _rate(named_relation),
+            "mean": named_passed / named_total if named_total else None,
+            "counts": {"background": len(named_background), "relation": len(named_relation)},
+        },
+        "objects": {
+            "heldout_pair": _object_figures(per_image, heldout=True),
+            "seen_pair": _object_figures(per_image, heldout=False),
+        },
+        # Shares of images with more objects drawn than the caption names (not counted by
+        # any check) and of two-object images cut out of one blob by the relation's halves.
+        "extra_objects": _rate([checks["extra_objects"] > 0 for checks in per_image]),
+        "halves_split": _rate([checks["halves_split"] for checks in two]),
+    }
+
+
+def summarize(per_image: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-attribute accuracy, the mean over all checks, the number of checks, and (for
+    the scorer's own per-image records) the whole-caption figures of `caption_figures`."""
     counts = {name: sum(len(checks[name]) for checks in per_image) for name in ATTRIBUTES}
     passed = {name: sum(sum(checks[name]) for checks in per_image) for name in ATTRIBUTES}
     total = sum(counts.values())
@@ -181,6 +325,8 @@ def summarize(per_image: list[dict[str, list[bool]]]) -> dict[str, Any]:
     result["mean"] = sum(passed.values()) / total if total else None
     result["counts"] = counts
     result["num_images"] = len(per_image)
+    if per_image and all("whole" in checks for checks in per_image):
+        result.update(caption_figures(per_image))
     return result
 
 
@@ -192,8 +338,12 @@ def score_images(
     cache_dir: str | Path | None = None,
     data_root: str | Path | None = None,
     return_details: bool = False,
+    captions: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Score S x S images against their scenes' attributes.
+
+    captions: the caption each image was drawn from, so that the whole-caption figures
+    check only what it names (without them every attribute counts as named).
 
     images: PIL images or a (B, 3, S, S) tensor in [0, 1] (uint8 in [0, 255] also accepted).
     Returns {"background", "color", "shape", "relation": accuracy or None, "mean": accuracy
@@ -207,10 +357,12 @@ def score_images(
         raise AttributesError(f"got {pixels.shape[0]} images but {len(attributes)} attribute sets")
     for index, scene in enumerate(attributes):
         _check_attributes(scene, index)
+    if captions is not None and len(captions) != len(attributes):
+        raise AttributesError(f"got {len(attributes)} attribute sets but {len(captions)} captions")
     classifier = shape_classifier or load_or_train(size, cache_dir=cache_dir, data_root=data_root)
     classifier.check_gate()
     with one_thread():  # many small ops: one thread is faster, and gives the same result
-        per_image = _score(pixels, attributes, classifier)
+        per_image = _score(pixels, attributes, classifier, captions)
     result = summarize(per_image)
     if return_details:
         result["per_image"] = per_image
@@ -218,8 +370,11 @@ def score_images(
 
 
 def _score(
-    pixels: torch.Tensor, attributes: Sequence[dict[str, Any]], classifier: ShapeClassifier
-) -> list[dict[str, list[bool]]]:
+    pixels: torch.Tensor,
+    attributes: Sequence[dict[str, Any]],
+    classifier: ShapeClassifier,
+    captions: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
     """(B, 3, S, S) float images in [0, 255] -> every image's checks."""
     backgrounds = seg.background_colors(pixels)  # (B, 3)
     background_names = seg.nearest_color(backgrounds, PALETTE_BACKGROUNDS)
@@ -227,7 +382,10 @@ def _score(
     foreground = seg.foreground_masks(distance)  # (B, S, S)
     labels = seg.label_components(foreground)  # (B, S, S)
 
-    masks = [object_masks(foreground[i], labels[i], scene) for i, scene in enumerate(attributes)]
+    components = [
+        found_components(foreground[i], labels[i], scene) for i, scene in enumerate(attributes)
+    ]
+    masks = [image_masks for image_masks, _, _ in components]
     flat = [(i, mask) for i, image_masks in enumerate(masks) for mask in image_masks]
     crops = [seg.object_crop(distance[i], mask, foreground[i] & ~mask) for i, mask in flat]
     shapes = classifier.predict(torch.stack(crops)) if crops else []
@@ -242,7 +400,12 @@ def _score(
         found[i].append(FoundObject(mask, color, shape, *seg.centroid(mask)))
 
     per_image = []
-    for scene, background, objects in zip(attributes, background_names, found, strict=True):
+    texts = captions if captions is not None else [None] * len(attributes)
+    for scene, background, objects, (_, extra, split), caption in zip(
+        attributes, background_names, found, components, texts, strict=True
+    ):
         matched, sure = match_objects(scene["objects"], objects, scene.get("relation"))
-        per_image.append(image_checks(scene, background, matched, sure))
+        checks = image_checks(scene, background, matched, sure, caption)
+        checks["extra_objects"], checks["halves_split"] = extra, split
+        per_image.append(checks)
     return per_image

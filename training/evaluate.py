@@ -277,6 +277,33 @@ def write_results(result: dict[str, Any], out: Path, name: str) -> tuple[Path, P
     return json_path, grid_path
 
 
+# Width of the table's first column.
+LABEL_WIDTH = 26
+# (label, path into the scores) of the rows below the per-attribute means.
+CAPTION_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("named checks, no tie credit", ()),
+    ("  background (if named)", ("named", "background")),
+    ("  color", ("named", "color")),
+    ("  shape", ("named", "shape")),
+    ("  relation (if named)", ("named", "relation")),
+    ("  mean", ("named", "mean")),
+    ("whole caption", ("whole_caption",)),
+    ("  1 object", ("one_object", "whole_caption")),
+    ("  2 objects", ("two_objects", "whole_caption")),
+    ("  2, relation named", ("two_objects_relation_named", "whole_caption")),
+    ("  2, relation unnamed", ("two_objects_relation_unnamed", "whole_caption")),
+    ("2 objects: binding", ("two_objects", "binding")),
+    ("  relation | both found", ("two_objects", "relation_given_found")),
+    ("  ties (no credit)", ("ties",)),
+    ("objects right: held-out", ("objects", "heldout_pair", "object")),
+    ("  seen pairs", ("objects", "seen_pair", "object")),
+)
+
+
+def _cells(values: list[Any], width: int) -> str:
+    return "".join(("-" if v is None else f"{v:.3f}").rjust(width) for v in values)
+
+
 def format_table(result: dict[str, Any]) -> str:
     columns = [key for key in ("generated", "real", "untrained") if key in result]
     heads = {
@@ -285,11 +312,10 @@ def format_table(result: dict[str, Any]) -> str:
         "untrained": "untrained (floor)",
     }
     width = max(len(heads[key]) for key in columns) + 2
-    lines = ["attribute   " + "".join(heads[key].rjust(width) for key in columns)]
+    lines = ["attribute".ljust(LABEL_WIDTH) + "".join(heads[key].rjust(width) for key in columns)]
     for attribute in (*faith.ATTRIBUTES, "mean"):
-        cells = [result[key][attribute] for key in columns]
-        text = ["-" if cell is None else f"{cell:.3f}" for cell in cells]
-        lines.append(f"{attribute:<12}" + "".join(cell.rjust(width) for cell in text))
+        values = [result[key][attribute] for key in columns]
+        lines.append(attribute.ljust(LABEL_WIDTH) + _cells(values, width))
     lines += _caption_rows(result, columns, width)
     counts = result["generated"]["counts"]
     where = result["split"]
@@ -305,39 +331,26 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# (label, path into the scores) of the whole-caption rows of the table.
-CAPTION_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("mean, named checks only", ("named", "mean")),
-    ("whole caption", ("whole_caption",)),
-    ("  1 object", ("one_object", "whole_caption")),
-    ("  2 objects", ("two_objects", "whole_caption")),
-    ("  2, relation named", ("two_objects_relation_named", "whole_caption")),
-    ("  2, relation unnamed", ("two_objects_relation_unnamed", "whole_caption")),
-    ("2-obj binding", ("two_objects", "binding")),
-    ("2-obj relation | found", ("two_objects", "relation_given_found")),
-    ("held-out-pair objects", ("objects", "heldout_pair", "object")),
-    ("seen-pair objects", ("objects", "seen_pair", "object")),
-)
-
-
 def _caption_rows(result: dict[str, Any], columns: list[str], width: int) -> list[str]:
     """The whole-caption figures, one row each; "-" where a row has no image."""
     if "whole_caption" not in result[columns[0]]:
         return []
-    label_width = max(len(label) for label, _ in CAPTION_ROWS) + 1
     lines = []
     for label, path in CAPTION_ROWS:
-        cells = []
+        if not path:
+            lines.append(label)
+            continue
+        values = []
         for key in columns:
             value: Any = result[key]
             for part in path:
                 value = value[part]
-            cells.append("-" if value is None else f"{value:.3f}")
-        lines.append(f"{label:<{label_width}}" + "".join(c.rjust(width) for c in cells))
+            values.append(value)
+        lines.append(label.ljust(LABEL_WIDTH) + _cells(values, width))
     two = result[columns[0]]["two_objects"]
     lines.append(
-        f"(two objects: {two['num_images']} images, {two['num_found']} with both objects "
-        "found; whole caption = every check the caption names)"
+        f"(two objects: {two['num_images']} images, {two['num_found']} with both found; "
+        "whole caption: every check the caption names passes)"
     )
     return lines
 

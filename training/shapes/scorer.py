@@ -177,12 +177,31 @@ def match_objects(
     return (list(found) if keep > swap else [found[1], found[0]]), True
 
 
+def tie_alternative(
+    expected: list[dict[str, Any]], found: list[FoundObject], matched: list[FoundObject | None]
+) -> list[FoundObject | None] | None:
+    """The other matching of two caption objects when appearance cannot choose between the
+    two (equal agreements), else None. With a tie, which found object is "the red circle"
+    is the tie-breaker's choice, not the drawing's."""
+    if len(expected) != 2 or not found or len(found) > 2:
+        return None
+    if len(found) == 1:
+        (only,) = found
+        tied = only.matches(expected[0]) == only.matches(expected[1])
+    else:
+        keep = found[0].matches(expected[0]) + found[1].matches(expected[1])
+        swap = found[1].matches(expected[0]) + found[0].matches(expected[1])
+        tied = keep == swap
+    return [matched[1], matched[0]] if tied else None
+
+
 def image_checks(
     attributes: dict[str, Any],
     background: str,
     matched: list[FoundObject | None],
     sure: bool,
     caption: str | None = None,
+    alternative: list[FoundObject | None] | None = None,
 ) -> dict[str, Any]:
     """Pass/fail of every attribute check of one image, and its whole-caption verdicts.
 
@@ -190,7 +209,12 @@ def image_checks(
     those the per-attribute means count. Beside them: "binding" ([bool], two objects: each
     caption object found with its own colour and shape), "whole" ([bool]: every check the
     caption names passes), "named" (which optional checks the caption names), "heldout"
-    (per caption object: is it a held-out colour-shape pair)."""
+    (per caption object: is it a held-out colour-shape pair), "tie" (appearance could not
+    match the objects to the caption's), "color_strict" and
+    "shape_strict" (a check passes only if it passes under `alternative` too, the other
+    matching of a tie: a drawing of a red square and a blue circle for "a red circle above
+    a blue square" passes both colours by the halves' matching, both shapes by the other,
+    and neither strictly)."""
     expected = attributes["objects"]
     checks: dict[str, list[bool]] = {
         "background": [background == attributes["background"]],
@@ -221,8 +245,21 @@ def image_checks(
         and (checks["background"][0] or not named["background"])
         and (not named["relation"] or all(checks["relation"]))
     )
+    strict = {
+        name: [
+            passed
+            and (alternative is None or (other is not None and getattr(other, name) == want[name]))
+            for passed, other, want in zip(
+                checks[name], alternative or matched, expected, strict=True
+            )
+        ]
+        for name in ("color", "shape")
+    }
     return {
         **checks,
+        "tie": alternative is not None,
+        "color_strict": strict["color"],
+        "shape_strict": strict["shape"],
         "binding": [objects_right] if len(expected) == 2 else [],
         "whole": [whole],
         "named": named,
@@ -275,14 +312,11 @@ def caption_figures(per_image: list[dict[str, Any]]) -> dict[str, Any]:
     two = [checks for checks in per_image if len(checks["color"]) == 2]
     named_background = [c["background"][0] for c in per_image if c["named"]["background"]]
     named_relation = [c["relation"][0] for c in two if c["named"]["relation"]]
-    # Only the checks the caption names: colour and shape always, the rest when named.
-    named_passed = (
-        sum(sum(c["color"]) + sum(c["shape"]) for c in per_image)
-        + sum(named_background)
-        + sum(named_relation)
-    )
-    named_total = sum(2 * len(c["color"]) for c in per_image) + len(named_background)
-    named_total += len(named_relation)
+    strict_color = [passed for c in per_image for passed in c["color_strict"]]
+    strict_shape = [passed for c in per_image for passed in c["shape_strict"]]
+    # The honest mean: only the checks the caption names (colour and shape always, the rest
+    # when named), and no colour or shape credit that a tie-breaker hands out.
+    named_checks = named_background + strict_color + strict_shape + named_relation
     return {
         "whole_caption": _rate([checks["whole"][0] for checks in per_image]),
         "one_object": {
@@ -298,10 +332,19 @@ def caption_figures(per_image: list[dict[str, Any]]) -> dict[str, Any]:
         ),
         "named": {
             "background": _rate(named_background),
+            "color": _rate(strict_color),
+            "shape": _rate(strict_shape),
             "relation": _rate(named_relation),
-            "mean": named_passed / named_total if named_total else None,
-            "counts": {"background": len(named_background), "relation": len(named_relation)},
+            "mean": _rate(named_checks),
+            "counts": {
+                "background": len(named_background),
+                "color": len(strict_color),
+                "shape": len(strict_shape),
+                "relation": len(named_relation),
+            },
         },
+        # Two-object images whose objects appearance could not match to the caption's.
+        "ties": _rate([c["tie"] for c in two]),
         "objects": {
             "heldout_pair": _object_figures(per_image, heldout=True),
             "seen_pair": _object_figures(per_image, heldout=False),
@@ -405,7 +448,8 @@ def _score(
         attributes, background_names, found, components, texts, strict=True
     ):
         matched, sure = match_objects(scene["objects"], objects, scene.get("relation"))
-        checks = image_checks(scene, background, matched, sure, caption)
+        alternative = tie_alternative(scene["objects"], objects, matched)
+        checks = image_checks(scene, background, matched, sure, caption, alternative)
         checks["extra_objects"], checks["halves_split"] = extra, split
         per_image.append(checks)
     return per_image

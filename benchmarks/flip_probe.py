@@ -2,8 +2,9 @@
 
 A model can score well on per-attribute checks while drawing the same layout whatever the
 relation says, or the same colour-shape pairs whatever the binding says. For N fresh
-two-object scenes of a split's distribution (`scenes.fresh_scenes`, seed --seed), each
-scene's caption (one that names the relation) is drawn beside two twins with the same z:
+two-object scenes of a split's distribution (`scenes.fresh_scenes`, seed --seed; two colours
+and two shapes, so that both edits change the scene), each scene's caption (one that names
+the relation) is drawn beside two twins with the same z:
 
   flipped   the relation reversed ("a red circle left of ..." -> "... right of ..."):
             the drawing should swap the objects' places
@@ -86,9 +87,10 @@ def twins(caption: str, attributes: dict[str, Any]) -> dict[str, tuple[str, dict
 def probe_scenes(
     num: int, split: str, seed: int, size: int
 ) -> list[dict[str, tuple[str, dict[str, Any]]]]:
-    """`num` fresh two-object scenes of `split` with two colours, each with its twins; the
-    caption drawn (with `seed` and the image id) among the scene's captions naming the
-    relation."""
+    """`num` fresh two-object scenes of `split` with two colours and two shapes, each with
+    its twins; the caption drawn (with `seed` and the image id) among the scene's captions
+    naming the relation. (With one shape, "a red circle left of a blue circle" and its
+    colour swap name the same colour-shape pairs: the swap would test the relation.)"""
     from training.shapes.scenes import all_captions, fresh_scenes
 
     chosen: list[dict[str, tuple[str, dict[str, Any]]]] = []
@@ -96,6 +98,9 @@ def probe_scenes(
     while len(chosen) < num:
         chosen.clear()
         for image_id, scene, _ in fresh_scenes(split, pool, size, seed, objects=2):
+            first, second = scene["objects"]
+            if first["shape"] == second["shape"]:
+                continue
             rng = random.Random(f"flip-probe/{seed}/{image_id}")
             captions = [c for c in all_captions(scene) if twins(c, scene)]
             if captions:

@@ -281,6 +281,8 @@ def write_results(result: dict[str, Any], out: Path, name: str) -> tuple[Path, P
 LABEL_WIDTH = 26
 # (label, path into the scores) of the rows below the per-attribute means.
 CAPTION_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("mean: 1-object images", ("one_object", "mean")),
+    ("  2-object images", ("two_objects", "mean")),
     ("named checks, no tie credit", ()),
     ("  background (if named)", ("named", "background")),
     ("  color", ("named", "color")),
@@ -294,7 +296,7 @@ CAPTION_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("  2, relation unnamed", ("two_objects_relation_unnamed", "whole_caption")),
     ("2 objects: binding", ("two_objects", "binding")),
     ("  relation | both found", ("two_objects", "relation_given_found")),
-    ("  ties (no credit)", ("ties",)),
+    ("  ties (share)", ("ties",)),
     ("objects right: held-out", ("objects", "heldout_pair", "object")),
     ("  seen pairs", ("objects", "seen_pair", "object")),
 )

@@ -271,11 +271,19 @@ def _rate(values: Sequence[bool]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _attribute_mean(per_image: list[dict[str, Any]]) -> float | None:
+    """Today's mean over all attribute checks, of a subset of the images."""
+    return _rate([passed for checks in per_image for name in ATTRIBUTES for passed in checks[name]])
+
+
 def _two_object_figures(per_image: list[dict[str, Any]]) -> dict[str, Any]:
     """Whole-caption, binding and relation-given-binding figures of two-object images."""
     bound = [checks for checks in per_image if checks["binding"][0]]
     return {
         "num_images": len(per_image),
+        "mean": _attribute_mean(per_image),
+        # How many of the caption's two objects are of a held-out pair: 0, 1, 2.
+        "heldout_objects": [sum(sum(c["heldout"]) == k for c in per_image) for k in range(3)],
         "whole_caption": _rate([checks["whole"][0] for checks in per_image]),
         "binding": _rate([checks["binding"][0] for checks in per_image]),
         "both_colors": _rate([all(checks["color"]) for checks in per_image]),
@@ -321,6 +329,7 @@ def caption_figures(per_image: list[dict[str, Any]]) -> dict[str, Any]:
         "whole_caption": _rate([checks["whole"][0] for checks in per_image]),
         "one_object": {
             "num_images": len(one),
+            "mean": _attribute_mean(one),
             "whole_caption": _rate([checks["whole"][0] for checks in one]),
         },
         "two_objects": _two_object_figures(two),

@@ -266,6 +266,8 @@ def test_real_renders_pass_every_caption(
     assert named["num_images"] + unnamed["num_images"] == two["num_images"]
     assert result["objects"]["heldout_pair"]["object"] == 1.0
     assert result["objects"]["heldout_pair"]["count"] > 0
+    assert result["one_object"]["mean"] == two["mean"] == 1.0
+    assert sum(two["heldout_objects"]) == two["num_images"] and two["heldout_objects"][1] > 0
 
 
 def test_a_swapped_drawing_fails_binding_and_whole_caption(classifier: ShapeClassifier) -> None:
@@ -308,6 +310,9 @@ def test_a_swapped_drawing_fails_binding_and_whole_caption(classifier: ShapeClas
     assert result["two_objects"]["whole_caption"] == 0.25
     assert result["two_objects"]["relation_given_found"] == 0.5
     assert result["ties"] == 0.5
+    # Every image has two objects, so the two-object mean is the mean.
+    assert result["two_objects"]["mean"] == result["mean"]
+    assert result["one_object"] == {"num_images": 0, "mean": None, "whole_caption": None}
 
 
 def test_whole_caption_checks_only_what_the_caption_names(classifier: ShapeClassifier) -> None:

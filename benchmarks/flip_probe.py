@@ -2,7 +2,7 @@
 
 A model can score well on per-attribute checks while drawing the same layout whatever the
 relation says, or the same colour-shape pairs whatever the binding says. For N fresh
-two-object scenes of a split's distribution (`scenes.fresh_scenes`, seed --seed; two colours
+two-object scenes of a split's distribution (`sources.fresh_scenes`, seed --seed; two colours
 and two shapes, so that both edits change the scene), each scene's caption (one that names
 the relation) is drawn beside two twins with the same z:
 
@@ -91,7 +91,8 @@ def probe_scenes(
     its twins; the caption drawn (with `seed` and the image id) among the scene's captions
     naming the relation. (With one shape, "a red circle left of a blue circle" and its
     colour swap name the same colour-shape pairs: the swap would test the relation.)"""
-    from training.shapes.scenes import all_captions, fresh_scenes
+    from training.shapes.scenes import all_captions
+    from training.shapes.sources import fresh_scenes
 
     chosen: list[dict[str, tuple[str, dict[str, Any]]]] = []
     pool = max(2 * num, 16)
@@ -128,6 +129,34 @@ def _rate(values: Sequence[bool]) -> float:
     return sum(values) / len(values)
 
 
+def _both(first: Sequence[bool], second: Sequence[bool]) -> float:
+    return _rate([a and b for a, b in zip(first, second, strict=True)])
+
+
+def headline_count(pipeline: Any, classifier: Any) -> dict[str, Any]:
+    """How many of the headline caption's 16 seeds pass every check it names, binding, and
+    the relation."""
+    from training.shapes.scorer import score_images
+
+    count = len(HEADLINE_SEEDS)
+    images = _generate(pipeline, [HEADLINE] * count, list(HEADLINE_SEEDS), count)
+    checks = score_images(
+        images,
+        [HEADLINE_SCENE] * count,
+        pipeline.resolution,
+        shape_classifier=classifier,
+        return_details=True,
+        captions=[HEADLINE] * count,
+    )["per_image"]
+    return {
+        "caption": HEADLINE,
+        "seeds": list(HEADLINE_SEEDS),
+        "right": sum(c["whole"][0] for c in checks),
+        "binding": sum(c["binding"][0] for c in checks),
+        "relation": sum(c["relation"][0] for c in checks),
+    }
+
+
 def probe(
     pipeline: Any,
     classifier: Any,
@@ -141,9 +170,8 @@ def probe(
 
     if num < 1:
         raise ProbeError(f"--num must be >= 1, got {num}")
-    size = pipeline.resolution
-    scenes = probe_scenes(num, split, seed, size)
-    seeds = [seed * 1_000_003 + i for i in range(num)]
+    scenes = probe_scenes(num, split, seed, pipeline.resolution)
+    seeds = [seed * 1_000_003 + i for i in range(num)]  # the same z for a scene's twins
     images, checks = {}, {}
     for kind in ("original", "flipped", "swapped"):
         captions = [scene[kind][0] for scene in scenes]
@@ -151,60 +179,39 @@ def probe(
         checks[kind] = score_images(
             images[kind],
             [scene[kind][1] for scene in scenes],
-            size,
+            pipeline.resolution,
             shape_classifier=classifier,
             return_details=True,
             captions=captions,
         )["per_image"]
     relation = {kind: [c["relation"][0] for c in checks[kind]] for kind in checks}
     binding = {kind: [c["binding"][0] for c in checks[kind]] for kind in checks}
-    whole = {kind: [c["whole"][0] for c in checks[kind]] for kind in checks}
-
-    def difference(kind: str) -> float:
-        return (images["original"].float() - images[kind].float()).abs().mean().item()
-
-    headline_images = _generate(
-        pipeline, [HEADLINE] * len(HEADLINE_SEEDS), list(HEADLINE_SEEDS), 16
-    )
-    headline = score_images(
-        headline_images,
-        [HEADLINE_SCENE] * len(HEADLINE_SEEDS),
-        size,
-        shape_classifier=classifier,
-        return_details=True,
-        captions=[HEADLINE] * len(HEADLINE_SEEDS),
-    )["per_image"]
+    whole = {kind: _rate([c["whole"][0] for c in checks[kind]]) for kind in checks}
+    difference = {  # mean |original - twin| over every pixel and channel, 0-255
+        kind: (images["original"].float() - images[kind].float()).abs().mean().item()
+        for kind in ("flipped", "swapped")
+    }
     return {
         "model_id": pipeline.model_id,
         "split": split,
         "seed": seed,
         "num_scenes": num,
         "relation_flip": {
-            "follows": _rate(
-                [a and b for a, b in zip(relation["original"], relation["flipped"], strict=True)]
-            ),
+            "follows": _both(relation["original"], relation["flipped"]),
             "original_relation": _rate(relation["original"]),
             "flipped_relation": _rate(relation["flipped"]),
-            "flipped_whole_caption": _rate(whole["flipped"]),
-            "pixel_difference": difference("flipped"),
+            "flipped_whole_caption": whole["flipped"],
+            "pixel_difference": difference["flipped"],
         },
         "colour_swap": {
-            "follows": _rate(
-                [a and b for a, b in zip(binding["original"], binding["swapped"], strict=True)]
-            ),
+            "follows": _both(binding["original"], binding["swapped"]),
             "original_binding": _rate(binding["original"]),
             "swapped_binding": _rate(binding["swapped"]),
-            "swapped_whole_caption": _rate(whole["swapped"]),
-            "pixel_difference": difference("swapped"),
+            "swapped_whole_caption": whole["swapped"],
+            "pixel_difference": difference["swapped"],
         },
-        "original_whole_caption": _rate(whole["original"]),
-        "headline": {
-            "caption": HEADLINE,
-            "seeds": list(HEADLINE_SEEDS),
-            "right": sum(c["whole"][0] for c in headline),
-            "binding": sum(c["binding"][0] for c in headline),
-            "relation": sum(c["relation"][0] for c in headline),
-        },
+        "original_whole_caption": whole["original"],
+        "headline": headline_count(pipeline, classifier),
     }
 
 

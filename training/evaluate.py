@@ -27,14 +27,13 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from models.images import image_grid
-from training.data.coco import CaptionedImage, DatasetError
+from training.data.coco import DatasetError
 from training.metrics import clip_score
 from training.metrics import fid as metrics
 from training.metrics.sampling import (  # noqa: F401  (part of this module's API)
@@ -47,21 +46,15 @@ from training.metrics.sampling import (  # noqa: F401  (part of this module's AP
 )
 from training.shapes import scorer as faith
 from training.shapes.classifier import ShapeClassifierError, load_or_train
+from training.shapes.figures import format_table  # noqa: F401  (part of this module's API)
 from training.shapes.pixels import ImageInputError
-from training.shapes.scenes import BenchmarkError, fresh_scenes, render_scene
-
-FRESH_DEFAULT_NUM = 1000
-
-
-@dataclass(frozen=True)
-class SceneSource:
-    """Which scenes a faithfulness run scores: the split's own files, or fresh ones."""
-
-    # None: the split's images on disk; N: the split's scenes of the benchmark of seed N,
-    # drawn and rendered in memory (must differ from the benchmark's own seed).
-    fresh_seed: int | None = None
-    # None: every scene; 1 or 2: only the scenes with that many objects.
-    objects: int | None = None
+from training.shapes.scenes import BenchmarkError
+from training.shapes.scorer import score_in_chunks
+from training.shapes.sources import (  # noqa: F401  (part of this module's API)
+    FRESH_DEFAULT_NUM,
+    SceneSource,
+    scene_records,
+)
 
 
 def untrained_pipeline(pipeline: Any, seed: int = 0) -> Any:
@@ -78,86 +71,6 @@ def untrained_pipeline(pipeline: Any, seed: int = 0) -> Any:
         device=pipeline.device,
         model_id=f"{pipeline.model_id}-untrained",
     )
-
-
-def score_in_chunks(
-    images: torch.Tensor,
-    attributes: Sequence[dict[str, Any]],
-    size: int,
-    classifier: Any,
-    progress: bool = False,
-    desc: str = "score",
-    chunk: int = 256,
-    texts: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """`score_images` over chunks of `chunk` images, summarized together; `texts`: each
-    image's caption, for the whole-caption figures."""
-    from tqdm import tqdm
-
-    per_image: list[dict[str, Any]] = []
-    for start in tqdm(
-        range(0, len(images), chunk), desc=desc, unit="chunk", disable=not progress, leave=False
-    ):
-        result = faith.score_images(
-            images[start : start + chunk],
-            attributes[start : start + chunk],
-            size,
-            shape_classifier=classifier,
-            return_details=True,
-            captions=None if texts is None else texts[start : start + chunk],
-        )
-        per_image.extend(result["per_image"])
-    return faith.summarize(per_image)
-
-
-def _benchmark_info(data_root: str | Path) -> dict[str, Any]:
-    path = Path(data_root) / "shapes_benchmark.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def scene_records(
-    data_root: str | Path, split: str, num: int | None, source: SceneSource, resolution: int
-) -> tuple[list[CaptionedImage], torch.Tensor | None]:
-    """The records to score and, for fresh scenes, their real renders ((N, 3, R, R) uint8;
-    None for the split's own images, read from disk by `real_images`)."""
-    if source.objects not in (None, 1, 2):
-        raise EvaluationError(f"--objects must be 1 or 2, got {source.objects}")
-    if source.fresh_seed is None:
-        records = load_split(data_root, split, None if source.objects else num, True)
-        if source.objects:
-            records = [r for r in records if len(r.attributes["objects"]) == source.objects]
-            records = records[:num] if num is not None else records
-            if not records:
-                raise EvaluationError(f"split {split!r} holds no {source.objects}-object scene")
-        return records, None
-    if num is not None and num < 1:
-        raise EvaluationError(f"--num must be >= 1, got {num}")
-    info = _benchmark_info(data_root)
-    if info.get("seed") == source.fresh_seed:
-        raise EvaluationError(
-            f"--fresh-seed {source.fresh_seed} is the seed of the benchmark in {data_root} "
-            "(its own split); choose another seed"
-        )
-    size = info.get("size", resolution)  # draw at the benchmark's side, as the split is
-    scenes = fresh_scenes(split, num or FRESH_DEFAULT_NUM, size, source.fresh_seed, source.objects)
-    records = [
-        CaptionedImage(image_id, Path(split) / f"{image_id:012d}.png", tuple(captions), scene)
-        for image_id, scene, captions in scenes
-    ]
-    real = torch.stack(
-        [_as_tensor(render_scene(scene, size), resolution) for _, scene, _ in scenes]
-    )
-    return records, real
-
-
-def _as_tensor(image: Any, resolution: int) -> torch.Tensor:
-    """A PIL render -> (3, R, R) uint8, box-resized to R as `real_images` does."""
-    import numpy as np
-    from PIL import Image
-
-    if image.size != (resolution, resolution):
-        image = image.resize((resolution, resolution), Image.Resampling.BOX)
-    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
 
 
 def faithfulness(
@@ -183,9 +96,8 @@ def faithfulness(
     only those with one or two objects (`SceneSource`).
 
     Returns {"generated": scores, "real": scores, "untrained": scores, ...}, each scores as
-    `score_images` returns them (with the whole-caption figures, which check only what each
-    image's caption names) ("real" and "untrained" only with `reference`). With
-    return_images, also "images": {"real", "generated", "untrained"} uint8 tensors.
+    `score_images` returns them, whole-caption figures included ("real" and "untrained" only
+    with `reference`). With return_images, also "images": {"real", ...} uint8 tensors.
     Raises ShapeClassifierError before generating anything if the classifier misses 98%.
     """
     source = source or SceneSource()
@@ -199,14 +111,8 @@ def faithfulness(
     images = {"generated": generate(pipeline, texts, seed, batch_size, progress)}
     if reference:
         images["real"] = real_images(records, size) if fresh_real is None else fresh_real
-        images["untrained"] = generate(
-            untrained_pipeline(pipeline, seed),
-            texts,
-            seed,
-            batch_size,
-            progress,
-            desc="generate (untrained)",
-        )
+        floor = untrained_pipeline(pipeline, seed)
+        images["untrained"] = generate(floor, texts, seed, batch_size, progress, "generate (floor)")
     result: dict[str, Any] = {
         "model_id": pipeline.model_id,
         "split": split,
@@ -277,92 +183,22 @@ def write_results(result: dict[str, Any], out: Path, name: str) -> tuple[Path, P
     return json_path, grid_path
 
 
-# Width of the table's first column.
-LABEL_WIDTH = 26
-# (label, path into the scores) of the rows below the per-attribute means.
-CAPTION_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("mean: 1-object images", ("one_object", "mean")),
-    ("  2-object images", ("two_objects", "mean")),
-    ("named checks, no tie credit", ()),
-    ("  background (if named)", ("named", "background")),
-    ("  color", ("named", "color")),
-    ("  shape", ("named", "shape")),
-    ("  relation (if named)", ("named", "relation")),
-    ("  mean", ("named", "mean")),
-    ("whole caption", ("whole_caption",)),
-    ("  1 object", ("one_object", "whole_caption")),
-    ("  2 objects", ("two_objects", "whole_caption")),
-    ("  2, relation named", ("two_objects_relation_named", "whole_caption")),
-    ("  2, relation unnamed", ("two_objects_relation_unnamed", "whole_caption")),
-    ("2 objects: binding", ("two_objects", "binding")),
-    ("  relation | both found", ("two_objects", "relation_given_found")),
-    ("  ties (share)", ("ties",)),
-    ("objects right: held-out", ("objects", "heldout_pair", "object")),
-    ("  seen pairs", ("objects", "seen_pair", "object")),
-)
-
-
-def _cells(values: list[Any], width: int) -> str:
-    return "".join(("-" if v is None else f"{v:.3f}").rjust(width) for v in values)
-
-
-def format_table(result: dict[str, Any]) -> str:
-    columns = [key for key in ("generated", "real", "untrained") if key in result]
-    heads = {
-        "generated": result["model_id"],
-        "real": "real (ceiling)",
-        "untrained": "untrained (floor)",
-    }
-    width = max(len(heads[key]) for key in columns) + 2
-    lines = ["attribute".ljust(LABEL_WIDTH) + "".join(heads[key].rjust(width) for key in columns)]
-    for attribute in (*faith.ATTRIBUTES, "mean"):
-        values = [result[key][attribute] for key in columns]
-        lines.append(attribute.ljust(LABEL_WIDTH) + _cells(values, width))
-    lines += _caption_rows(result, columns, width)
-    counts = result["generated"]["counts"]
-    where = result["split"]
-    if result.get("fresh_seed") is not None:
-        where = f"fresh {where}-like scenes of seed {result['fresh_seed']}"
-    if result.get("objects"):
-        where += f", {result['objects']}-object only"
-    lines.append(
-        f"({result['num_images']} images of {where}: "
-        + ", ".join(f"{counts[name]} {name}" for name in faith.ATTRIBUTES)
-        + " checks)"
-    )
-    return "\n".join(lines)
-
-
-def _caption_rows(result: dict[str, Any], columns: list[str], width: int) -> list[str]:
-    """The whole-caption figures, one row each; "-" where a row has no image."""
-    if "whole_caption" not in result[columns[0]]:
-        return []
-    lines = []
-    for label, path in CAPTION_ROWS:
-        if not path:
-            lines.append(label)
-            continue
-        values = []
-        for key in columns:
-            value: Any = result[key]
-            for part in path:
-                value = value[part]
-            values.append(value)
-        lines.append(label.ljust(LABEL_WIDTH) + _cells(values, width))
-    two = result[columns[0]]["two_objects"]
-    lines.append(
-        f"(two objects: {two['num_images']} images, {two['num_found']} with both found; "
-        "whole caption: every check the caption names passes)"
-    )
-    return lines
-
-
-def _add_captions_flag(command: argparse.ArgumentParser) -> None:
+def _add_faithfulness_flags(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--captions",
         choices=("random", "complete"),
         default="random",
         help="random: one of each image's captions (spec); complete: one naming all attributes",
+    )
+    command.add_argument(
+        "--fresh-seed",
+        type=int,
+        metavar="N",
+        help="score the split's scenes of the benchmark of seed N, drawn in memory "
+        f"(new scenes of its distribution; --num defaults to {FRESH_DEFAULT_NUM})",
+    )
+    command.add_argument(
+        "--objects", type=int, choices=(1, 2), help="score only the scenes with this many objects"
     )
 
 
@@ -401,20 +237,7 @@ def _parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--quiet", action="store_true", help="no progress bars")
         if name == "faithfulness":
-            _add_captions_flag(command)
-            command.add_argument(
-                "--fresh-seed",
-                type=int,
-                metavar="N",
-                help="score the split's scenes of the benchmark of seed N, drawn in memory "
-                f"(new scenes of its distribution; --num defaults to {FRESH_DEFAULT_NUM})",
-            )
-            command.add_argument(
-                "--objects",
-                type=int,
-                choices=(1, 2),
-                help="score only the scenes with this many objects",
-            )
+            _add_faithfulness_flags(command)
         if name in ("faithfulness", "protocol"):
             cached = "reference statistics" if paper else "shape classifier"
             command.add_argument(
@@ -450,38 +273,7 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "protocol":
         result = _run_protocol(pipeline, args)
     elif args.command == "faithfulness":
-        if args.clip and (args.fresh_seed is not None or args.objects):
-            raise EvaluationError(
-                "--clip ranks the split's own images: drop --fresh-seed and --objects"
-            )
-        result = faithfulness(
-            pipeline,
-            args.data,
-            args.split,
-            cache_dir=args.cache_dir,
-            captions=args.captions,
-            source=SceneSource(args.fresh_seed, args.objects),
-            **common,
-        )
-        if args.clip:
-            records = load_split(args.data, args.split, args.num)
-            pool = [
-                (r.image_id, caption)
-                for r in load_split(args.data, args.split)
-                for caption in r.captions
-            ]
-            result["clip_r_precision"] = clip_score.clip_r_precision(
-                result["images"]["generated"],
-                pick_captions(records, args.seed),
-                [r.image_id for r in records],
-                pool,
-                args.clip,
-                pipeline.device,
-                seed=args.seed,
-            )
-        print(format_table(result))
-        if "clip_r_precision" in result:
-            print(f"CLIP R-precision (1 of 100): {result['clip_r_precision']:.3f}")
+        result = _run_faithfulness(pipeline, args, common)
     else:
         from training.metrics.inception import FIDInceptionV3
 
@@ -496,13 +288,58 @@ def _run(args: argparse.Namespace) -> None:
                 else f"{result['kid_mean']:.5f} ± {result['kid_std']:.5f}"
             )
         )
-    suffix = "_complete" if getattr(args, "captions", "random") == "complete" else ""
-    if getattr(args, "fresh_seed", None) is not None:
-        suffix += f"_fresh{args.fresh_seed}"
-    if getattr(args, "objects", None):
-        suffix += f"_objects{args.objects}"
-    json_path, grid_path = write_results(result, args.out, f"{args.command}_{args.split}{suffix}")
+    json_path, grid_path = write_results(result, args.out, _result_name(args))
     print(f"wrote {json_path} and {grid_path}")
+
+
+def _result_name(args: argparse.Namespace) -> str:
+    """`{command}_{split}[_complete][_fresh{N}][_objects{K}]`: one file per kind of run."""
+    name = f"{args.command}_{args.split}"
+    if getattr(args, "captions", "random") == "complete":
+        name += "_complete"
+    if getattr(args, "fresh_seed", None) is not None:
+        name += f"_fresh{args.fresh_seed}"
+    if getattr(args, "objects", None):
+        name += f"_objects{args.objects}"
+    return name
+
+
+def _run_faithfulness(
+    pipeline: Any, args: argparse.Namespace, common: dict[str, Any]
+) -> dict[str, Any]:
+    if args.clip and (args.fresh_seed is not None or args.objects):
+        raise EvaluationError(
+            "--clip ranks the split's own images: drop --fresh-seed and --objects"
+        )
+    result = faithfulness(
+        pipeline,
+        args.data,
+        args.split,
+        cache_dir=args.cache_dir,
+        captions=args.captions,
+        source=SceneSource(args.fresh_seed, args.objects),
+        **common,
+    )
+    if args.clip:
+        records = load_split(args.data, args.split, args.num)
+        pool = [
+            (r.image_id, caption)
+            for r in load_split(args.data, args.split)
+            for caption in r.captions
+        ]
+        result["clip_r_precision"] = clip_score.clip_r_precision(
+            result["images"]["generated"],
+            pick_captions(records, args.seed),
+            [r.image_id for r in records],
+            pool,
+            args.clip,
+            pipeline.device,
+            seed=args.seed,
+        )
+    print(format_table(result))
+    if "clip_r_precision" in result:
+        print(f"CLIP R-precision (1 of 100): {result['clip_r_precision']:.3f}")
+    return result
 
 
 def _run_protocol(pipeline: Any, args: argparse.Namespace) -> dict[str, Any]:

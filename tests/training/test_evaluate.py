@@ -224,7 +224,8 @@ def test_cli_scores_fresh_two_object_scenes(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from training.shapes.scenes import HELDOUT_PAIRS, fresh_scenes
+    from training.shapes.scenes import HELDOUT_PAIRS
+    from training.shapes.sources import fresh_scenes
 
     save_classifier(classifier, cache_path(tmp_path / "cache", SIZE))
     args = ("--split", "test_heldout", "--fresh-seed", "3", "--objects", "2")

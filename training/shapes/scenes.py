@@ -237,52 +237,20 @@ def image_rng(seed: int, split: str, index: int) -> random.Random:
     return random.Random(f"{SPEC_VERSION}/{seed}/{split}/{index}")
 
 
-def split_scene(seed: int, split: str, index: int, size: int) -> tuple[dict[str, Any], list[str]]:
-    """(attributes, five captions) of image `index` of `split` as the benchmark of `seed`
-    draws it, without rendering it."""
-    if split not in SPLITS:
-        raise BenchmarkError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+def split_scene(
+    seed: int, split: str, index: int, size: int
+) -> tuple[int, dict[str, Any], list[str]]:
+    """(image id, attributes, five captions) of image `index` of `split` in the benchmark of
+    `seed`, drawn as `make_benchmark` draws it, without rendering it."""
     rng = image_rng(seed, split, index)
     attributes = sample_scene(rng, size, heldout=split == "test_heldout")
-    return attributes, captions_for(attributes, rng)
-
-
-def image_id_of(split: str, index: int) -> int:
-    """The image id `make_benchmark` gives image `index` of `split`."""
-    return _ID_OFFSET[split] + index + 1
-
-
-def fresh_scenes(
-    split: str, count: int, size: int, seed: int, objects: int | None = None
-) -> list[tuple[int, dict[str, Any], list[str]]]:
-    """(image id, attributes, five captions) of the first `count` scenes of `split` (those
-    with `objects` objects only, if given) that the benchmark of `seed` holds.
-
-    The scenes of `make_benchmark(seed=seed)`, drawn in memory: with a seed other than the
-    benchmark's, new scenes from the split's distribution (val and train: no held-out
-    colour-shape pair; test_heldout: at least one), so a score on them cannot come from
-    fitting one fixed split.
-    """
-    if count < 1:
-        raise BenchmarkError(f"the number of fresh scenes must be >= 1, got {count}")
-    if objects not in (None, 1, 2):
-        raise BenchmarkError(f"objects must be 1 or 2, got {objects}")
-    check_canvas_size(size)
-    chosen: list[tuple[int, dict[str, Any], list[str]]] = []
-    index = 0
-    while len(chosen) < count and index <= _MAX_PER_SPLIT:
-        attributes, captions = split_scene(seed, split, index, size)
-        if objects is None or len(attributes["objects"]) == objects:
-            chosen.append((image_id_of(split, index), attributes, captions))
-        index += 1
-    return chosen
+    return _ID_OFFSET[split] + index + 1, attributes, captions_for(attributes, rng)
 
 
 def _make_one(job: tuple[str, int, int, int, str]) -> tuple[dict[str, Any], list[str]]:
     """Sample, render and save one image; returns (image record, captions)."""
     split, index, seed, size, folder = job
-    attributes, captions = split_scene(seed, split, index, size)
-    image_id = image_id_of(split, index)
+    image_id, attributes, captions = split_scene(seed, split, index, size)
     file_name = f"{image_id:012d}.png"
     render_scene(attributes, size).save(Path(folder) / file_name, format="PNG", compress_level=6)
     record = {

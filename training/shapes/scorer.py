@@ -16,7 +16,7 @@ shape, the relation and the background only if the caption names them); binding 
 both objects are found with the caption's colour-shape pairs (a red square and a blue
 circle drawn for "a red circle above a blue square" fail it, though they pass both colour
 checks); the relation is also reported given binding, so a relation score cannot come from
-images whose objects are wrong.
+images whose objects are wrong (`training.shapes.figures`).
 
 Found objects are matched to the caption's by appearance (the matching with more colour
 and shape agreements), so the relation check asks "is the red circle left of the blue
@@ -38,12 +38,8 @@ from PIL import Image
 
 from training.shapes import pixels as seg
 from training.shapes.classifier import ShapeClassifier, load_or_train, one_thread
-from training.shapes.scenes import HELDOUT_PAIRS, PALETTE_BACKGROUNDS, PALETTE_OBJECTS, RELATIONS
-
-ATTRIBUTES: tuple[str, ...] = ("background", "color", "shape", "relation")
-# A caption names the relation when it holds one of these words (all four relations and
-# their inverses are spelled with them).
-RELATION_WORDS: frozenset[str] = frozenset({"left", "right", "above", "below"})
+from training.shapes.figures import ATTRIBUTES, caption_figures, caption_verdicts
+from training.shapes.scenes import PALETTE_BACKGROUNDS, PALETTE_OBJECTS, RELATIONS
 
 
 class AttributesError(ValueError):
@@ -79,21 +75,6 @@ def _check_attributes(attributes: dict[str, Any], index: int) -> None:
         problem = "needs a 'relation' among " + ", ".join(RELATIONS) + " exactly for 2 objects"
     if problem:
         raise AttributesError(f"attributes of image {index} {problem}: {attributes!r}")
-
-
-def caption_names(caption: str | None, attributes: dict[str, Any]) -> dict[str, bool]:
-    """Which optional checks a caption names: its background, its relation (two objects).
-
-    Every template names each object's colour and shape; the background and the relation
-    are named by some templates only ("{bg} background , a X and a Y" gives no relation).
-    Without a caption everything counts as named (the strict reading)."""
-    if caption is None:
-        return {"background": True, "relation": len(attributes["objects"]) == 2}
-    words = set(caption.lower().split())
-    return {
-        "background": attributes["background"] in words,
-        "relation": len(attributes["objects"]) == 2 and bool(words & RELATION_WORDS),
-    }
 
 
 def relation_halves(relation: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,133 +217,7 @@ def image_checks(
             and second is not None
             and relation_holds(attributes["relation"], first, second)
         )
-    named = caption_names(caption, attributes)
-    # Binding needs both objects right at once, so a drawing that swaps which colour goes
-    # on which shape fails it even when the tie-breaking matching passes both colours.
-    objects_right = all(checks["color"]) and all(checks["shape"])
-    whole = (
-        objects_right
-        and (checks["background"][0] or not named["background"])
-        and (not named["relation"] or all(checks["relation"]))
-    )
-    strict = {
-        name: [
-            passed
-            and (alternative is None or (other is not None and getattr(other, name) == want[name]))
-            for passed, other, want in zip(
-                checks[name], alternative or matched, expected, strict=True
-            )
-        ]
-        for name in ("color", "shape")
-    }
-    return {
-        **checks,
-        "tie": alternative is not None,
-        "color_strict": strict["color"],
-        "shape_strict": strict["shape"],
-        "binding": [objects_right] if len(expected) == 2 else [],
-        "whole": [whole],
-        "named": named,
-        "heldout": [(want["color"], want["shape"]) in HELDOUT_PAIRS for want in expected],
-    }
-
-
-def _rate(values: Sequence[bool]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def _attribute_mean(per_image: list[dict[str, Any]]) -> float | None:
-    """Today's mean over all attribute checks, of a subset of the images."""
-    return _rate([passed for checks in per_image for name in ATTRIBUTES for passed in checks[name]])
-
-
-def _two_object_figures(per_image: list[dict[str, Any]]) -> dict[str, Any]:
-    """Whole-caption, binding and relation-given-binding figures of two-object images."""
-    bound = [checks for checks in per_image if checks["binding"][0]]
-    return {
-        "num_images": len(per_image),
-        "mean": _attribute_mean(per_image),
-        # How many of the caption's two objects are of a held-out pair: 0, 1, 2.
-        "heldout_objects": [sum(sum(c["heldout"]) == k for c in per_image) for k in range(3)],
-        "whole_caption": _rate([checks["whole"][0] for checks in per_image]),
-        "binding": _rate([checks["binding"][0] for checks in per_image]),
-        "both_colors": _rate([all(checks["color"]) for checks in per_image]),
-        "both_shapes": _rate([all(checks["shape"]) for checks in per_image]),
-        "relation": _rate([checks["relation"][0] for checks in per_image]),
-        # The relation only where both objects are found with the right colour and shape:
-        # what the drawing says about placement, apart from what it says about objects.
-        "relation_given_found": _rate([checks["relation"][0] for checks in bound]),
-        "num_found": len(bound),
-    }
-
-
-def _object_figures(per_image: list[dict[str, Any]], heldout: bool) -> dict[str, Any]:
-    """Colour, shape and both at once over the caption objects of held-out (or seen) pairs."""
-    rows = [
-        (color, shape)
-        for checks in per_image
-        for color, shape, pair in zip(
-            checks["color"], checks["shape"], checks["heldout"], strict=True
-        )
-        if pair == heldout
-    ]
-    return {
-        "count": len(rows),
-        "color": _rate([color for color, _ in rows]),
-        "shape": _rate([shape for _, shape in rows]),
-        "object": _rate([color and shape for color, shape in rows]),
-    }
-
-
-def caption_figures(per_image: list[dict[str, Any]]) -> dict[str, Any]:
-    """The whole-caption figures of a set of images (see `image_checks`)."""
-    one = [checks for checks in per_image if len(checks["color"]) == 1]
-    two = [checks for checks in per_image if len(checks["color"]) == 2]
-    named_background = [c["background"][0] for c in per_image if c["named"]["background"]]
-    named_relation = [c["relation"][0] for c in two if c["named"]["relation"]]
-    strict_color = [passed for c in per_image for passed in c["color_strict"]]
-    strict_shape = [passed for c in per_image for passed in c["shape_strict"]]
-    # The honest mean: only the checks the caption names (colour and shape always, the rest
-    # when named), and no colour or shape credit that a tie-breaker hands out.
-    named_checks = named_background + strict_color + strict_shape + named_relation
-    return {
-        "whole_caption": _rate([checks["whole"][0] for checks in per_image]),
-        "one_object": {
-            "num_images": len(one),
-            "mean": _attribute_mean(one),
-            "whole_caption": _rate([checks["whole"][0] for checks in one]),
-        },
-        "two_objects": _two_object_figures(two),
-        "two_objects_relation_named": _two_object_figures(
-            [c for c in two if c["named"]["relation"]]
-        ),
-        "two_objects_relation_unnamed": _two_object_figures(
-            [c for c in two if not c["named"]["relation"]]
-        ),
-        "named": {
-            "background": _rate(named_background),
-            "color": _rate(strict_color),
-            "shape": _rate(strict_shape),
-            "relation": _rate(named_relation),
-            "mean": _rate(named_checks),
-            "counts": {
-                "background": len(named_background),
-                "color": len(strict_color),
-                "shape": len(strict_shape),
-                "relation": len(named_relation),
-            },
-        },
-        # Two-object images whose objects appearance could not match to the caption's.
-        "ties": _rate([c["tie"] for c in two]),
-        "objects": {
-            "heldout_pair": _object_figures(per_image, heldout=True),
-            "seen_pair": _object_figures(per_image, heldout=False),
-        },
-        # Shares of images with more objects drawn than the caption names (not counted by
-        # any check) and of two-object images cut out of one blob by the relation's halves.
-        "extra_objects": _rate([checks["extra_objects"] > 0 for checks in per_image]),
-        "halves_split": _rate([checks["halves_split"] for checks in two]),
-    }
+    return {**checks, **caption_verdicts(checks, attributes, caption, alternative)}
 
 
 def summarize(per_image: list[dict[str, Any]]) -> dict[str, Any]:
@@ -462,3 +317,33 @@ def _score(
         checks["extra_objects"], checks["halves_split"] = extra, split
         per_image.append(checks)
     return per_image
+
+
+def score_in_chunks(
+    images: torch.Tensor,
+    attributes: Sequence[dict[str, Any]],
+    size: int,
+    classifier: ShapeClassifier,
+    progress: bool = False,
+    desc: str = "score",
+    chunk: int = 256,
+    texts: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """`score_images` over chunks of `chunk` images, summarized together; `texts`: each
+    image's caption, for the whole-caption figures."""
+    from tqdm import tqdm
+
+    per_image: list[dict[str, Any]] = []
+    for start in tqdm(
+        range(0, len(images), chunk), desc=desc, unit="chunk", disable=not progress, leave=False
+    ):
+        result = score_images(
+            images[start : start + chunk],
+            attributes[start : start + chunk],
+            size,
+            shape_classifier=classifier,
+            return_details=True,
+            captions=None if texts is None else texts[start : start + chunk],
+        )
+        per_image.extend(result["per_image"])
+    return summarize(per_image)

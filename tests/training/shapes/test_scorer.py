@@ -356,7 +356,7 @@ def test_whole_caption_checks_only_what_the_caption_names(classifier: ShapeClass
 
 
 def test_caption_names_background_and_relation() -> None:
-    from training.shapes.scorer import caption_names
+    from training.shapes.figures import caption_names
 
     assert caption_names(HEADLINE, HEADLINE_SCENE) == {"background": False, "relation": True}
     assert caption_names("gray background , a red circle and a blue square", HEADLINE_SCENE) == {

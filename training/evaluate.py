@@ -13,12 +13,13 @@ docs/evaluation.md).
 Every image of the split (or its first N) is generated from one of its captions (drawn
 with --seed). Faithfulness is printed beside the same score for the real images (the
 ceiling) and for an untrained generator of the same config (the floor), as the spec asks,
-with the whole-caption figures (`scorer.caption_figures`: every named check right, binding,
+with the whole-caption figures (`shapes.figures`: every named check right, binding,
 the relation given both objects found). `--fresh-seed N` scores the split's scenes of the
 benchmark of seed N instead, drawn in memory (a score that cannot come from fitting the
 fixed split); `--objects 2` keeps the two-object scenes only.
 Each command writes `{command}_{split}.json` and `{command}_{split}_samples.png` (rows:
-real, generated, untrained) into --out, so runs can be compared.
+real, generated, untrained) into --out, so runs can be compared (faithfulness adds
+`_complete`, `_fresh{N}`, `_objects{K}` to the name for those options).
 """
 
 from __future__ import annotations

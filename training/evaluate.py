@@ -1,6 +1,7 @@
 """`xmc-eval`: faithfulness on the shapes benchmark, FID, KID and CLIP R-precision.
 
     xmc-eval faithfulness --model DIR --data ROOT --split val [--num N] [--clip PATH]
+        [--captions complete] [--fresh-seed N] [--objects 1|2]
     xmc-eval fid --model DIR --data ROOT --split val --inception-weights PATH
     xmc-eval kid --model DIR --data ROOT --split val --inception-weights PATH
     xmc-eval protocol --model DIR --data COCO_ROOT --inception-weights PATH [--clip PATH]
@@ -11,9 +12,14 @@ docs/evaluation.md).
 
 Every image of the split (or its first N) is generated from one of its captions (drawn
 with --seed). Faithfulness is printed beside the same score for the real images (the
-ceiling) and for an untrained generator of the same config (the floor), as the spec asks.
+ceiling) and for an untrained generator of the same config (the floor), as the spec asks,
+with the whole-caption figures (`shapes.figures`: every named check right, binding,
+the relation given both objects found). `--fresh-seed N` scores the split's scenes of the
+benchmark of seed N instead, drawn in memory (a score that cannot come from fitting the
+fixed split); `--objects 2` keeps the two-object scenes only.
 Each command writes `{command}_{split}.json` and `{command}_{split}_samples.png` (rows:
-real, generated, untrained) into --out, so runs can be compared.
+real, generated, untrained) into --out, so runs can be compared (faithfulness adds
+`_complete`, `_fresh{N}`, `_objects{K}` to the name for those options).
 """
 
 from __future__ import annotations
@@ -41,8 +47,15 @@ from training.metrics.sampling import (  # noqa: F401  (part of this module's AP
 )
 from training.shapes import scorer as faith
 from training.shapes.classifier import ShapeClassifierError, load_or_train
+from training.shapes.figures import format_table  # noqa: F401  (part of this module's API)
 from training.shapes.pixels import ImageInputError
 from training.shapes.scenes import BenchmarkError
+from training.shapes.scorer import score_in_chunks
+from training.shapes.sources import (  # noqa: F401  (part of this module's API)
+    FRESH_DEFAULT_NUM,
+    SceneSource,
+    scene_records,
+)
 
 
 def untrained_pipeline(pipeline: Any, seed: int = 0) -> Any:
@@ -61,32 +74,6 @@ def untrained_pipeline(pipeline: Any, seed: int = 0) -> Any:
     )
 
 
-def score_in_chunks(
-    images: torch.Tensor,
-    attributes: Sequence[dict[str, Any]],
-    size: int,
-    classifier: Any,
-    progress: bool = False,
-    desc: str = "score",
-    chunk: int = 256,
-) -> dict[str, Any]:
-    from tqdm import tqdm
-
-    per_image: list[dict[str, list[bool]]] = []
-    for start in tqdm(
-        range(0, len(images), chunk), desc=desc, unit="chunk", disable=not progress, leave=False
-    ):
-        result = faith.score_images(
-            images[start : start + chunk],
-            attributes[start : start + chunk],
-            size,
-            shape_classifier=classifier,
-            return_details=True,
-        )
-        per_image.extend(result["per_image"])
-    return faith.summarize(per_image)
-
-
 def faithfulness(
     pipeline: Any,
     data_root: str | Path,
@@ -99,20 +86,24 @@ def faithfulness(
     cache_dir: str | Path | None = None,
     return_images: bool = False,
     captions: str = "random",
+    source: SceneSource | None = None,
 ) -> dict[str, Any]:
     """Faithfulness of `pipeline` on a shapes-benchmark split.
 
     captions "random": each image's caption drawn among its five, as the spec scores it (about
     half name no background, so even a perfect model cannot reach 1.0 on that check);
     "complete": a caption that names every scored attribute, so every check is determined.
+    source: the split's own images (default) or fresh scenes of its distribution, all or
+    only those with one or two objects (`SceneSource`).
 
     Returns {"generated": scores, "real": scores, "untrained": scores, ...}, each scores as
-    `score_images` returns them ("real" and "untrained" only with `reference`). With
-    return_images, also "images": {"real", "generated", "untrained"} uint8 tensors.
+    `score_images` returns them, whole-caption figures included ("real" and "untrained" only
+    with `reference`). With return_images, also "images": {"real", ...} uint8 tensors.
     Raises ShapeClassifierError before generating anything if the classifier misses 98%.
     """
-    records = load_split(data_root, split, num, need_attributes=True)
+    source = source or SceneSource()
     size = pipeline.resolution
+    records, fresh_real = scene_records(data_root, split, num, source, size)
     classifier = load_or_train(size, cache_dir=cache_dir, data_root=data_root, progress=progress)
     attributes = [record.attributes for record in records]
     if captions not in ("random", "complete"):
@@ -120,15 +111,9 @@ def faithfulness(
     texts = (complete_captions if captions == "complete" else pick_captions)(records, seed)
     images = {"generated": generate(pipeline, texts, seed, batch_size, progress)}
     if reference:
-        images["real"] = real_images(records, size)
-        images["untrained"] = generate(
-            untrained_pipeline(pipeline, seed),
-            texts,
-            seed,
-            batch_size,
-            progress,
-            desc="generate (untrained)",
-        )
+        images["real"] = real_images(records, size) if fresh_real is None else fresh_real
+        floor = untrained_pipeline(pipeline, seed)
+        images["untrained"] = generate(floor, texts, seed, batch_size, progress, "generate (floor)")
     result: dict[str, Any] = {
         "model_id": pipeline.model_id,
         "split": split,
@@ -136,11 +121,13 @@ def faithfulness(
         "num_images": len(records),
         "seed": seed,
         "captions": captions,
+        "fresh_seed": source.fresh_seed,
+        "objects": source.objects,
         "shape_classifier_val_accuracy": classifier.val_accuracy,
     }
     for name, batch in images.items():
         result[name] = score_in_chunks(
-            batch, attributes, size, classifier, progress, f"score {name}"
+            batch, attributes, size, classifier, progress, f"score {name}", texts=texts
         )
     if return_images:
         result["images"] = images
@@ -197,34 +184,22 @@ def write_results(result: dict[str, Any], out: Path, name: str) -> tuple[Path, P
     return json_path, grid_path
 
 
-def format_table(result: dict[str, Any]) -> str:
-    columns = [key for key in ("generated", "real", "untrained") if key in result]
-    heads = {
-        "generated": result["model_id"],
-        "real": "real (ceiling)",
-        "untrained": "untrained (floor)",
-    }
-    width = max(len(heads[key]) for key in columns) + 2
-    lines = ["attribute   " + "".join(heads[key].rjust(width) for key in columns)]
-    for attribute in (*faith.ATTRIBUTES, "mean"):
-        cells = [result[key][attribute] for key in columns]
-        text = ["-" if cell is None else f"{cell:.3f}" for cell in cells]
-        lines.append(f"{attribute:<12}" + "".join(cell.rjust(width) for cell in text))
-    counts = result["generated"]["counts"]
-    lines.append(
-        f"({result['num_images']} images of {result['split']}: "
-        + ", ".join(f"{counts[name]} {name}" for name in faith.ATTRIBUTES)
-        + " checks)"
-    )
-    return "\n".join(lines)
-
-
-def _add_captions_flag(command: argparse.ArgumentParser) -> None:
+def _add_faithfulness_flags(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--captions",
         choices=("random", "complete"),
         default="random",
         help="random: one of each image's captions (spec); complete: one naming all attributes",
+    )
+    command.add_argument(
+        "--fresh-seed",
+        type=int,
+        metavar="N",
+        help="score the split's scenes of the benchmark of seed N, drawn in memory "
+        f"(new scenes of its distribution; --num defaults to {FRESH_DEFAULT_NUM})",
+    )
+    command.add_argument(
+        "--objects", type=int, choices=(1, 2), help="score only the scenes with this many objects"
     )
 
 
@@ -263,7 +238,7 @@ def _parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--quiet", action="store_true", help="no progress bars")
         if name == "faithfulness":
-            _add_captions_flag(command)
+            _add_faithfulness_flags(command)
         if name in ("faithfulness", "protocol"):
             cached = "reference statistics" if paper else "shape classifier"
             command.add_argument(
@@ -299,33 +274,7 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "protocol":
         result = _run_protocol(pipeline, args)
     elif args.command == "faithfulness":
-        result = faithfulness(
-            pipeline,
-            args.data,
-            args.split,
-            cache_dir=args.cache_dir,
-            captions=args.captions,
-            **common,
-        )
-        if args.clip:
-            records = load_split(args.data, args.split, args.num)
-            pool = [
-                (r.image_id, caption)
-                for r in load_split(args.data, args.split)
-                for caption in r.captions
-            ]
-            result["clip_r_precision"] = clip_score.clip_r_precision(
-                result["images"]["generated"],
-                pick_captions(records, args.seed),
-                [r.image_id for r in records],
-                pool,
-                args.clip,
-                pipeline.device,
-                seed=args.seed,
-            )
-        print(format_table(result))
-        if "clip_r_precision" in result:
-            print(f"CLIP R-precision (1 of 100): {result['clip_r_precision']:.3f}")
+        result = _run_faithfulness(pipeline, args, common)
     else:
         from training.metrics.inception import FIDInceptionV3
 
@@ -340,9 +289,58 @@ def _run(args: argparse.Namespace) -> None:
                 else f"{result['kid_mean']:.5f} ± {result['kid_std']:.5f}"
             )
         )
-    suffix = "_complete" if getattr(args, "captions", "random") == "complete" else ""
-    json_path, grid_path = write_results(result, args.out, f"{args.command}_{args.split}{suffix}")
+    json_path, grid_path = write_results(result, args.out, _result_name(args))
     print(f"wrote {json_path} and {grid_path}")
+
+
+def _result_name(args: argparse.Namespace) -> str:
+    """`{command}_{split}[_complete][_fresh{N}][_objects{K}]`: one file per kind of run."""
+    name = f"{args.command}_{args.split}"
+    if getattr(args, "captions", "random") == "complete":
+        name += "_complete"
+    if getattr(args, "fresh_seed", None) is not None:
+        name += f"_fresh{args.fresh_seed}"
+    if getattr(args, "objects", None):
+        name += f"_objects{args.objects}"
+    return name
+
+
+def _run_faithfulness(
+    pipeline: Any, args: argparse.Namespace, common: dict[str, Any]
+) -> dict[str, Any]:
+    if args.clip and (args.fresh_seed is not None or args.objects):
+        raise EvaluationError(
+            "--clip ranks the split's own images: drop --fresh-seed and --objects"
+        )
+    result = faithfulness(
+        pipeline,
+        args.data,
+        args.split,
+        cache_dir=args.cache_dir,
+        captions=args.captions,
+        source=SceneSource(args.fresh_seed, args.objects),
+        **common,
+    )
+    if args.clip:
+        records = load_split(args.data, args.split, args.num)
+        pool = [
+            (r.image_id, caption)
+            for r in load_split(args.data, args.split)
+            for caption in r.captions
+        ]
+        result["clip_r_precision"] = clip_score.clip_r_precision(
+            result["images"]["generated"],
+            pick_captions(records, args.seed),
+            [r.image_id for r in records],
+            pool,
+            args.clip,
+            pipeline.device,
+            seed=args.seed,
+        )
+    print(format_table(result))
+    if "clip_r_precision" in result:
+        print(f"CLIP R-precision (1 of 100): {result['clip_r_precision']:.3f}")
+    return result
 
 
 def _run_protocol(pipeline: Any, args: argparse.Namespace) -> dict[str, Any]:

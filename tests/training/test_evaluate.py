@@ -184,3 +184,110 @@ def test_cli_faithfulness_with_complete_captions(
     assert code == 0
     result = json.loads((out / "faithfulness_val_complete.json").read_text())
     assert result["captions"] == "complete" and result["real"]["mean"] == 1.0
+
+
+# --- whole-caption figures and fresh scenes ------------------------------------------------
+
+TODAYS_KEYS = {"background", "color", "shape", "relation", "mean", "counts", "num_images"}
+
+
+def _faithfulness_cli(
+    tiny_artifact: Path, shapes_root: Path, cache: Path, out: Path, *extra: str
+) -> int:
+    return evaluate.main(
+        [
+            "faithfulness",
+            "--model",
+            str(tiny_artifact),
+            "--data",
+            str(shapes_root),
+            "--num",
+            "6",
+            "--batch-size",
+            "6",
+            "--device",
+            "cpu",
+            "--cache-dir",
+            str(cache),
+            "--out",
+            str(out),
+            "--quiet",
+            *extra,
+        ]
+    )
+
+
+def test_cli_scores_fresh_two_object_scenes(
+    tiny_artifact: Path,
+    shapes_root: Path,
+    classifier: ShapeClassifier,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from training.shapes.scenes import HELDOUT_PAIRS
+    from training.shapes.sources import fresh_scenes
+
+    save_classifier(classifier, cache_path(tmp_path / "cache", SIZE))
+    args = ("--split", "test_heldout", "--fresh-seed", "3", "--objects", "2")
+    code = _faithfulness_cli(tiny_artifact, shapes_root, tmp_path / "cache", tmp_path, *args)
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "whole caption" in printed and "fresh test_heldout-like scenes of seed 3" in printed
+    result = json.loads((tmp_path / "faithfulness_test_heldout_fresh3_objects2.json").read_text())
+    assert result["fresh_seed"] == 3 and result["objects"] == 2 and result["num_images"] == 6
+    real, generated = result["real"], result["generated"]
+    assert TODAYS_KEYS <= set(generated)
+    # Six two-object scenes: two colour, two shape and one relation check each.
+    assert real["counts"] == {"background": 6, "color": 12, "shape": 12, "relation": 6}
+    assert real["whole_caption"] == 1.0 and real["two_objects"]["binding"] == 1.0
+    assert real["one_object"]["num_images"] == 0
+    for key in ("whole_caption", "named"):
+        assert key in generated
+    value = generated["two_objects"]["whole_caption"]
+    assert 0.0 <= value <= generated["two_objects"]["binding"] <= 1.0
+    # The scenes scored: the benchmark of seed 3's, new, each with a held-out pair.
+    records, real_images = evaluate.scene_records(
+        shapes_root, "test_heldout", 6, evaluate.SceneSource(3, 2), SIZE
+    )
+    fresh = [scene for _, scene, _ in fresh_scenes("test_heldout", 6, SIZE, 3, objects=2)]
+    assert [r.attributes for r in records] == fresh
+    split = [r.attributes for r in evaluate.load_split(shapes_root, "test_heldout")]
+    assert not any(scene in split for scene in fresh)
+    assert all(
+        any((o["color"], o["shape"]) in HELDOUT_PAIRS for o in scene["objects"]) for scene in fresh
+    )
+    assert real_images.shape == (6, 3, SIZE, SIZE) and real_images.dtype == torch.uint8
+
+
+def test_faithfulness_on_the_split_keeps_its_keys_and_splits_by_objects(
+    tiny_artifact: Path, shapes_root: Path, classifier: ShapeClassifier, tmp_path: Path
+) -> None:
+    from models import XMCGANPipeline
+
+    save_classifier(classifier, cache_path(tmp_path, SIZE))
+    pipeline = XMCGANPipeline.from_pretrained(tiny_artifact, device="cpu")
+    whole = evaluate.faithfulness(pipeline, shapes_root, "val", cache_dir=tmp_path)
+    records = evaluate.load_split(shapes_root, "val")
+    two = sum(len(r.attributes["objects"]) == 2 for r in records)
+    assert 0 < two < len(records)
+    assert TODAYS_KEYS <= set(whole["generated"]) and whole["real"]["whole_caption"] == 1.0
+    assert whole["real"]["two_objects"]["num_images"] == two
+    only_two = evaluate.faithfulness(
+        pipeline,
+        shapes_root,
+        "val",
+        cache_dir=tmp_path,
+        reference=False,
+        source=evaluate.SceneSource(objects=2),
+    )
+    assert only_two["num_images"] == two
+    assert only_two["generated"]["counts"]["relation"] == two
+
+
+def test_fresh_scenes_refuse_the_benchmarks_own_seed(
+    tiny_artifact: Path, shapes_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _faithfulness_cli(tiny_artifact, shapes_root, tmp_path, tmp_path, "--fresh-seed", "0")
+    err = capsys.readouterr().err
+    assert code == 2 and "--fresh-seed 0 is the seed of the benchmark" in err
+    assert "Traceback" not in err

@@ -237,13 +237,20 @@ def image_rng(seed: int, split: str, index: int) -> random.Random:
     return random.Random(f"{SPEC_VERSION}/{seed}/{split}/{index}")
 
 
+def split_scene(
+    seed: int, split: str, index: int, size: int
+) -> tuple[int, dict[str, Any], list[str]]:
+    """(image id, attributes, five captions) of image `index` of `split` in the benchmark of
+    `seed`, drawn as `make_benchmark` draws it, without rendering it."""
+    rng = image_rng(seed, split, index)
+    attributes = sample_scene(rng, size, heldout=split == "test_heldout")
+    return _ID_OFFSET[split] + index + 1, attributes, captions_for(attributes, rng)
+
+
 def _make_one(job: tuple[str, int, int, int, str]) -> tuple[dict[str, Any], list[str]]:
     """Sample, render and save one image; returns (image record, captions)."""
     split, index, seed, size, folder = job
-    rng = image_rng(seed, split, index)
-    attributes = sample_scene(rng, size, heldout=split == "test_heldout")
-    captions = captions_for(attributes, rng)
-    image_id = _ID_OFFSET[split] + index + 1
+    image_id, attributes, captions = split_scene(seed, split, index, size)
     file_name = f"{image_id:012d}.png"
     render_scene(attributes, size).save(Path(folder) / file_name, format="PNG", compress_level=6)
     record = {

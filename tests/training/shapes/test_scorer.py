@@ -219,3 +219,169 @@ def test_bad_inputs_raise_clear_errors(
         score_images(
             torch.rand(1, 3, SIZE, SIZE), [{"objects": []}], SIZE, shape_classifier=classifier
         )
+
+
+# --- whole-caption figures -----------------------------------------------------------------
+
+# "a red circle above a blue square" at 32 px: the circle in the top half, the square below.
+HEADLINE_SCENE: dict[str, Any] = {
+    "background": "gray",
+    "relation": "above",
+    "objects": [
+        {"shape": "circle", "color": "red", "size": "large", "bbox": [4, 2, 14, 14]},
+        {"shape": "square", "color": "blue", "size": "large", "bbox": [12, 17, 14, 14]},
+    ],
+}
+HEADLINE = "a red circle above a blue square"
+
+
+def _drawn(scene: dict[str, Any], *pairs: tuple[str, str]) -> dict[str, Any]:
+    """The scene with its objects given these (colour, shape) pairs, in place."""
+    objects = [
+        {**obj, "color": color, "shape": shape}
+        for obj, (color, shape) in zip(scene["objects"], pairs, strict=True)
+    ]
+    return {**scene, "objects": objects}
+
+
+def test_real_renders_pass_every_caption(
+    classifier: ShapeClassifier, scenes: list[dict[str, Any]]
+) -> None:
+    from training.shapes.scenes import all_captions
+
+    captions = [all_captions(scene)[i % 8] for i, scene in enumerate(scenes)]
+    result = score_images(
+        _render(scenes), scenes, SIZE, shape_classifier=classifier, captions=captions
+    )
+    two = result["two_objects"]
+    assert result["whole_caption"] == 1.0 and result["one_object"]["whole_caption"] == 1.0
+    assert two["whole_caption"] == 1.0 and two["binding"] == 1.0
+    assert two["relation_given_found"] == 1.0 and two["num_found"] == two["num_images"] > 40
+    assert result["named"]["mean"] == 1.0 and result["ties"] == 0.0
+    named, unnamed = (
+        result["two_objects_relation_named"],
+        result["two_objects_relation_unnamed"],
+    )
+    assert named["num_images"] > 0 and unnamed["num_images"] > 0
+    assert named["num_images"] + unnamed["num_images"] == two["num_images"]
+    assert result["objects"]["heldout_pair"]["object"] == 1.0
+    assert result["objects"]["heldout_pair"]["count"] > 0
+    assert result["one_object"]["mean"] == two["mean"] == 1.0
+    assert sum(two["heldout_objects"]) == two["num_images"] and two["heldout_objects"][1] > 0
+
+
+def test_a_swapped_drawing_fails_binding_and_whole_caption(classifier: ShapeClassifier) -> None:
+    # A red square above a blue circle, for "a red circle above a blue square": both colours
+    # are where the caption puts them, both shapes are not.
+    swapped = _drawn(HEADLINE_SCENE, ("red", "square"), ("blue", "circle"))
+    # A blue circle above a red square: the shapes are where the caption puts them.
+    other_way = _drawn(HEADLINE_SCENE, ("blue", "circle"), ("red", "square"))
+    # The caption drawn right but upside down: the objects are right, the relation is not.
+    flipped = {
+        **HEADLINE_SCENE,
+        "objects": [
+            {**HEADLINE_SCENE["objects"][0], "bbox": [4, 17, 14, 14]},
+            {**HEADLINE_SCENE["objects"][1], "bbox": [12, 2, 14, 14]},
+        ],
+    }
+    drawings = [HEADLINE_SCENE, swapped, other_way, flipped]
+    result = score_images(
+        _render(drawings),
+        [HEADLINE_SCENE] * 4,
+        SIZE,
+        shape_classifier=classifier,
+        return_details=True,
+        captions=[HEADLINE] * 4,
+    )
+    right, swap, other, upside_down = result["per_image"]
+    assert right["whole"] == [True] and right["binding"] == [True] and not right["tie"]
+    for checks in (swap, other):
+        assert checks["binding"] == [False] and checks["whole"] == [False]
+        assert checks["tie"] and checks["relation"] == [False]
+        # The per-attribute means still hand out half of the object checks by the halves...
+        assert sum(checks["color"]) + sum(checks["shape"]) == 2
+        # ...which the named-checks reading does not.
+        assert checks["color_strict"] == [False, False]
+        assert checks["shape_strict"] == [False, False]
+    assert swap["color"] == [True, True] and other["shape"] == [True, True]
+    assert upside_down["binding"] == [True] and upside_down["relation"] == [False]
+    assert upside_down["whole"] == [False]
+    assert result["two_objects"]["binding"] == 0.5
+    assert result["two_objects"]["whole_caption"] == 0.25
+    assert result["two_objects"]["relation_given_found"] == 0.5
+    assert result["ties"] == 0.5
+    # Every image has two objects, so the two-object mean is the mean.
+    assert result["two_objects"]["mean"] == result["mean"]
+    assert result["one_object"] == {"num_images": 0, "mean": None, "whole_caption": None}
+
+
+def test_whole_caption_checks_only_what_the_caption_names(classifier: ShapeClassifier) -> None:
+    # Drawn on black: wrong for a caption naming gray, free for one naming no background.
+    on_black = {**HEADLINE_SCENE, "background": "black"}
+    # Drawn upside down: wrong for a caption naming the relation, free for one that does not.
+    upside_down = {
+        **HEADLINE_SCENE,
+        "objects": [
+            {**HEADLINE_SCENE["objects"][0], "bbox": [4, 17, 14, 14]},
+            {**HEADLINE_SCENE["objects"][1], "bbox": [12, 2, 14, 14]},
+        ],
+    }
+    captions = [
+        HEADLINE,
+        "a red circle above a blue square on a gray background",
+        "gray background , a red circle and a blue square",
+        HEADLINE,
+    ]
+    result = score_images(
+        _render([on_black, on_black, upside_down, upside_down]),
+        [HEADLINE_SCENE] * 4,
+        SIZE,
+        shape_classifier=classifier,
+        return_details=True,
+        captions=captions,
+    )
+    assert [checks["whole"][0] for checks in result["per_image"]] == [True, False, True, False]
+    assert result["named"]["counts"] == {"background": 2, "color": 8, "shape": 8, "relation": 3}
+    assert result["named"]["background"] == 0.5  # black drawn where gray is named
+    assert result["background"] == 0.5  # the per-attribute mean checks it whatever is named
+    assert result["two_objects_relation_unnamed"]["num_images"] == 1
+    with pytest.raises(AttributesError, match="2 attribute sets but 1 captions"):
+        score_images(
+            _render([on_black] * 2),
+            [HEADLINE_SCENE] * 2,
+            SIZE,
+            shape_classifier=classifier,
+            captions=[HEADLINE],
+        )
+
+
+def test_caption_names_background_and_relation() -> None:
+    from training.shapes.figures import caption_names
+
+    assert caption_names(HEADLINE, HEADLINE_SCENE) == {"background": False, "relation": True}
+    assert caption_names("gray background , a red circle and a blue square", HEADLINE_SCENE) == {
+        "background": True,
+        "relation": False,
+    }
+    assert caption_names(None, HEADLINE_SCENE) == {"background": True, "relation": True}
+    one = {**HEADLINE_SCENE, "objects": HEADLINE_SCENE["objects"][:1], "relation": None}
+    assert caption_names("a red circle", one) == {"background": False, "relation": False}
+
+
+def test_a_tie_gives_only_the_credit_both_matchings_agree_on() -> None:
+    from training.shapes.scorer import image_checks, tie_alternative
+
+    mask = torch.zeros(4, 4, dtype=torch.bool)
+    top = FoundObject(mask, "red", "circle", x=1.0, y=0.0)
+    bottom = FoundObject(mask, "red", "circle", x=1.0, y=3.0)
+    # Two red circles for "a red circle above a blue circle": one object is surely right,
+    # the other has the wrong colour whichever it is.
+    scene = _drawn(HEADLINE_SCENE, ("red", "circle"), ("blue", "circle"))
+    matched, sure = match_objects(scene["objects"], [bottom, top], "above")
+    alternative = tie_alternative(scene["objects"], [bottom, top], matched)
+    assert matched == [top, bottom] and not sure and alternative == [bottom, top]
+    checks = image_checks(scene, "gray", matched, sure, HEADLINE, alternative)
+    assert checks["color_strict"] == [True, False] and checks["shape_strict"] == [True, True]
+    assert checks["binding"] == [False] and checks["whole"] == [False]
+    sure_match = [top, FoundObject(mask, "blue", "circle", x=1.0, y=3.0)]
+    assert tie_alternative(scene["objects"], sure_match, sure_match) is None

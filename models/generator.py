@@ -77,19 +77,9 @@ class Generator(nn.Module, ArtifactMixin):
     def from_preset(cls, name: str) -> Generator:
         return cls(get_preset(name).generator)
 
-    def forward(
-        self,
-        z: torch.Tensor,
-        sentence: torch.Tensor,
-        words: torch.Tensor,
-        word_mask: torch.Tensor,
-        return_attention: bool = False,
-    ) -> torch.Tensor | GeneratorOutput:
-        """z (B, Z), sentence (B, D_s), words (B, T, D_w), word_mask (B, T) bool.
-
-        Returns images (B, 3, R, R) in [0, 1]; with return_attention a GeneratorOutput that
-        adds the word attention (B, T, 16, 16) (each region's distribution over words).
-        """
+    def _check_inputs(
+        self, z: torch.Tensor, sentence: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor
+    ) -> None:
         c = self.config
         batch = z.shape[0]
         if (
@@ -107,6 +97,23 @@ class Generator(nn.Module, ArtifactMixin):
             )
         if not torch.compiler.is_compiling() and not bool(word_mask.any(dim=1).all()):
             raise ValueError("every caption needs at least one valid token in word_mask")
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        sentence: torch.Tensor,
+        words: torch.Tensor,
+        word_mask: torch.Tensor,
+        return_attention: bool = False,
+    ) -> torch.Tensor | GeneratorOutput:
+        """z (B, Z), sentence (B, D_s), words (B, T, D_w), word_mask (B, T) bool.
+
+        Returns images (B, 3, R, R) in [0, 1]; with return_attention a GeneratorOutput that
+        adds the word attention (B, T, 16, 16) (each region's distribution over words).
+        """
+        c = self.config
+        batch = z.shape[0]
+        self._check_inputs(z, sentence, words, word_mask)
         if self.token_layer is not None:
             read = self.token_layer(words, word_mask)  # (B, T, D_w)
             valid = word_mask[:, :, None].to(read.dtype)

@@ -1,0 +1,203 @@
+"""Score training arms milestone by milestone on the two-object figures (issue: two objects).
+
+Each arm is a directory of training checkpoints (a run directory, or the milestone copies that
+`scripts/two_object_arms.sh` keeps). Every checkpoint not yet in the results file is exported
+(the EMA generator, or the live one with --weights generator), scored with `xmc-eval
+faithfulness` on val and test_heldout (`--num` images each; the two-object whole-caption
+accuracy, binding, relation given found, the named mean), and probed with the headline caption
+over 16 seeds and the relation flip (`benchmarks.flip_probe`). Results accumulate in one JSON
+file, so the script can be run again as the arms go on; `table` prints them and draws the curve.
+
+    python -m benchmarks.arms score --data DATA --out arms.json head=RUN/head-milestones \\
+        words=RUN/words-milestones control=RUN/control-milestones [--bundle]
+    python -m benchmarks.arms table arms.json [--plot curve.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+SPLITS = ("val", "test_heldout")
+BUNDLE = "models/bundled/default"
+
+
+def _figures(generated: dict[str, Any]) -> dict[str, Any]:
+    """The few figures an arm is picked by, from a faithfulness result's "generated"."""
+    two = generated["two_objects"]
+    return {
+        "mean": generated["mean"],
+        "named_mean": generated["named"]["mean"],
+        "whole_caption": generated["whole_caption"],
+        "one_object_whole": generated["one_object"]["whole_caption"],
+        "two_object_whole": two["whole_caption"],
+        "binding": two["binding"],
+        "relation_given_found": two["relation_given_found"],
+        **{name: generated[name] for name in ("background", "color", "shape", "relation")},
+    }
+
+
+def score_model(
+    model_dir: str | Path,
+    data: str | Path,
+    num: int,
+    probe_num: int,
+    cache_dir: str | Path | None = None,
+) -> dict:
+    """Every figure of one exported model (see the module docstring)."""
+    from benchmarks.flip_probe import probe
+    from models import XMCGANPipeline
+    from training.evaluate import faithfulness
+    from training.shapes.classifier import load_or_train
+
+    pipeline = XMCGANPipeline.from_pretrained(model_dir, device="cpu")
+    scores: dict[str, Any] = {}
+    for split in SPLITS:
+        result = faithfulness(pipeline, data, split, num=num, reference=False, cache_dir=cache_dir)
+        scores[split] = _figures(result["generated"])
+    classifier = load_or_train(pipeline.resolution, cache_dir=cache_dir, data_root=data)
+    flip = probe(pipeline, classifier, num=probe_num, split="val")
+    scores["relation_flip_follows"] = flip["relation_flip"]["follows"]
+    scores["colour_swap_follows"] = flip["colour_swap"]["follows"]
+    scores["headline_right"] = flip["headline"]["right"]
+    return scores
+
+
+def checkpoints(directory: Path) -> list[Path]:
+    return sorted(directory.glob("checkpoint-*.pt"))
+
+
+def score_arms(args: argparse.Namespace) -> list[dict]:
+    from training.checkpoint import load_checkpoint
+    from training.cli import export_run
+
+    rows: list[dict] = json.loads(args.out.read_text()) if args.out.exists() else []
+    done = {(row["arm"], row["step"], row.get("weights", "ema")) for row in rows}
+
+    def save(row: dict) -> None:
+        rows.append(row)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(rows, indent=1) + "\n")
+        print(format_table([row]).splitlines()[-1], flush=True)
+
+    if args.bundle and ("bundle", 0, "ema") not in done:
+        save(
+            {
+                "arm": "bundle",
+                "step": 0,
+                "images": 0,
+                **score_model(BUNDLE, args.data, args.num, args.probe_num, args.cache_dir),
+            }
+        )
+    for arm, directory in args.arms:
+        for path in checkpoints(directory):
+            step = int(re.findall(r"\d+", path.stem)[-1])
+            if (arm, step, args.weights) in done:
+                continue
+            state = load_checkpoint(path)
+            images = int(state["images_seen"])
+            with tempfile.TemporaryDirectory() as tmp:
+                export_run(path, tmp, model_id=f"{arm}-{step}", weights=args.weights)
+                scores = score_model(tmp, args.data, args.num, args.probe_num, args.cache_dir)
+            row = {"arm": arm, "step": step, "images": images, "weights": args.weights}
+            save(
+                {
+                    **row,
+                    **scores,
+                    "caption_paths": state["config"]["generator"].get("caption_paths", []),
+                }
+            )
+    return rows
+
+
+def _f(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"  # None: no image had that case
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    head = (
+        "| arm | images | val: 2-obj whole | binding | rel. given found | named mean | "
+        "held-out: 2-obj whole | binding | named mean | 1-obj whole (val) | shape (val) | "
+        "flip follows | headline /16 |"
+    )
+    lines = [head, "|" + "---|" * 13]
+    for r in rows:
+        v, h = r["val"], r["test_heldout"]
+        figures = [
+            v["two_object_whole"],
+            v["binding"],
+            v["relation_given_found"],
+            v["named_mean"],
+            h["two_object_whole"],
+            h["binding"],
+            h["named_mean"],
+            v["one_object_whole"],
+            v["shape"],
+            r["relation_flip_follows"],
+        ]
+        cells = " | ".join(_f(x) for x in figures)
+        lines.append(f"| {r['arm']} | {r['images']:,} | {cells} | {r['headline_right']} |")
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[dict], path: Path) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["images"])
+        for axis, split in zip(axes, SPLITS, strict=True):
+            xs = [r["images"] / 1000 for r in mine]
+            axis.plot(xs, [r[split]["two_object_whole"] for r in mine], "o-", label=arm)
+            axis.set_title(f"{split}: two-object whole-caption accuracy")
+            axis.set_xlabel("images since the arm's start (thousands)")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _arm(text: str) -> tuple[str, Path]:
+    name, sep, directory = text.partition("=")
+    if not sep or not name or not Path(directory).is_dir():
+        raise argparse.ArgumentTypeError(f"expected NAME=DIRECTORY of checkpoints, got {text!r}")
+    return name, Path(directory)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.arms", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    score = commands.add_parser("score", help="score every new checkpoint of the arms")
+    score.add_argument("arms", nargs="*", type=_arm, help="NAME=DIRECTORY of checkpoints")
+    score.add_argument("--data", type=Path, required=True, help="the shapes benchmark root")
+    score.add_argument("--out", type=Path, required=True, help="the results file (JSON)")
+    score.add_argument("--num", type=int, default=1000, help="images per split")
+    score.add_argument("--probe-num", type=int, default=200, help="flip-probe scenes")
+    score.add_argument("--weights", choices=("ema", "generator"), default="ema")
+    score.add_argument("--bundle", action="store_true", help="also score the bundled model")
+    score.add_argument("--cache-dir", type=Path, help="where the shape classifier is cached")
+    table = commands.add_parser("table", help="print the results (and plot the curve)")
+    table.add_argument("results", type=Path)
+    table.add_argument("--plot", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "score":
+        rows = score_arms(args)
+    else:
+        rows = json.loads(args.results.read_text())
+        if args.plot:
+            plot(rows, args.plot)
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One arm of the two-object experiment (docs/experiments/two-objects.md), trained 100k images
+# (6,250 steps of 16) at a time up to 1M, a copy of the checkpoint kept at each milestone in
+# $ARMS/NAME-milestones/ for `python -m benchmarks.arms score`. Re-running it resumes.
+#
+#   scripts/two_object_arms.sh NAME [CAPTION_PATHS]     e.g.  head sentence-head
+#
+# Every arm starts from the bundled model with a fresh D that learns the relation (swap
+# negatives weighted 4, CoordConv and a sentence head in D), as the w_swap arm of
+# docs/experiments/cpu-preset.md; arms differ only in G's caption paths. It runs the code in
+# $CODE, a frozen copy (`git archive COMMIT | tar -x -C $CODE`), so work on the tree does not
+# change a run that lasts for days. Environment: ARMS (/var/tmp/xmc/arms), CODE
+# (/var/tmp/xmc/code), DATA (/var/tmp/xmc/shapes32, from `xmc-shapes make DATA --size 32
+# --seed 0`), THREADS (torch threads, 1), INIT_D (a saved D to start from, optional).
+set -u
+name=$1
+paths=${2:-}
+ARMS=${ARMS:-/var/tmp/xmc/arms}
+CODE=${CODE:-/var/tmp/xmc/code}
+DATA=${DATA:-/var/tmp/xmc/shapes32}
+export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
+run=$ARMS/$name
+mkdir -p "$run-milestones"
+cd "$CODE" || exit 1
+init_d=()
+[ -n "${INIT_D:-}" ] && init_d=(--set "init_discriminator=$INIT_D")
+for step in $(seq 6250 6250 62500); do
+  milestone=$run-milestones/checkpoint-$(printf %07d "$step").pt
+  [ -f "$milestone" ] && continue
+  if [ -f "$run/config.json" ]; then
+    nice -n 5 python -m training.cli "$run" --steps "$step" --num-workers 1 || exit 1
+  else
+    nice -n 5 python -m training.cli "$run" --preset shapes-32-cpu --data "$DATA" \
+      --batch-size 16 --steps "$step" --num-workers 1 --set lr_g=0.0002 --set lr_d=0.0008 \
+      --set ema_decay=0.999 --set init_generator=models/bundled/default \
+      --set swap_negatives=true --set d_coords=true --set d_sentence_head=true \
+      --set w_swap=4.0 --set "caption_paths=$paths" --set checkpoint_every=500 \
+      "${init_d[@]}" || exit 1
+  fi
+  cp "$run/checkpoint-$(printf %07d "$step").pt" "$milestone"
+  cp "$run/checkpoint-$(printf %07d "$step").pt.sha256" "$milestone.sha256"
+done

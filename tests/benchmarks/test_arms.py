@@ -1,0 +1,51 @@
+"""benchmarks.arms: every new checkpoint of an arm scored once, with the figures it is picked by."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def classifier(single_thread: None) -> Any:
+    from training.shapes.classifier import ShapeClassifierConfig, train_shape_classifier
+
+    return train_shape_classifier(ShapeClassifierConfig(size=32, train_scenes=300, gate_scenes=200))
+
+
+def test_an_arm_is_scored_checkpoint_by_checkpoint_and_only_once(
+    tmp_path: Path, classifier: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks.arms import main
+    from training.cli import train_main
+    from training.shapes.classifier import cache_path, save_classifier
+    from training.shapes.scenes import make_benchmark
+
+    save_classifier(classifier, cache_path(tmp_path, 32))
+    data = tmp_path / "data"
+    make_benchmark(data, size=32, seed=0, n_train=16, n_val=12, n_test_heldout=8, progress=False)
+    run = tmp_path / "run"
+    argv = [str(run), "--preset", "tiny", "--data", str(data), "--batch-size", "4"]
+    for steps in ("1", "2"):
+        assert train_main([*argv, "--steps", steps, "--no-progress", "--num-workers", "0"]) == 0
+    out = tmp_path / "arms.json"
+    score = ["score", f"tiny={run}", "--data", str(data), "--out", str(out), "--num", "12"]
+    score += ["--probe-num", "2", "--cache-dir", str(tmp_path)]
+    assert main(score) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["arm"], r["step"], r["images"]) for r in rows] == [("tiny", 1, 4), ("tiny", 2, 8)]
+    for row in rows:
+        for split in ("val", "test_heldout"):
+            assert all(v is None or 0.0 <= v <= 1.0 for v in row[split].values()), row[split]
+        assert 0 <= row["headline_right"] <= 16
+    capsys.readouterr()
+    assert main(score) == 0  # nothing new: nothing scored again
+    assert json.loads(out.read_text()) == rows
+    assert main(["table", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("| tiny | ") == 4  # two rows, printed by each call
+    with pytest.raises(SystemExit):
+        main(["score", f"tiny={tmp_path / 'missing'}", "--data", str(data), "--out", str(out)])

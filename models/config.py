@@ -142,13 +142,10 @@ class DiscriminatorConfig:
     # block before the last (mimicry's local_feat_blocks; 4x4 here), "region" = the 16x16
     # region map after a ReLU (this repo's earlier choice, kept as an option)
     infomax_local: str = "penultimate"
-    # CoordConv (Liu et al. 2018; not in the paper): x and y coordinate channels in [-1, 1]
-    # joined to the image before the stem and to the region map before its projection, so that
-    # phi(x) and the regions can say where things are ("a circle left of a square")
+    # --- the project's variants, not in the paper (models/discriminator_variants.py); both
+    # off is the paper's D. Coordinate channels (CoordConv) in the image and the region map:
     coords: bool = False
-    # V e_s as an SN MLP with a linear shortcut (hidden width D_s) instead of the paper's SN
-    # linear map: cos(phi(x), V e_s) can then read what is not linear in e_s, such as which way
-    # round a relation is (`python -m benchmarks.relation_text_probe`; not in the paper)
+    # V e_s as an SN MLP of e_s instead of the paper's SN linear map:
     sentence_head: bool = False
 
     def __post_init__(self) -> None:

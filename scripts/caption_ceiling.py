@@ -36,7 +36,7 @@ def main() -> None:
     p.add_argument("--model", default=None, help="an artifact directory to split its scores")
     args = p.parse_args()
 
-    from training.evaluate import load_split, pick_captions
+    from training.metrics.sampling import load_split, pick_captions
 
     records = load_split(args.data, args.split, args.num, need_attributes=True)
     captions = pick_captions(records, 0)
@@ -59,15 +59,15 @@ def main() -> None:
         import torch
 
         from models import XMCGANPipeline
-        from training import faithfulness as faith
-        from training.evaluate import generate
-        from training.shape_classifier import load_or_train
+        from training.metrics.sampling import generate
+        from training.shapes.classifier import load_or_train
+        from training.shapes.scorer import score_images
 
         torch.set_num_threads(1)
         pipe = XMCGANPipeline.from_pretrained(args.model, device="cpu")
         images = generate(pipe, captions, 0)
         classifier = load_or_train(pipe.resolution, data_root=args.data)
-        per_image = faith.score_images(
+        per_image = score_images(
             images,
             [r.attributes for r in records],
             pipe.resolution,

@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 
-from training.cli import _parse_value
 from training.config import TrainConfig
 
 SPEED_CASES = [  # (label, preset, overrides, text cache)
@@ -62,7 +61,7 @@ SPEED_CASES = [  # (label, preset, overrides, text cache)
 
 def train_captions(data: Path) -> list[str]:
     """Every caption a training batch can hold: the train captions and their flipped twins."""
-    from training.data import load_captions_file, swap_left_right
+    from training.data.coco import load_captions_file, swap_left_right
 
     records = load_captions_file(data / "annotations" / "captions_train.json", data / "train")
     captions = [c for r in records for c in r.captions]
@@ -140,11 +139,9 @@ def score(generator: torch.nn.Module, text_encoder, data: Path, num: int) -> dic
 
 def curve(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
-    overrides = {}
-    fields = {f.name: f for f in TrainConfig.__dataclass_fields__.values()}
-    for item in args.set:
-        key, _, text = item.partition("=")
-        overrides[key] = _parse_value(fields[key], text)
+    from training.cli import parse_overrides
+
+    overrides = parse_overrides(args.set)
     run_dir = args.work / args.out.stem
     trainer = make_trainer(args.data, run_dir, args.preset, overrides, args.cache)
     encoder = getattr(trainer.text_encoder, "encoder", trainer.text_encoder)
@@ -191,7 +188,7 @@ def recalibrate_batch_norm(
     (a cumulative average over `images` random train captions and z), instead of the live G's."""
     import random
 
-    from training.data import load_captions_file
+    from training.data.coco import load_captions_file
 
     records = load_captions_file(data / "annotations" / "captions_train.json", data / "train")
     rng = random.Random(seed)
@@ -215,13 +212,13 @@ def rescore(args: argparse.Namespace) -> None:
     from models.config import GeneratorConfig, TextEncoderConfig, config_from_dict
     from models.generator import Generator
     from models.text_encoder import TextEncoder
-    from training.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from training.checkpoint import load_run_or_file
 
     torch.set_num_threads(1)
     rows = []
     for run_dir in args.run_dirs:
         described = json.loads((run_dir / "config.json").read_text())
-        state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+        state = load_run_or_file(run_dir)  # its newest good checkpoint
         encoder = TextEncoder.from_config(
             config_from_dict(TextEncoderConfig, described["text_encoder"])
         )

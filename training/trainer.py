@@ -86,7 +86,6 @@ class Trainer:
         self.model_configs = c.model_configs()
         self.described = describe(c)
         self.run = RunDir(run_dir)
-        self.run_dir = self.run.path
         self.run.check_config(self.described)
         nets = build.networks(c, self.model_configs, self.device, self.channels_last, self.info)
         self.generator, self.discriminator, self.ema = nets.generator, nets.discriminator, nets.ema

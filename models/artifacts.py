@@ -279,3 +279,56 @@ class ArtifactMixin:
         model = cls(config)
         assign_state(model, state, weights)  # type: ignore[arg-type]
         return model.to(device).eval()  # type: ignore[attr-defined]
+
+
+def save_artifact(
+    directory: str | Path,
+    generator: torch.nn.Module,
+    text_config: Any,
+    model_id: str,
+    extra: dict | None = None,
+) -> Path:
+    """Write a pipeline artifact (`XMCGANPipeline.from_pretrained` reads it): the generator's
+    weights and config, the text encoder's config (the BERT by reference), the weights' sha256
+    (verified on load) and the model id."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    digest = save_state(generator, directory / WEIGHTS_NAME)
+    write_json_atomic(
+        directory / CONFIG_NAME,
+        {
+            "kind": "pipeline",
+            "model_id": model_id,
+            "generator": config_to_dict(generator.config),
+            "text_encoder": config_to_dict(text_config),
+            CHECKSUM_KEY: digest,
+            **(extra or {}),
+        },
+    )
+    return directory
+
+
+def read_pipeline_config(directory: Path) -> tuple[Any, Any, str]:
+    """A pipeline artifact's (GeneratorConfig, TextEncoderConfig, model id), checked against
+    each other before anything is built."""
+    from models.config import GeneratorConfig, TextEncoderConfig
+
+    data = read_config(directory)
+    config_path = directory / CONFIG_NAME
+    if "generator" not in data:
+        raise ArtifactError(f"{config_path} holds no generator config")
+    try:
+        text_config = config_from_dict(TextEncoderConfig, data.get("text_encoder", {}))
+        generator_config = config_from_dict(GeneratorConfig, data["generator"])
+    except MALFORMED as e:
+        raise ArtifactError(f"{config_path}: {one_line(e)}") from None
+    dims = (generator_config.word_dim, generator_config.sentence_dim)
+    if dims != (text_config.hidden_size, text_config.hidden_size):
+        raise ArtifactError(
+            f"{config_path}: the generator expects {dims[0]}-d words and {dims[1]}-d "
+            f"sentences but the text encoder gives {text_config.hidden_size}-d features"
+        )
+    model_id = data.get("model_id", directory.name)
+    if not isinstance(model_id, str) or not 0 < len(model_id) <= 200:
+        raise ArtifactError(f"{config_path}: model_id must be a string of 1 to 200 characters")
+    return generator_config, text_config, model_id

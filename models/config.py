@@ -210,7 +210,7 @@ PRESETS: dict[str, Preset] = {
     "shapes-64": _preset(64, 8, 12, (16, 8, 4, 2), _MINILM, z_dim=64),
     "shapes-32": _preset(32, 8, 12, (16, 8, 4), _MINILM, z_dim=64),
     # shapes-32 at half the G and D widths: every XMC-GAN part kept, sized for one CPU thread
-    # (docs/cpu-preset.md: 1.7x its training img/s, measured side by side)
+    # (docs/experiments/cpu-preset.md: 1.7x its training img/s, measured side by side)
     "shapes-32-cpu": _preset(32, 4, 6, (16, 8, 4), _MINILM, z_dim=64),
     "tiny": _preset(32, 4, 4, (4, 2, 1), _MINILM, z_dim=16),  # tests
 }

@@ -1,5 +1,6 @@
 """Pick a CPU-sized shapes preset: training speed side by side, and learning curves compared at
-equal wall-clock (docs/cpu-preset.md). Drives the project's own Trainer; one torch thread.
+equal wall-clock (docs/experiments/cpu-preset.md). Drives the project's own Trainer; one torch
+thread.
 
     python scripts/preset_curves.py cache DATA CACHE_DIR
     python scripts/preset_curves.py speed DATA --cache CACHE_DIR

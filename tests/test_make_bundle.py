@@ -38,7 +38,7 @@ def test_the_bundled_card_carries_the_limits_section_it_should(make_bundle) -> N
     card = (bundle / "MODEL_CARD.md").read_text()
     assert not module.meets_target(scores)
     assert card.endswith(module.LIMITS_SECTION)
-    assert (bundle / "../../../docs/cpu-preset.md").resolve().is_file()  # its link
+    assert (bundle / "../../../docs/experiments/cpu-preset.md").resolve().is_file()  # its link
 
 
 def test_the_reproduce_line_names_every_recipe_switch_and_parses_back(make_bundle) -> None:

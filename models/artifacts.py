@@ -9,7 +9,7 @@ import struct
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import torch
 
@@ -40,7 +40,7 @@ class ArtifactError(ValueError):
     """An artifact directory that cannot be loaded: missing files, wrong kind, key mismatch."""
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Write `path` through `write(file)`: into a temp file beside it, fsync'd, given the
     permissions a plain open() would (mkstemp makes it 0600), then renamed over `path`. A crash
     or a full disk at any point leaves the previous file as it was and no temp file behind."""
@@ -246,6 +246,7 @@ class ArtifactMixin:
 
     config_class: type
     artifact_kind: str
+    config: Any  # the frozen config the module was built from
 
     def save_pretrained(self, directory: str | Path, extra: dict[str, Any] | None = None) -> None:
         directory = Path(directory)
@@ -276,7 +277,7 @@ class ArtifactMixin:
         weights = artifact_file(directory, WEIGHTS_NAME)
         check_header(weights, expected)
         state = read_state(weights, sha256=checksum)
-        model = cls(config)
+        model = cast(Any, cls)(config)  # the network class this mixin is part of
         assign_state(model, state, weights)  # type: ignore[arg-type]
         return model.to(device).eval()  # type: ignore[attr-defined]
 

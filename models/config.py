@@ -234,7 +234,13 @@ def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
     names = set(fields)
     for key, value in data.items():
         kind = fields[key].type if key in fields else None
-        expected = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(str(kind))
+        types: dict[str, type | tuple[type, ...]] = {
+            "int": int,
+            "float": (int, float),
+            "str": str,
+            "bool": bool,
+        }
+        expected = types.get(str(kind))
         if expected and (
             not isinstance(value, expected) or (expected is int and isinstance(value, bool))
         ):

@@ -52,6 +52,11 @@ class Discriminator(nn.Module, ArtifactMixin):
                 self.region_block = i + 1
             in_ch = out_ch
         self.blocks = nn.ModuleList(blocks)
+        if self.region_block is None:
+            raise ValueError(
+                f"region_resolution {c.region_resolution} is not the side of any block of a "
+                f"{c.resolution} px discriminator"
+            )
         region_channels = (
             c.stem_channels
             if self.region_block == 0

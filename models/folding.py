@@ -8,6 +8,8 @@ and keeps the trained module for saving and inspection.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -26,7 +28,10 @@ class FoldedConditionalNorm(torch.nn.Module):
     x instead of being upsampled. Equal to the unfolded norm up to float rounding.
     """
 
-    def __init__(self, norm: torch.nn.Module) -> None:
+    weight: torch.Tensor  # (2C, D) buffers: scale rows then shift rows
+    bias: torch.Tensor  # (2C,)
+
+    def __init__(self, norm: Any) -> None:  # a (Local)ConditionalBatchNorm
         super().__init__()
         bn = norm.norm
         a = torch.rsqrt(bn.running_var + bn.eps)  # (C,)

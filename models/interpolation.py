@@ -39,7 +39,7 @@ def interpolate_features(features: TextFeatures, t: torch.Tensor) -> TextFeature
     masks = [first.mask[0] if x == 0 else second.mask[0] if x == 1 else union for x in t.tolist()]
     tokens = [first.tokens[0] if x < 0.5 else second.tokens[0] for x in t.tolist()]
     return TextFeatures(
-        lerp(*words, t.to(words[0].device)),
+        lerp(words[0], words[1], t.to(words[0].device)),
         torch.stack(masks),
         lerp(first.sentence[0], second.sentence[0], t.to(words[0].device)),
         tokens,

@@ -50,7 +50,7 @@ def export_bytes(generator: nn.Module, example: tuple[torch.Tensor, ...]) -> byt
         torch.onnx.export(
             generator.eval(),  # traced as forward(z, sentence, words, mask): images
             example,
-            buffer,
+            buffer,  # type: ignore[arg-type]  # a file object works; the stubs say path
             dynamo=False,
             input_names=list(INPUTS),
             output_names=["images"],

@@ -60,7 +60,8 @@ class XMCGANPipeline:
         # the trained module, for saving and inspection.
         self.inference_generator = fold_norms(self.generator)
         if self.device.type == "cpu":
-            self.inference_generator.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format (torch's stubs list only device and dtype)
+            self.inference_generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.text_encoder = text_encoder.to(self.device).eval()
         self.model_id = model_id
         # bf16 on GPU, float32 on CPU (the CPU has no fast bf16 convolutions)

@@ -26,9 +26,10 @@ from typing import Any
 
 import torch
 
+from models.generator import Generator
 from training.config import TrainConfig
 
-SPEED_CASES = [  # (label, preset, overrides, text cache)
+SPEED_CASES: list[tuple[str, str, dict[str, Any], bool]] = [  # label, preset, overrides, cache
     ("shapes-32 b16", "shapes-32", {"batch_size": 16}, False),
     ("shapes-32 b16 +cache", "shapes-32", {"batch_size": 16}, True),
     ("shapes-32 b32 +cache", "shapes-32", {"batch_size": 32}, True),
@@ -75,7 +76,7 @@ def make_trainer(
     from training.text_cache import DiskTextCache
     from training.trainer import Trainer
 
-    values = {
+    values: dict[str, Any] = {
         "preset": preset,
         "data": str(data),
         "num_workers": 0,
@@ -127,7 +128,7 @@ def speed(args: argparse.Namespace) -> None:
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
 
 
-def score(generator: torch.nn.Module, text_encoder, data: Path, num: int) -> dict[str, float]:
+def score(generator: Generator, text_encoder, data: Path, num: int) -> dict[str, float]:
     from models.pipeline import XMCGANPipeline
     from training.evaluate import faithfulness
 
@@ -178,13 +179,13 @@ def curve(args: argparse.Namespace) -> None:
 
 @torch.no_grad()
 def recalibrate_batch_norm(
-    generator: torch.nn.Module,
+    generator: Generator,
     text_encoder,
     data: Path,
     images: int = 2048,
     batch: int = 64,
     seed: int = 0,
-) -> torch.nn.Module:
+) -> Generator:
     """A copy of `generator` whose BN running statistics are re-estimated for its own weights
     (a cumulative average over `images` random train captions and z), instead of the live G's."""
     import random

@@ -143,8 +143,7 @@ def probe(
     rng = random.Random(f"caption_probe/{seed}")
     kept, edits = [], []
     for index, record in enumerate(records):
-        assert record.attributes is not None  # need_attributes=True
-        captions = edited_captions(record.attributes, rng)
+        captions = edited_captions(record.attributes or {}, rng)  # need_attributes: never {}
         if captions is not None:
             kept.append(index)
             edits.append(captions)

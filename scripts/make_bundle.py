@@ -253,6 +253,19 @@ checks. Generated from a caption naming every scored attribute
 """
 
 
+def write_bundle_readme(out: Path, model_id: str, preset: str) -> None:
+    """The bundle's README.md (its Hub model card): its snippet loads the bundled model, with no
+    path."""
+    write_model_card(
+        out,
+        model_id,
+        load_from="",
+        description=f"XMC-GAN generator ({preset}): the bundled default model. "
+        "MODEL_CARD.md gives its data, recipe, training time and scores.",
+        tags=[preset],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
@@ -276,14 +289,7 @@ def main() -> None:
 
     export_run(args.run_dir, args.out, model_id=args.model_id, weights=args.weights)
     train = json.loads((args.run_dir / "config.json").read_text())["train"]
-    write_model_card(  # the bundle's README loads it with no path
-        args.out,
-        args.model_id,
-        load_from="",
-        description=f"XMC-GAN generator ({train['preset']}): the bundled default model. "
-        "MODEL_CARD.md gives its data, recipe, training time and scores.",
-        tags=[train["preset"]],
-    )
+    write_bundle_readme(args.out, args.model_id, train["preset"])
     pipe = XMCGANPipeline.from_pretrained(args.out, device="cpu")
     results = {
         split: faithfulness(pipe, args.data, split, num=args.num, progress=True)

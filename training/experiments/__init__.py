@@ -1,9 +1,10 @@
 """The project's own experiments: what this repository tries beyond the XMC-GAN paper.
 
 Everything a run's experiment switches change is reached from here, so the paper's path
-(`models/losses.py`, `training/objectives.py`, the trainer's phases) never reads them, and
-deleting this package (with `models/discriminator_variants.py` and `models/caption_paths.py`)
-leaves the paper intact.
+(`models/losses.py`, `training/objectives.py`, the trainer's phases) never reads them; with
+every switch off a run is the paper's. Their code is this package and, for D's variants,
+`models/discriminator_variants.py` (G's own, `GeneratorConfig.caption_paths`, live in
+`models/caption_paths.py`).
 
 - swap_negatives: one edited caption per image (its relation reversed or two colours
   exchanged) as one more candidate in L_sent and L_word (negatives.py, swap.py, losses.py);

@@ -143,7 +143,7 @@ def probe(
     rng = random.Random(f"caption_probe/{seed}")
     kept, edits = [], []
     for index, record in enumerate(records):
-        captions = edited_captions(record.attributes, rng)
+        captions = edited_captions(record.attributes or {}, rng)  # need_attributes: never {}
         if captions is not None:
             kept.append(index)
             edits.append(captions)
@@ -166,19 +166,19 @@ def probe(
         rows = [i for i, e in enumerate(edits) if edit in e]
         other = encoder.encode([edits[i][edit] for i in rows])
         sentences[edit] = other.sentence
-        index = torch.as_tensor(rows)
+        picked = torch.as_tensor(rows)
         row: dict[str, Any] = {
             "scenes": len(rows),
             "example": f"{edits[rows[0]]['caption']} -> {edits[rows[0]][edit]}",
             "text_cosine": float(
-                torch.nn.functional.cosine_similarity(truth.sentence[index], other.sentence).mean()
+                torch.nn.functional.cosine_similarity(truth.sentence[picked], other.sentence).mean()
             ),
         }
         for name, d in discriminators.items():
-            sentence, word = scores(d, images[index], other)
+            sentence, word = scores(d, images[picked], other)
             row[name] = {
-                "sentence": float((base[name][0][index] > sentence).float().mean()),
-                "word": float((base[name][1][index] > word).float().mean()),
+                "sentence": float((base[name][0][picked] > sentence).float().mean()),
+                "word": float((base[name][1][picked] > word).float().mean()),
             }
         result["edits"][edit] = row
     reversed_ = encoder.encode([e["reversed paraphrase"] for e in edits]).sentence

@@ -31,6 +31,7 @@ class Connection:
             f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json"
             f"\r\nContent-Length: {len(payload)}\r\n\r\n"
         )
+        assert self.reader is not None and self.writer is not None
         self.writer.write(head.encode() + payload)
         status_line = await self.reader.readline()
         length = 0

@@ -3,8 +3,9 @@
     python -m benchmarks.relation_capacity --data DATA [--steps 2000] [--coords] [--sentence-head]
 
 A fresh discriminator of a preset is trained on real two-object train scenes with L_sent alone
-(`contrastive_loss`, tau 0.1), each caption's relation-reversed version as one more candidate
-against its image (the hard negative of `swap_negatives`): no generator, no adversarial term.
+(tau 0.1), each caption's relation-reversed version as one more candidate against its image
+(the hard negative of `swap_negatives`, `training/experiments/losses.py`): no generator, no
+adversarial term.
 It then scores the val scenes with caption_probe's L_sent score (the share of scenes whose true
 caption outscores the reversed one; 0.5 = cannot tell). Run it with and without `--coords` and
 `--sentence-head` (DiscriminatorConfig.coords / sentence_head) to see which part of D limits
@@ -65,8 +66,8 @@ def train_and_probe(args: argparse.Namespace) -> dict[str, Any]:
 
     from models.config import get_preset
     from models.discriminator import Discriminator
-    from models.losses import contrastive_loss
     from models.text_encoder import TextEncoder
+    from training.experiments.losses import sentence_contrastive_loss_with_negatives
     from training.metrics.sampling import EvaluationError
 
     preset = get_preset(args.preset)
@@ -91,7 +92,10 @@ def train_and_probe(args: argparse.Namespace) -> dict[str, Any]:
         template = torch.as_tensor([rng.randrange(len(TEMPLATES)) for _ in index])
         out = discriminator(images[index], true[index, template])
         negatives = discriminator.sentence_projection(reversed_[index, template])
-        loss = contrastive_loss(out.features, out.sentence, 0.1, negatives)
+        every = torch.ones(len(index), dtype=torch.bool)  # every scene has a relation to reverse
+        loss = sentence_contrastive_loss_with_negatives(
+            out.features, out.sentence, negatives, every, 0.1
+        )
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

@@ -81,13 +81,14 @@ def fit_probe(train: Any, labels: Any, hidden: int, epochs: int, seed: int) -> A
     mean, std = train.mean(0), train.std(0).clamp_min(1e-6)
     x = (train - mean) / std
     bce = nn.functional.binary_cross_entropy_with_logits
+    model: nn.Module
     if not hidden:
-        model = nn.Linear(train.shape[1], 1)
+        linear = model = nn.Linear(train.shape[1], 1)
         lbfgs = torch.optim.LBFGS(model.parameters(), max_iter=1000, line_search_fn="strong_wolfe")
 
         def closure() -> Any:
             lbfgs.zero_grad()
-            loss = bce(model(x).squeeze(1), labels) + 1e-4 * model.weight.square().sum()
+            loss = bce(linear(x).squeeze(1), labels) + 1e-4 * linear.weight.square().sum()
             loss.backward()
             return loss
 

@@ -7,9 +7,9 @@ import json
 import os
 import struct
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import torch
 
@@ -40,7 +40,7 @@ class ArtifactError(ValueError):
     """An artifact directory that cannot be loaded: missing files, wrong kind, key mismatch."""
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Write `path` through `write(file)`: into a temp file beside it, fsync'd, given the
     permissions a plain open() would (mkstemp makes it 0600), then renamed over `path`. A crash
     or a full disk at any point leaves the previous file as it was and no temp file behind."""
@@ -60,9 +60,36 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
+# long enough for an error that names every checkpoint of a run, short enough for a log line
+ONE_LINE_LIMIT = 2000
+
+
 def one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 400 else text[:400] + "..."
+    """The cause of an error as one line, for messages to a user (the one home of this helper:
+    training and the service import it from here). An error re-raised from a DataLoader worker
+    carries the worker's traceback in its message: its last line, less the exception's dotted
+    name, is the cause. Past ONE_LINE_LIMIT characters the text is a payload quoted in the
+    message (a file's content, say), not a cause, and is cut."""
+    text = str(error).strip() or type(error).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and "Traceback" in text:
+        head, sep, rest = lines[-1].partition(": ")
+        text = rest if sep and "." in head and " " not in head else lines[-1]
+    text = " ".join(text.split())
+    return text if len(text) <= ONE_LINE_LIMIT else text[:ONE_LINE_LIMIT] + "..."
+
+
+def key_mismatch(expected: Iterable[str], found: Iterable[str]) -> str | None:
+    """The text "missing keys [...], unexpected keys [...]" (ten of each at most), or None when
+    the two sets of state-dict keys agree."""
+    expected, found = set(expected), set(found)
+    missing, unexpected = sorted(expected - found), sorted(found - expected)
+    if not missing and not unexpected:
+        return None
+    return (
+        f"missing keys {missing[:10]}{'...' if len(missing) > 10 else ''}, unexpected keys "
+        f"{unexpected[:10]}{'...' if len(unexpected) > 10 else ''}"
+    )
 
 
 def artifact_file(directory: str | Path, name: str) -> Path:
@@ -112,6 +139,7 @@ def save_state(module: torch.nn.Module, path: Path, metadata: dict[str, str] | N
 
 
 def file_sha256(path: Path) -> str:
+    """The sha256 of a file, hex, read in 1 MiB blocks (artifacts and training checkpoints)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -161,13 +189,9 @@ def expected_state(module_class: type, config: Any) -> dict[str, tuple[str, tupl
 def check_header(path: Path, expected: dict[str, tuple[str, tuple[int, ...]]]) -> None:
     """Refuse a weights file whose names, dtypes or shapes differ from what the config builds."""
     found = read_header(path)
-    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
-    if missing or unexpected:
-        raise ArtifactError(
-            f"{path}: weights do not match the config: missing keys "
-            f"{missing[:10]}{'...' if len(missing) > 10 else ''}, unexpected keys "
-            f"{unexpected[:10]}{'...' if len(unexpected) > 10 else ''}"
-        )
+    mismatch = key_mismatch(expected, found)
+    if mismatch:
+        raise ArtifactError(f"{path}: weights do not match the config: {mismatch}")
     for name, (dtype, shape) in expected.items():
         if found[name] != (dtype, shape):
             raise ArtifactError(
@@ -197,14 +221,9 @@ def read_state(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]
 
 def assign_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     """load_state_dict, strictly, naming any missing or unexpected key and `path`."""
-    expected = set(module.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise ArtifactError(
-            f"{path}: weights do not match the config: missing keys "
-            f"{missing[:10]}{'...' if len(missing) > 10 else ''}, unexpected keys "
-            f"{unexpected[:10]}{'...' if len(unexpected) > 10 else ''}"
-        )
+    mismatch = key_mismatch(module.state_dict(), state)
+    if mismatch:
+        raise ArtifactError(f"{path}: weights do not match the config: {mismatch}")
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:  # shape mismatches
@@ -227,6 +246,7 @@ class ArtifactMixin:
 
     config_class: type
     artifact_kind: str
+    config: Any  # the frozen config the module was built from
 
     def save_pretrained(self, directory: str | Path, extra: dict[str, Any] | None = None) -> None:
         directory = Path(directory)
@@ -257,6 +277,59 @@ class ArtifactMixin:
         weights = artifact_file(directory, WEIGHTS_NAME)
         check_header(weights, expected)
         state = read_state(weights, sha256=checksum)
-        model = cls(config)
+        model = cast(Any, cls)(config)  # the network class this mixin is part of
         assign_state(model, state, weights)  # type: ignore[arg-type]
         return model.to(device).eval()  # type: ignore[attr-defined]
+
+
+def save_artifact(
+    directory: str | Path,
+    generator: torch.nn.Module,
+    text_config: Any,
+    model_id: str,
+    extra: dict | None = None,
+) -> Path:
+    """Write a pipeline artifact (`XMCGANPipeline.from_pretrained` reads it): the generator's
+    weights and config, the text encoder's config (the BERT by reference), the weights' sha256
+    (verified on load) and the model id."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    digest = save_state(generator, directory / WEIGHTS_NAME)
+    write_json_atomic(
+        directory / CONFIG_NAME,
+        {
+            "kind": "pipeline",
+            "model_id": model_id,
+            "generator": config_to_dict(generator.config),
+            "text_encoder": config_to_dict(text_config),
+            CHECKSUM_KEY: digest,
+            **(extra or {}),
+        },
+    )
+    return directory
+
+
+def read_pipeline_config(directory: Path) -> tuple[Any, Any, str]:
+    """A pipeline artifact's (GeneratorConfig, TextEncoderConfig, model id), checked against
+    each other before anything is built."""
+    from models.config import GeneratorConfig, TextEncoderConfig
+
+    data = read_config(directory)
+    config_path = directory / CONFIG_NAME
+    if "generator" not in data:
+        raise ArtifactError(f"{config_path} holds no generator config")
+    try:
+        text_config = config_from_dict(TextEncoderConfig, data.get("text_encoder", {}))
+        generator_config = config_from_dict(GeneratorConfig, data["generator"])
+    except MALFORMED as e:
+        raise ArtifactError(f"{config_path}: {one_line(e)}") from None
+    dims = (generator_config.word_dim, generator_config.sentence_dim)
+    if dims != (text_config.hidden_size, text_config.hidden_size):
+        raise ArtifactError(
+            f"{config_path}: the generator expects {dims[0]}-d words and {dims[1]}-d "
+            f"sentences but the text encoder gives {text_config.hidden_size}-d features"
+        )
+    model_id = data.get("model_id", directory.name)
+    if not isinstance(model_id, str) or not 0 < len(model_id) <= 200:
+        raise ArtifactError(f"{config_path}: model_id must be a string of 1 to 200 characters")
+    return generator_config, text_config, model_id

@@ -142,13 +142,10 @@ class DiscriminatorConfig:
     # block before the last (mimicry's local_feat_blocks; 4x4 here), "region" = the 16x16
     # region map after a ReLU (this repo's earlier choice, kept as an option)
     infomax_local: str = "penultimate"
-    # CoordConv (Liu et al. 2018; not in the paper): x and y coordinate channels in [-1, 1]
-    # joined to the image before the stem and to the region map before its projection, so that
-    # phi(x) and the regions can say where things are ("a circle left of a square")
+    # --- the project's variants, not in the paper (models/discriminator_variants.py); both
+    # off is the paper's D. Coordinate channels (CoordConv) in the image and the region map:
     coords: bool = False
-    # V e_s as an SN MLP with a linear shortcut (hidden width D_s) instead of the paper's SN
-    # linear map: cos(phi(x), V e_s) can then read what is not linear in e_s, such as which way
-    # round a relation is (`python -m benchmarks.relation_text_probe`; not in the paper)
+    # V e_s as an SN MLP of e_s instead of the paper's SN linear map:
     sentence_head: bool = False
 
     def __post_init__(self) -> None:
@@ -213,7 +210,7 @@ PRESETS: dict[str, Preset] = {
     "shapes-64": _preset(64, 8, 12, (16, 8, 4, 2), _MINILM, z_dim=64),
     "shapes-32": _preset(32, 8, 12, (16, 8, 4), _MINILM, z_dim=64),
     # shapes-32 at half the G and D widths: every XMC-GAN part kept, sized for one CPU thread
-    # (docs/cpu-preset.md: 1.7x its training img/s, measured side by side)
+    # (docs/experiments/cpu-preset.md: 1.7x its training img/s, measured side by side)
     "shapes-32-cpu": _preset(32, 4, 6, (16, 8, 4), _MINILM, z_dim=64),
     "tiny": _preset(32, 4, 4, (4, 2, 1), _MINILM, z_dim=16),  # tests
 }
@@ -237,7 +234,13 @@ def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
     names = set(fields)
     for key, value in data.items():
         kind = fields[key].type if key in fields else None
-        expected = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(str(kind))
+        types: dict[str, type | tuple[type, ...]] = {
+            "int": int,
+            "float": (int, float),
+            "str": str,
+            "bool": bool,
+        }
+        expected = types.get(str(kind))
         if expected and (
             not isinstance(value, expected) or (expected is int and isinstance(value, bool))
         ):

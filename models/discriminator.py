@@ -3,10 +3,10 @@
 Spectral norm on every conv and linear, no normalisation layers. It doubles as the encoder of
 the contrastive losses: phi(x) (sum-pooled last block) against V e_s for L_sent and against the
 real image's phi for L_img, and the 16x16 region features against the words for L_word.
-With `coords`, coordinate channels (CoordConv) join the image and the region map; with
-`sentence_head`, V e_s becomes an MLP of e_s (the relation is not linearly in e_s).
 With `infomax`, InfoMax-GAN heads (Lee et al. 2021, as mimicry) project local features, by
 default the raw output of the block before the last (mimicry's `local_feat_blocks`), and phi.
+The project's own variants (coordinates, a sentence head; not in the paper) are built by
+`models/discriminator_variants.py`, each the paper's choice when off.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from torch import nn
 
 from models.artifacts import ArtifactMixin
 from models.config import DiscriminatorConfig, get_preset
-from models.layers import DiscBlock, DiscOptimizedBlock, sn_conv, sn_linear, with_coordinates
+from models.discriminator_variants import coordinate_channels, located, sentence_mlp
+from models.layers import DiscBlock, DiscOptimizedBlock, ProjectionHead, sn_conv, sn_linear
 
 
 @dataclass
@@ -32,21 +33,6 @@ class DiscriminatorOutput:
     infomax_global: torch.Tensor | None = None  # (B, R)
 
 
-class ProjectionHead(nn.Module):
-    """SN MLP with a linear shortcut (1x1 convs for local features): InfoMax-GAN's projection,
-    and the non-linear sentence projection of `sentence_head`."""
-
-    def __init__(self, in_dim: int, out_dim: int, local: bool) -> None:
-        super().__init__()
-        make = (lambda i, o: sn_conv(i, o, 1)) if local else sn_linear
-        self.hidden = make(in_dim, in_dim)
-        self.out = make(in_dim, out_dim)
-        self.shortcut = make(in_dim, out_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(F.relu(self.hidden(x))) + self.shortcut(x)
-
-
 class Discriminator(nn.Module, ArtifactMixin):
     config_class = DiscriminatorConfig
     artifact_kind = "discriminator"
@@ -54,7 +40,7 @@ class Discriminator(nn.Module, ArtifactMixin):
     def __init__(self, config: DiscriminatorConfig) -> None:
         super().__init__()
         self.config = c = config
-        extra = 2 if c.coords else 0  # the coordinate channels
+        extra = coordinate_channels(c)  # 0 in the paper's D
         self.stem = DiscOptimizedBlock(3 + extra, c.stem_channels)
         blocks, in_ch = [], c.stem_channels
         side = c.resolution // 2
@@ -66,6 +52,11 @@ class Discriminator(nn.Module, ArtifactMixin):
                 self.region_block = i + 1
             in_ch = out_ch
         self.blocks = nn.ModuleList(blocks)
+        if self.region_block is None:
+            raise ValueError(
+                f"region_resolution {c.region_resolution} is not the side of any block of a "
+                f"{c.resolution} px discriminator"
+            )
         region_channels = (
             c.stem_channels
             if self.region_block == 0
@@ -73,11 +64,10 @@ class Discriminator(nn.Module, ArtifactMixin):
         )
         self.region_projection = sn_conv(region_channels + extra, c.word_dim, 1)
         self.linear = sn_linear(c.feature_dim, 1)
-        self.sentence_projection = (
-            ProjectionHead(c.sentence_dim, c.feature_dim, local=False)
-            if c.sentence_head
-            else sn_linear(c.sentence_dim, c.feature_dim)
-        )
+        head = sentence_mlp(c)  # None: the paper's V, an SN linear map
+        if head is None:
+            head = sn_linear(c.sentence_dim, c.feature_dim)
+        self.sentence_projection = head
         if c.infomax:
             local_channels = region_channels if c.infomax_local == "region" else self._penultimate
             self.infomax_local = ProjectionHead(local_channels, c.infomax_dim, local=True)
@@ -118,7 +108,7 @@ class Discriminator(nn.Module, ArtifactMixin):
                 f"expected sentence (b, {c.sentence_dim}) with the image batch "
                 f"({images.shape[0]}) a multiple of b; got {tuple(sentence.shape)}"
             )
-        x = self.stem(with_coordinates(images) if c.coords else images)
+        x = self.stem(located(images, c))  # (B, 3 [+ 2], R, R)
         region_map = penultimate = x
         for i, block in enumerate(self.blocks, start=1):
             penultimate = x  # the input of the last block once the loop ends
@@ -129,8 +119,8 @@ class Discriminator(nn.Module, ArtifactMixin):
         projected = self.sentence_projection(sentence)  # (b, F)
         repeats = features.shape[0] // projected.shape[0]
         logits = self.linear(features).squeeze(1) + (features * projected.repeat(repeats, 1)).sum(1)
-        located = with_coordinates(region_map) if c.coords else region_map  # (B, C [+ 2], 16, 16)
-        regions = self.region_projection(located).flatten(2).transpose(1, 2)  # (B, 256, D_w)
+        region_input = located(region_map, c)  # (B, C [+ 2], 16, 16)
+        regions = self.region_projection(region_input).flatten(2).transpose(1, 2)  # (B, 256, D_w)
         out = DiscriminatorOutput(logits, features, projected, regions)
         if c.infomax:
             # mimicry feeds the raw block output; "region" keeps the earlier ReLU'd 16x16 map

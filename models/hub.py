@@ -8,6 +8,7 @@ HF_HUB_OFFLINE=1); `push_to_hub` uploads an exported directory with its model ca
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,17 +56,36 @@ def resolve_model_dir(
         raise ArtifactError(f"cannot download {text}@{revision or 'main'}: {first}") from None
 
 
+# an example caption the card's model can draw: COCO's kind of scene, or the shapes benchmark's
+EXAMPLE_CAPTIONS = {"coco": "a red bus parked by the side of the road"}
+SHAPES_CAPTION = "a red circle above a blue square"
+
+
 def model_card_text(
     model_id: str,
     *,
+    load_from: str | None = None,
+    caption: str | None = None,
     license: str = "apache-2.0",
     datasets: Sequence[str] = (),
     tags: Sequence[str] = (),
     description: str = "",
     metrics: dict[str, Any] | None = None,
 ) -> str:
-    """README.md text: YAML front matter the Hub reads, then a short human description."""
+    """README.md text: YAML front matter the Hub reads, then a short human description and a
+    snippet that loads the model. `load_from` is what the snippet passes to
+    `XMCGANPipeline.from_pretrained` (default `model_id`, right for a Hub repo id; "" loads the
+    bundled model); `caption` defaults to one the model can draw, chosen by its preset tag."""
     from huggingface_hub import ModelCardData
+
+    source = model_id if load_from is None else load_from
+    load = (
+        f"XMCGANPipeline.from_pretrained({json.dumps(source)})"
+        if source
+        else "XMCGANPipeline.from_pretrained()  # the bundled model"
+    )
+    kind = next((k for k in EXAMPLE_CAPTIONS for t in tags if t.startswith(k)), None)
+    caption = caption or EXAMPLE_CAPTIONS.get(kind or "", SHAPES_CAPTION)
 
     data = ModelCardData(
         library_name=LIBRARY_NAME,
@@ -88,8 +108,9 @@ def model_card_text(
         "```python",
         "from models import XMCGANPipeline",
         "",
-        f'pipeline = XMCGANPipeline.from_pretrained("{model_id}")',
-        'image = pipeline("a red bus parked by the road")',
+        f"pipeline = {load}",
+        f"images = pipeline({json.dumps(caption)}, seed=0)  # a list of PIL images",
+        'images[0].save("image.png")',
         "```",
     ]
     if metrics:
@@ -99,7 +120,9 @@ def model_card_text(
 
 
 def write_model_card(directory: str | Path, model_id: str, **card: Any) -> Path:
-    """Write `directory/README.md` (see `model_card_text` for the keyword arguments)."""
+    """Write `directory/README.md` (see `model_card_text` for the keyword arguments); its
+    snippet loads the Hub repo when `model_id` is one, else `directory` as given."""
+    card.setdefault("load_from", model_id if is_repo_id(model_id) else str(directory))
     path = Path(directory) / MODEL_CARD_NAME
     path.write_text(model_card_text(model_id, **card), encoding="utf-8")
     return path

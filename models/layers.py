@@ -35,6 +35,21 @@ def sn_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Modu
     return spectral_norm(linear, eps=1e-10)
 
 
+class ProjectionHead(nn.Module):
+    """SN MLP with a linear shortcut (1x1 convs for local features): InfoMax-GAN's projection
+    heads, and D's sentence head (`models/discriminator_variants.py`)."""
+
+    def __init__(self, in_dim: int, out_dim: int, local: bool) -> None:
+        super().__init__()
+        make = (lambda i, o: sn_conv(i, o, 1)) if local else sn_linear
+        self.hidden = make(in_dim, in_dim)
+        self.out = make(in_dim, out_dim)
+        self.shortcut = make(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(F.relu(self.hidden(x))) + self.shortcut(x)
+
+
 def with_coordinates(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C + 2, H, W): x then y of each pixel centre, -1 (left, top) to 1."""
     b, _, h, w = x.shape

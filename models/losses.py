@@ -1,4 +1,13 @@
-"""XMC-GAN losses as small pure functions.
+"""The XMC-GAN losses as small pure functions, each named after the paper's term.
+
+  L_sent  sentence_contrastive_loss     eq. 3-4: image features against sentence embeddings
+  L_word  word_region_contrastive_loss  eq. 5-7: words against image regions
+  L_img   image_contrastive_loss        eq. 3-4: fake image features against real ones
+  L_adv   hinge_d_loss, hinge_g_loss    the adversarial loss XMC-GAN trains with
+and the two sibling designs of the survey, which a run may choose instead or in addition:
+  dual_contrastive_d_loss, dual_contrastive_g_loss (DualCL)   and   infomax_loss (InfoMax-GAN).
+The project's own experiments (hard negatives, their ranking term) are not here: they live in
+`training/experiments/`, so this file is the paper and its siblings alone.
 
 References:
   XMC-GAN  -- Zhang et al., "Cross-Modal Contrastive Learning for Text-to-Image Generation",
@@ -20,13 +29,14 @@ import torch.nn.functional as F
 from models.layers import l2_normalize
 
 __all__ = [
-    "contrastive_loss",
     "dual_contrastive_d_loss",
     "dual_contrastive_g_loss",
     "hinge_d_loss",
     "hinge_g_loss",
+    "image_contrastive_loss",
     "infomax_loss",
     "l2_normalize",
+    "sentence_contrastive_loss",
     "word_region_contrastive_loss",
     "word_region_scores",
 ]
@@ -69,118 +79,69 @@ def _flat_logits(name: str, logits: torch.Tensor) -> torch.Tensor:
     return logits.float()
 
 
-def _symmetric_cross_entropy(
-    logits: torch.Tensor, hard: torch.Tensor | None = None, valid: torch.Tensor | None = None
-) -> torch.Tensor:
-    """CE(rows, arange) + CE(columns, arange) for square (B, B) logits, each a batch mean. With
-    `hard` (B,), row i's CE has one more candidate, hard[i] (row i against its own hard
-    negative; -inf where `valid` is False)."""
+def _symmetric_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """CE(rows, arange) + CE(columns, arange) for square (B, B) logits, each a batch mean: the
+    two directions of eq. 4 and eq. 7, summed as in the official code."""
     targets = torch.arange(logits.shape[0], device=logits.device)
-    rows = logits
-    if hard is not None:
-        if valid is not None:
-            hard = hard.masked_fill(~valid, float("-inf"))
-        rows = torch.cat([logits, hard[:, None]], dim=1)  # (B, B + 1)
-    return F.cross_entropy(rows, targets) + F.cross_entropy(logits.t(), targets)
+    return F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)
 
 
-def _require_negatives(
-    name: str, negatives: torch.Tensor, shape: torch.Size, valid: torch.Tensor | None
-) -> None:
-    if negatives.shape != shape:
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(negatives.shape)}")
-    if valid is not None and (valid.shape != shape[:1] or valid.dtype != torch.bool):
+def _require_pairs(names: tuple[str, str], a: torch.Tensor, b: torch.Tensor) -> None:
+    _require_dims(names[0], a, 2, "(B, d)")
+    if a.shape != b.shape or a.shape[0] == 0:
         raise ValueError(
-            f"negatives_valid must be a bool tensor of shape ({shape[0]},), "
-            f"got {valid.dtype} {tuple(valid.shape)}"
+            f"{names[0]} and {names[1]} must both have shape (B, d) with B >= 1, "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
         )
 
 
 # ----------------------------------------------------------------------------- XMC-GAN contrastive
 
 
-def contrastive_loss(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    temperature: float = TAU,
-    b_negatives: torch.Tensor | None = None,
-    negatives_valid: torch.Tensor | None = None,
+def _paired_contrastive(
+    names: tuple[str, str], a: torch.Tensor, b: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    """Symmetric InfoNCE between paired rows of `a` and `b` (XMC-GAN eq. 3-4).
-
-    Used for L_sent (sentence embedding vs. image feature) and both L_img (real vs. fake image
-    features). Rows are L2-normalised, so a.bᵀ is the cosine similarity of eq. 4; the loss is
-    the mean CE over rows plus the mean CE over columns, summed as in the official code.
-
-    Args:
-        a: (B, d) features; row i is paired with row i of `b`.
-        b: (B, d) features.
-        temperature: tau in eq. 4.
-        b_negatives: optional (B, d) hard negatives (not in the paper): row i is one more
-            candidate against a's row i alone, a column of the a -> b cross-entropy only (say
-            caption i with its relation reversed, against image i).
-        negatives_valid: (B,) bool, the rows of `b_negatives` that count (default: all).
-    Returns:
-        scalar float32 loss.
-    """
-    _require_dims("a", a, 2, "(B, d)")
-    if a.shape != b.shape or a.shape[0] == 0:
-        raise ValueError(
-            "a and b must both have shape (B, d) with B >= 1, "
-            f"got {tuple(a.shape)} and {tuple(b.shape)}"
-        )
+    """Symmetric InfoNCE between paired rows of (B, d) `a` and `b` (eq. 4): cosine logits
+    a_hat . b_hat / tau, symmetric cross-entropy."""
+    _require_pairs(names, a, b)
     _require_positive(temperature=temperature)
     with _full_precision(a):
         a_hat = l2_normalize(a.float())  # (B, d)
         b_hat = l2_normalize(b.float())  # (B, d)
-        logits = a_hat @ b_hat.t() / temperature  # (B, B)
-        if b_negatives is None:
-            return _symmetric_cross_entropy(logits)
-        _require_negatives("b_negatives", b_negatives, b.shape, negatives_valid)
-        hard = (a_hat * l2_normalize(b_negatives.float())).sum(1) / temperature  # (B,)
-        return _symmetric_cross_entropy(logits, hard, negatives_valid)
+        return _symmetric_cross_entropy(a_hat @ b_hat.t() / temperature)  # logits (B, B)
 
 
-def pair_ranking_loss(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    b_negatives: torch.Tensor,
-    negatives_valid: torch.Tensor | None = None,
-    temperature: float = TAU,
+def sentence_contrastive_loss(
+    image_features: torch.Tensor, sentence_features: torch.Tensor, temperature: float = TAU
 ) -> torch.Tensor:
-    """Row i of `a` ranks its own b_i above its hard negative alone (not in the paper).
-
-    The two-way cross-entropy -log softmax([s_i, s_i^-])[0] = softplus((s_i^- - s_i) / tau),
-    with s the cosine similarity of eq. 4, averaged over the valid rows. Inside L_sent the hard
-    negative is one candidate among B; here it is the only one, so its weight can be set apart
-    (TrainConfig.w_swap).
+    """L_sent (XMC-GAN eq. 3-4): each image against every caption of the batch and back.
 
     Args:
-        a: (B, d) features (image features).
-        b: (B, d) features paired with `a` row by row (V e_s of each image's caption).
-        b_negatives: (B, d) one hard negative per row (V e_s of the edited caption).
-        negatives_valid: (B,) bool, the rows that count (default: all).
-        temperature: tau.
+        image_features: (B, d) phi(x) of D (or of a pretrained encoder); row i shows caption i.
+        sentence_features: (B, d) V e_s, the sentence embeddings projected by D.
+        temperature: tau in eq. 4.
     Returns:
-        scalar float32 loss; 0 (still on the graph) when no row is valid.
+        scalar float32: mean CE image -> captions + mean CE caption -> images.
     """
-    _require_dims("a", a, 2, "(B, d)")
-    if a.shape != b.shape or a.shape[0] == 0:
-        raise ValueError(
-            "a and b must both have shape (B, d) with B >= 1, "
-            f"got {tuple(a.shape)} and {tuple(b.shape)}"
-        )
-    _require_negatives("b_negatives", b_negatives, b.shape, negatives_valid)
-    _require_positive(temperature=temperature)
-    with _full_precision(a):
-        a_hat = l2_normalize(a.float())  # (B, d)
-        positive = (a_hat * l2_normalize(b.float())).sum(1)  # (B,)
-        negative = (a_hat * l2_normalize(b_negatives.float())).sum(1)  # (B,)
-        losses = F.softplus((negative - positive) / temperature)  # (B,)
-        if negatives_valid is None:
-            return losses.mean()
-        count = negatives_valid.sum()
-        return (losses * negatives_valid).sum() / count.clamp(min=1)
+    names = ("image_features", "sentence_features")
+    return _paired_contrastive(names, image_features, sentence_features, temperature)
+
+
+def image_contrastive_loss(
+    image_features: torch.Tensor, other_features: torch.Tensor, temperature: float = TAU
+) -> torch.Tensor:
+    """L_img (XMC-GAN eq. 3-4 on image pairs): each generated image against the real images of
+    the batch, its own real image the positive, and back. Symmetric in its two arguments.
+
+    Args:
+        image_features: (B, d) features of one side (D's phi, or a pretrained CNN's).
+        other_features: (B, d) features of the other side; row i pairs with row i.
+        temperature: tau in eq. 4.
+    Returns:
+        scalar float32 loss.
+    """
+    names = ("image_features", "other_features")
+    return _paired_contrastive(names, image_features, other_features, temperature)
 
 
 def word_region_scores(
@@ -246,9 +207,6 @@ def word_region_contrastive_loss(
     rho1: float = RHO1,
     rho2: float = RHO2,
     rho3: float = RHO3,
-    negative_words: torch.Tensor | None = None,
-    negative_mask: torch.Tensor | None = None,
-    negatives_valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L_word (XMC-GAN eq. 7): symmetric CE over logits rho3 * S_word, summed.
 
@@ -258,10 +216,6 @@ def word_region_contrastive_loss(
         word_mask: (B, T) bool, True = real word.
         rho1, rho2: see `word_region_scores`.
         rho3: logit scale (gamma3).
-        negative_words, negative_mask: optional (B, T, D) and (B, T) hard-negative captions
-            (not in the paper): caption i is one more candidate against image i alone, a column
-            of the image -> captions cross-entropy only.
-        negatives_valid: (B,) bool, the hard negatives that count (default: all).
     Returns:
         scalar float32: mean CE caption -> images + mean CE image -> captions.
     """
@@ -272,15 +226,8 @@ def word_region_contrastive_loss(
             "regions and words need the same batch size B >= 1, "
             f"got {regions.shape[0]} and {words.shape[0]}"
         )
-    if negative_words is None:
-        with _full_precision(scores):
-            return _symmetric_cross_entropy(rho3 * scores)
-    _require_negatives("negative_words", negative_words, words.shape, negatives_valid)
-    # (B, B) like `scores`; only its diagonal (caption i's negative against image i) is read
-    hard = word_region_scores(regions, negative_words, negative_mask, rho1=rho1, rho2=rho2)
     with _full_precision(scores):
-        # (B, B): [caption i, image j]; the image -> captions CE reads its transpose
-        return _symmetric_cross_entropy(rho3 * scores.t(), rho3 * hard.diagonal(), negatives_valid)
+        return _symmetric_cross_entropy(rho3 * scores)
 
 
 # ----------------------------------------------------------------------------- adversarial

@@ -1,4 +1,5 @@
-"""The generator's inference forward on ONNX Runtime: the CPU default of `XMCGANPipeline`.
+"""The generator's inference forward on ONNX Runtime, the CPU default of `XMCGANPipeline`, and
+the choice between it and PyTorch (`resolve_backend`).
 
 On the CPU, PyTorch's eager forward runs a few hundred small operators per batch, each handed
 back to Python: 0.088 GFLOP per 32 px image leaves most of the time in dispatch, and in a
@@ -49,7 +50,7 @@ def export_bytes(generator: nn.Module, example: tuple[torch.Tensor, ...]) -> byt
         torch.onnx.export(
             generator.eval(),  # traced as forward(z, sentence, words, mask): images
             example,
-            buffer,
+            buffer,  # type: ignore[arg-type]  # a file object works; the stubs say path
             dynamo=False,
             input_names=list(INPUTS),
             output_names=["images"],
@@ -95,3 +96,20 @@ class OnnxGenerator:
                 f"(tolerance {TOLERANCE:g}); use backend='torch'"
             )
         return difference
+
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """'auto' -> ONNX Runtime on the CPU when it is installed (models/onnx_backend.py), else
+    PyTorch; 'onnxruntime' is for the CPU only."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        return "onnxruntime" if device.type == "cpu" and onnxruntime_available() else "torch"
+    if backend == "onnxruntime" and device.type != "cpu":
+        raise ValueError("backend='onnxruntime' runs on the CPU; use backend='torch' on a GPU")
+    if backend == "onnxruntime" and not onnxruntime_available():
+        raise ValueError("backend='onnxruntime' needs the onnxruntime and onnx packages")
+    return backend

@@ -1,8 +1,10 @@
 """Caption -> image inference: a text encoder and an (EMA) generator loaded from one artifact.
 
 An artifact directory holds `config.json` (generator config, text-encoder config, model id) and
-`model.safetensors` (generator weights). `xmc-export` writes it from a training run; the bundled
-default lives in `models/bundled/`.
+`model.safetensors` (generator weights). `xmc-export` writes it from a training run
+(`models.artifacts.save_artifact`); the bundled default lives in `models/bundled/`. What the
+pipeline runs on: `models/folding.py` (the folded inference copy of G), `models/onnx_backend.py`
+(ONNX Runtime or PyTorch), `models/interpolation.py` (walks between two captions and seeds).
 """
 
 from __future__ import annotations
@@ -11,110 +13,29 @@ import logging
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from models.artifacts import (
-    CHECKSUM_KEY,
-    CONFIG_NAME,
-    MALFORMED,
     WEIGHTS_NAME,
     ArtifactError,
-    one_line,
-    read_config,
-    save_state,
-    write_json_atomic,
+    read_pipeline_config,
+    save_artifact,
 )
-from models.config import GeneratorConfig, TextEncoderConfig, config_from_dict, config_to_dict
+from models.config import GeneratorConfig
+from models.folding import fold_norms
 from models.generator import Generator, GeneratorOutput
 from models.hub import resolve_model_dir
 from models.images import to_pil
-from models.onnx_backend import OnnxGenerator, onnxruntime_available
+from models.interpolation import interpolate_features, slerp
+from models.onnx_backend import OnnxGenerator, resolve_backend
 from models.runtime import autocast, autocast_dtype, pick_device, sample_z
 from models.text_encoder import TextEncoder, TextFeatures
+
+__all__ = ["BUNDLED_DIR", "XMCGANPipeline", "save_artifact"]
 
 logger = logging.getLogger("models.pipeline")
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled" / "default"
-
-
-def save_artifact(
-    directory: str | Path,
-    generator: Generator,
-    text_config: TextEncoderConfig,
-    model_id: str,
-    extra: dict | None = None,
-) -> Path:
-    """Write an inference artifact: generator weights + configs (with the weights' sha256,
-    verified on load); the BERT by reference."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    digest = save_state(generator, directory / WEIGHTS_NAME)
-    write_json_atomic(
-        directory / CONFIG_NAME,
-        {
-            "kind": "pipeline",
-            "model_id": model_id,
-            "generator": config_to_dict(generator.config),
-            "text_encoder": config_to_dict(text_config),
-            CHECKSUM_KEY: digest,
-            **(extra or {}),
-        },
-    )
-    return directory
-
-
-BACKENDS = ("auto", "torch", "onnxruntime")
-
-
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """'auto' -> ONNX Runtime on the CPU when it is installed (models/onnx_backend.py), else
-    PyTorch; 'onnxruntime' is for the CPU only."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "auto":
-        return "onnxruntime" if device.type == "cpu" and onnxruntime_available() else "torch"
-    if backend == "onnxruntime" and device.type != "cpu":
-        raise ValueError("backend='onnxruntime' runs on the CPU; use backend='torch' on a GPU")
-    if backend == "onnxruntime" and not onnxruntime_available():
-        raise ValueError("backend='onnxruntime' needs the onnxruntime and onnx packages")
-    return backend
-
-
-def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """a, b (*S), t (N,) -> (N, *S)."""
-    t = t.view(-1, *([1] * a.dim()))
-    return a + (b - a) * t
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation of two latents a, b (D,) at t (N,) -> (N, D): it keeps the norm
-    of a Gaussian z on its shell, where a straight line would pass through low-norm latents."""
-    unit_a, unit_b = a / a.norm().clamp_min(1e-12), b / b.norm().clamp_min(1e-12)
-    # the angle from the chord, exact near 0 and pi where arccos of the cosine is not in float32
-    omega = 2.0 * torch.atan2((unit_a - unit_b).norm(), (unit_a + unit_b).norm())
-    if float(omega.sin()) < 1e-6:  # (anti)parallel: the great circle is not unique
-        return lerp(a, b, t)
-    weights_a = torch.sin((1.0 - t) * omega) / omega.sin()
-    weights_b = torch.sin(t * omega) / omega.sin()
-    return weights_a[:, None] * a + weights_b[:, None] * b
-
-
-def interpolate_features(features: TextFeatures, t: torch.Tensor) -> TextFeatures:
-    """Two captions' features (2 rows) -> one row per t in [0, 1]: sentences and words lerped
-    (padding zeroed), the word mask the union of both, except at t = 0 and 1, which are
-    exactly the first and the second caption."""
-    first, second = features.select([0]), features.select([1])
-    words = [f.words[0] * f.mask[0, :, None] for f in (first, second)]  # (T, D) each
-    union = first.mask[0] | second.mask[0]
-    masks = [first.mask[0] if x == 0 else second.mask[0] if x == 1 else union for x in t.tolist()]
-    tokens = [first.tokens[0] if x < 0.5 else second.tokens[0] for x in t.tolist()]
-    return TextFeatures(
-        lerp(*words, t.to(words[0].device)),
-        torch.stack(masks),
-        lerp(first.sentence[0], second.sentence[0], t.to(words[0].device)),
-        tokens,
-    )
 
 
 class XMCGANPipeline:
@@ -139,7 +60,8 @@ class XMCGANPipeline:
         # the trained module, for saving and inspection.
         self.inference_generator = fold_norms(self.generator)
         if self.device.type == "cpu":
-            self.inference_generator.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format (torch's stubs list only device and dtype)
+            self.inference_generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.text_encoder = text_encoder.to(self.device).eval()
         self.model_id = model_id
         # bf16 on GPU, float32 on CPU (the CPU has no fast bf16 convolutions)
@@ -168,24 +90,7 @@ class XMCGANPipeline:
                 f"the bundled default model is missing from {directory}; "
                 "reinstall the package or pass an artifact directory"
             )
-        data = read_config(directory)
-        config_path = directory / CONFIG_NAME
-        if "generator" not in data:
-            raise ArtifactError(f"{config_path} holds no generator config")
-        try:
-            text_config = config_from_dict(TextEncoderConfig, data.get("text_encoder", {}))
-            generator_config = config_from_dict(GeneratorConfig, data["generator"])
-        except MALFORMED as e:
-            raise ArtifactError(f"{config_path}: {one_line(e)}") from None
-        dims = (generator_config.word_dim, generator_config.sentence_dim)
-        if dims != (text_config.hidden_size, text_config.hidden_size):
-            raise ArtifactError(
-                f"{config_path}: the generator expects {dims[0]}-d words and {dims[1]}-d "
-                f"sentences but the text encoder gives {text_config.hidden_size}-d features"
-            )
-        model_id = data.get("model_id", directory.name)
-        if not isinstance(model_id, str) or not 0 < len(model_id) <= 200:
-            raise ArtifactError(f"{config_path}: model_id must be a string of 1 to 200 characters")
+        generator_config, text_config, model_id = read_pipeline_config(directory)
         generator = Generator.from_pretrained(directory)
         text_encoder = TextEncoder.from_config(text_config)
         return cls(generator, text_encoder, device, model_id, backend)
@@ -326,52 +231,3 @@ class XMCGANPipeline:
         return self.to_pil(self.generate(features.select(rows), seeds, truncation))
 
     to_pil = staticmethod(to_pil)  # (B, 3, H, W) in [0, 1] -> RGB PIL images
-
-
-class FoldedConditionalNorm(torch.nn.Module):
-    """An eval-mode (Local)ConditionalBatchNorm folded into one conditional affine map.
-
-    BN in eval mode is x * a + b per channel (a = 1 / sqrt(var + eps), b = -mean * a), so
-    (x * a + b) * (1 + gamma(c)) + beta(c) = x * scale(c) + shift(c) with
-    scale = a + a * gamma(c) and shift = b + b * gamma(c) + beta(c): both linear in c. One layer
-    gives both (2C outputs), and a coarse spatial condition is broadcast over each k x k block of
-    x instead of being upsampled. Equal to the unfolded norm up to float rounding.
-    """
-
-    def __init__(self, norm: torch.nn.Module) -> None:
-        super().__init__()
-        bn = norm.norm
-        a = torch.rsqrt(bn.running_var + bn.eps)  # (C,)
-        b = -bn.running_mean * a
-        gamma, beta = norm.gamma, norm.beta
-        self.spatial = isinstance(gamma, torch.nn.Conv2d)
-        w_gamma, w_beta = (layer.weight.flatten(1) for layer in (gamma, beta))  # (C, D)
-        weight = torch.cat([a[:, None] * w_gamma, b[:, None] * w_gamma + w_beta])  # (2C, D)
-        bias = torch.cat([a * (1 + gamma.bias), b * (1 + gamma.bias) + beta.bias])  # (2C,)
-        self.register_buffer("weight", weight.detach().clone())
-        self.register_buffer("bias", bias.detach().clone())
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        batch, channels, height, width = x.shape
-        if not self.spatial:  # cond (B, D) -> (B, 2C, 1, 1)
-            scale, shift = F.linear(cond, self.weight, self.bias)[:, :, None, None].chunk(2, 1)
-            return torch.addcmul(shift, x, scale)
-        scale, shift = F.conv2d(cond, self.weight[:, :, None, None], self.bias).chunk(2, 1)
-        h, w = cond.shape[-2:]  # x is an integer multiple k of the condition's size
-        blocks = x.view(batch, channels, h, height // h, w, width // w)
-        out = torch.addcmul(shift[:, :, :, None, :, None], blocks, scale[:, :, :, None, :, None])
-        return out.view(batch, channels, height, width)
-
-
-def fold_norms(generator: Generator) -> Generator:
-    """An inference copy of `generator` with every conditional BN folded (see above)."""
-    import copy
-
-    from models.layers import ConditionalBatchNorm, LocalConditionalBatchNorm
-
-    folded = copy.deepcopy(generator).eval()
-    for module in list(folded.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, (ConditionalBatchNorm, LocalConditionalBatchNorm)):
-                setattr(module, name, FoldedConditionalNorm(child))
-    return folded

@@ -80,9 +80,10 @@ def pool_sentence(words: torch.Tensor, mask: torch.Tensor, pooling: str) -> torc
 class TextEncoder(nn.Module):
     def __init__(self, config: TextEncoderConfig, bert: nn.Module, tokenizer) -> None:
         super().__init__()
-        if bert.config.hidden_size != config.hidden_size:
+        hidden_size = getattr(bert.config, "hidden_size", None)  # a transformers config
+        if hidden_size != config.hidden_size:
             raise ValueError(
-                f"{config.name_or_path} has hidden size {bert.config.hidden_size}, "
+                f"{config.name_or_path} has hidden size {hidden_size}, "
                 f"the config says {config.hidden_size}"
             )
         self.config = config

@@ -36,19 +36,20 @@ def main() -> None:
     p.add_argument("--model", default=None, help="an artifact directory to split its scores")
     args = p.parse_args()
 
-    from training.evaluate import load_split, pick_captions
+    from training.metrics.sampling import load_split, pick_captions
 
     records = load_split(args.data, args.split, args.num, need_attributes=True)
+    scenes = [r.attributes or {} for r in records]  # need_attributes: every record has them
     captions = pick_captions(records, 0)
-    known = [determined(r.attributes, c) for r, c in zip(records, captions, strict=True)]
+    known = [determined(s, c) for s, c in zip(scenes, captions, strict=True)]
     n = len(records)
-    pairs = [i for i, r in enumerate(records) if len(r.attributes["objects"]) == 2]
-    prior = max(Counter(r.attributes["background"] for r in records).values()) / n
-    bg_known = sum(k["background"] for k in known) / n
-    rel_known = sum(known[i]["relation"] for i in pairs) / len(pairs)
+    pairs = [i for i, s in enumerate(scenes) if len(s["objects"]) == 2]
+    prior = max(Counter(s["background"] for s in scenes).values()) / n
+    bg_known = sum(int(k["background"]) for k in known) / n
+    rel_known = sum(int(known[i]["relation"]) for i in pairs) / len(pairs)
     bg_max = bg_known + (1 - bg_known) * prior
     rel_max = rel_known + (1 - rel_known) * 0.5
-    objects = sum(len(r.attributes["objects"]) for r in records)
+    objects = sum(len(s["objects"]) for s in scenes)
     mean_max = (bg_max * n + 2 * objects + rel_max * len(pairs)) / (n + 2 * objects + len(pairs))
     print(
         f"{args.split}[:{n}]: background named in {bg_known:.3f} of captions -> max "
@@ -59,17 +60,17 @@ def main() -> None:
         import torch
 
         from models import XMCGANPipeline
-        from training import faithfulness as faith
-        from training.evaluate import generate
-        from training.shape_classifier import load_or_train
+        from training.metrics.sampling import generate
+        from training.shapes.classifier import load_or_train
+        from training.shapes.scorer import score_images
 
         torch.set_num_threads(1)
         pipe = XMCGANPipeline.from_pretrained(args.model, device="cpu")
         images = generate(pipe, captions, 0)
         classifier = load_or_train(pipe.resolution, data_root=args.data)
-        per_image = faith.score_images(
+        per_image = score_images(
             images,
-            [r.attributes for r in records],
+            scenes,
             pipe.resolution,
             shape_classifier=classifier,
             return_details=True,

@@ -34,7 +34,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$work/site" .whl/*.whl \
         && export PYTHONPATH="$PYTHONPATH:$work/site"
 fi
-# The ablation's recipe (docs/ablation.md), exactly: fp32, no channels_last, batch 16.
+# The ablation's recipe (docs/experiments/ablation.md), exactly: fp32, no channels_last, batch 16.
 recipe=(--preset shapes-32-cpu --data "$data" --batch-size 16 --steps 1000000 --no-progress
         --set lr_g=0.0002 --set lr_d=0.0008 --set ema_decay=0.999 --set amp=off
         --set channels_last=off --set log_every=20 --set checkpoint_every=100000)

@@ -35,7 +35,7 @@ def kept_words() -> set[str]:
     from benchmarks.serve_speed import CAPTIONS
     from training.shapes import scenes
 
-    words = set()
+    words: set[str] = set()
     for template in scenes.ONE_OBJECT_TEMPLATES + scenes.TWO_OBJECT_TEMPLATES:
         words.update(w for w in template.split() if not w.startswith("{"))
     for names in (

@@ -12,6 +12,7 @@ import platform
 from pathlib import Path
 
 from models import XMCGANPipeline
+from models.hub import write_model_card
 from training.cli import export_run
 from training.config import TrainConfig
 from training.evaluate import faithfulness, format_table
@@ -179,7 +180,7 @@ LIMITS_SECTION = """
 
 The project's target for this model (val >= 0.90 of the ceiling, test_heldout >= 0.75,
 relation >= 0.80 on val) is not met. The learning curve and the experiments that show what
-limits it are in [docs/cpu-preset.md](../../../docs/cpu-preset.md) ("The long run", "What limits
+limits it are in [docs/experiments/cpu-preset.md](../../../docs/experiments/cpu-preset.md) ("The long run", "What limits
 relation"). In short: colour and shape kept improving with more images, while relation stays
 near chance, because the discriminator does not learn it with the recipe's losses. The frozen
 text encoder holds which way round a relation is, but weakly in the form D reads (`python -m
@@ -252,6 +253,19 @@ checks. Generated from a caption naming every scored attribute
 """
 
 
+def write_bundle_readme(out: Path, model_id: str, preset: str) -> None:
+    """The bundle's README.md (its Hub model card): its snippet loads the bundled model, with no
+    path."""
+    write_model_card(
+        out,
+        model_id,
+        load_from="",
+        description=f"XMC-GAN generator ({preset}): the bundled default model. "
+        "MODEL_CARD.md gives its data, recipe, training time and scores.",
+        tags=[preset],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
@@ -274,6 +288,8 @@ def main() -> None:
     args = parser.parse_args()
 
     export_run(args.run_dir, args.out, model_id=args.model_id, weights=args.weights)
+    train = json.loads((args.run_dir / "config.json").read_text())["train"]
+    write_bundle_readme(args.out, args.model_id, train["preset"])
     pipe = XMCGANPipeline.from_pretrained(args.out, device="cpu")
     results = {
         split: faithfulness(pipe, args.data, split, num=args.num, progress=True)
@@ -289,7 +305,6 @@ def main() -> None:
     for split, r in complete.items():
         scores[split]["generated_complete_captions"] = r["generated"]
     (args.out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
-    train = json.loads((args.run_dir / "config.json").read_text())["train"]
     seconds = wall_seconds(args.run_dir / "stats.jsonl")[0]
     prior = prior_training(train, args.prior_hours)
     config = json.loads((args.out / "config.json").read_text())

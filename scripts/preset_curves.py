@@ -1,5 +1,6 @@
 """Pick a CPU-sized shapes preset: training speed side by side, and learning curves compared at
-equal wall-clock (docs/cpu-preset.md). Drives the project's own Trainer; one torch thread.
+equal wall-clock (docs/experiments/cpu-preset.md). Drives the project's own Trainer; one torch
+thread.
 
     python scripts/preset_curves.py cache DATA CACHE_DIR
     python scripts/preset_curves.py speed DATA --cache CACHE_DIR
@@ -25,10 +26,10 @@ from typing import Any
 
 import torch
 
-from training.cli import _parse_value
+from models.generator import Generator
 from training.config import TrainConfig
 
-SPEED_CASES = [  # (label, preset, overrides, text cache)
+SPEED_CASES: list[tuple[str, str, dict[str, Any], bool]] = [  # label, preset, overrides, cache
     ("shapes-32 b16", "shapes-32", {"batch_size": 16}, False),
     ("shapes-32 b16 +cache", "shapes-32", {"batch_size": 16}, True),
     ("shapes-32 b32 +cache", "shapes-32", {"batch_size": 32}, True),
@@ -62,7 +63,7 @@ SPEED_CASES = [  # (label, preset, overrides, text cache)
 
 def train_captions(data: Path) -> list[str]:
     """Every caption a training batch can hold: the train captions and their flipped twins."""
-    from training.data import load_captions_file, swap_left_right
+    from training.data.coco import load_captions_file, swap_left_right
 
     records = load_captions_file(data / "annotations" / "captions_train.json", data / "train")
     captions = [c for r in records for c in r.captions]
@@ -75,7 +76,7 @@ def make_trainer(
     from training.text_cache import DiskTextCache
     from training.trainer import Trainer
 
-    values = {
+    values: dict[str, Any] = {
         "preset": preset,
         "data": str(data),
         "num_workers": 0,
@@ -127,7 +128,7 @@ def speed(args: argparse.Namespace) -> None:
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
 
 
-def score(generator: torch.nn.Module, text_encoder, data: Path, num: int) -> dict[str, float]:
+def score(generator: Generator, text_encoder, data: Path, num: int) -> dict[str, float]:
     from models.pipeline import XMCGANPipeline
     from training.evaluate import faithfulness
 
@@ -140,11 +141,9 @@ def score(generator: torch.nn.Module, text_encoder, data: Path, num: int) -> dic
 
 def curve(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
-    overrides = {}
-    fields = {f.name: f for f in TrainConfig.__dataclass_fields__.values()}
-    for item in args.set:
-        key, _, text = item.partition("=")
-        overrides[key] = _parse_value(fields[key], text)
+    from training.cli import parse_overrides
+
+    overrides = parse_overrides(args.set)
     run_dir = args.work / args.out.stem
     trainer = make_trainer(args.data, run_dir, args.preset, overrides, args.cache)
     encoder = getattr(trainer.text_encoder, "encoder", trainer.text_encoder)
@@ -180,18 +179,18 @@ def curve(args: argparse.Namespace) -> None:
 
 @torch.no_grad()
 def recalibrate_batch_norm(
-    generator: torch.nn.Module,
+    generator: Generator,
     text_encoder,
     data: Path,
     images: int = 2048,
     batch: int = 64,
     seed: int = 0,
-) -> torch.nn.Module:
+) -> Generator:
     """A copy of `generator` whose BN running statistics are re-estimated for its own weights
     (a cumulative average over `images` random train captions and z), instead of the live G's."""
     import random
 
-    from training.data import load_captions_file
+    from training.data.coco import load_captions_file
 
     records = load_captions_file(data / "annotations" / "captions_train.json", data / "train")
     rng = random.Random(seed)
@@ -215,13 +214,13 @@ def rescore(args: argparse.Namespace) -> None:
     from models.config import GeneratorConfig, TextEncoderConfig, config_from_dict
     from models.generator import Generator
     from models.text_encoder import TextEncoder
-    from training.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from training.checkpoint import load_run_or_file
 
     torch.set_num_threads(1)
     rows = []
     for run_dir in args.run_dirs:
         described = json.loads((run_dir / "config.json").read_text())
-        state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+        state = load_run_or_file(run_dir)  # its newest good checkpoint
         encoder = TextEncoder.from_config(
             config_from_dict(TextEncoderConfig, described["text_encoder"])
         )

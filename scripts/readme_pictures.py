@@ -19,7 +19,7 @@ SCALE = 4  # 32 px images are shown at 128 px
 
 
 def upscale(image: Image.Image, scale: int = SCALE) -> Image.Image:
-    return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
 
 
 def samples_grid(pipe: XMCGANPipeline, captions: list[str], per_caption: int) -> Image.Image:
@@ -49,7 +49,7 @@ def attention_strip(pipe: XMCGANPipeline, caption: str, seed: int) -> Image.Imag
     for i, (token, attention) in enumerate(words, start=1):
         heat = attention / attention.max().clamp_min(1e-8)  # (16, 16) in [0, 1]
         pixels = (heat * 255).round().to(torch.uint8).numpy()
-        overlay = Image.fromarray(pixels, "L").resize((side, side), Image.NEAREST)
+        overlay = Image.fromarray(pixels, "L").resize((side, side), Image.Resampling.NEAREST)
         base = upscale(image).convert("L").convert("RGB")
         red = Image.merge(
             "RGB", (overlay, Image.new("L", overlay.size, 0), Image.new("L", overlay.size, 0))

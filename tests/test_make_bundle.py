@@ -38,7 +38,7 @@ def test_the_bundled_card_carries_the_limits_section_it_should(make_bundle) -> N
     card = (bundle / "MODEL_CARD.md").read_text()
     assert not module.meets_target(scores)
     assert card.endswith(module.LIMITS_SECTION)
-    assert (bundle / "../../../docs/cpu-preset.md").resolve().is_file()  # its link
+    assert (bundle / "../../../docs/experiments/cpu-preset.md").resolve().is_file()  # its link
 
 
 def test_the_reproduce_line_names_every_recipe_switch_and_parses_back(make_bundle) -> None:
@@ -64,3 +64,12 @@ def test_the_reproduce_line_names_every_recipe_switch_and_parses_back(make_bundl
     assert parsed["swap_negatives"] is True and parsed["d_coords"] is True
     assert parsed["w_swap"] == 4.0 and tuple(parsed["losses"]) == ("sent", "img")
     assert "checkpoint_every" not in parsed and "data" not in parsed
+
+
+def test_the_bundles_readme_is_what_the_script_writes(make_bundle, tmp_path: Path) -> None:
+    """The bundle's README.md loads the bundled model (no path): regenerating it gives the
+    committed file, so a fix to the card's snippet reaches the bundle."""
+    bundle = ROOT / "models/bundled/default"
+    preset = json.loads((bundle / "config.json").read_text())["training"]["preset"]
+    make_bundle.write_bundle_readme(tmp_path, "xmc-shapes-32", preset)
+    assert (tmp_path / "README.md").read_text() == (bundle / "README.md").read_text()

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import torch
 
 from models.artifacts import atomic_write
+from models.artifacts import file_sha256 as _file_sha256
 
 PATTERN = re.compile(r"^checkpoint-(\d{7,})\.pt$")
 TRAINED = ("generator", "discriminator", "ema", "opt_g", "opt_d")  # state_dict()s
@@ -110,14 +111,6 @@ class _HashingWriter:
 
     def flush(self) -> None:
         self.file.flush()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from models.config import (
     TextEncoderConfig,
     get_preset,
 )
+from training import experiments
 
 LOSS_NAMES = ("sent", "word", "img")
 
@@ -45,16 +46,18 @@ class TrainConfig:
     infomax_beta: float = 0.2  # InfoMax weight on real images in L_D (mimicry 0.2)
     infomax_alpha: float = 0.2  # InfoMax weight on fake images in L_G (mimicry 0.2)
     gather_negatives: bool = False  # contrastive negatives from all devices (default: per device)
+    # --- the project's own experiments, not in the paper: read in training/experiments/ alone
     # one hard negative per caption in L_sent and L_word: its relation reversed or two colours
-    # exchanged (training/negatives.py; not in the paper)
+    # exchanged (training/experiments/negatives.py)
     swap_negatives: bool = False
     # weight of L_swap, that ranking once more with the edited caption as the only candidate
     # (0 = off; needs swap_negatives)
     w_swap: float = 0.0
-    # coordinate channels in D (DiscriminatorConfig.coords, CoordConv; not in the paper)
+    # coordinate channels in D (DiscriminatorConfig.coords, CoordConv)
     d_coords: bool = False
-    # D's V e_s as an MLP of e_s (DiscriminatorConfig.sentence_head; not in the paper)
+    # D's V e_s as an MLP of e_s (DiscriminatorConfig.sentence_head)
     d_sentence_head: bool = False
+    # --- end of the experiments
     # G's readings of the caption not in the paper (GeneratorConfig.caption_paths): any of
     # sentence-head, token-layer, word-coords, coarse-attention; each starts as the identity,
     # so init_generator can be a model trained without them
@@ -106,8 +109,7 @@ class TrainConfig:
         bad = [name for name in self.losses if name not in LOSS_NAMES]
         if bad:
             raise ValueError(f"unknown losses {bad}; choose a subset of {', '.join(LOSS_NAMES)}")
-        if self.w_swap < 0 or (self.w_swap and not self.swap_negatives):
-            raise ValueError(f"w_swap ({self.w_swap}) must be >= 0 and needs swap_negatives=true")
+        experiments.check(self)  # the switches of training/experiments
         if self.adversarial not in ("hinge", "dual-contrastive"):
             raise ValueError("adversarial must be 'hinge' or 'dual-contrastive'")
         for name in (
@@ -171,10 +173,9 @@ class TrainConfig:
             sentence_dim=text.hidden_size,
             infomax=self.infomax,
             infomax_local=self.infomax_local,
-            coords=self.d_coords,
-            sentence_head=self.d_sentence_head,
             df_dim=self.df_dim or preset.discriminator.df_dim,
         )
+        d = experiments.discriminator_config(self, d)
         return Preset(generator=g, discriminator=d, text_encoder=text)
 
 

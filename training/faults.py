@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 import torch
 
+from models.artifacts import one_line  # noqa: F401  (its home is models; training imports it here)
+
 
 class RunError(RuntimeError):
     """A run directory that cannot be started or resumed; the message says why."""
@@ -39,18 +41,6 @@ def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
 
 def warn(message: str) -> None:
     print(f"xmc-train: warning: {message}", file=sys.stderr, flush=True)
-
-
-def one_line(error: BaseException) -> str:
-    """The cause of an error as one line. An error re-raised from a DataLoader worker carries
-    the worker's traceback in its message: its last line is the cause."""
-    text = str(error).strip() or type(error).__name__
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(lines) > 1 and "Traceback" in text:
-        last = lines[-1]
-        head, sep, rest = last.partition(": ")
-        return rest if sep and "." in head and " " not in head else last
-    return " ".join(lines)
 
 
 class StopSignals:

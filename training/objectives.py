@@ -5,18 +5,17 @@ L_G = L_adv(G) + w_sent L_sent(fake) + w_word L_word(fake)
       + w_img L_img(D features: fake vs real) [+ w_img L_img(pretrained CNN)]
       [+ alpha L_infomax(fake)]
 
-With TrainConfig.swap_negatives (not in the paper), L_sent and L_word of both phases also rank
-each image's caption above one edited copy of it (`HardNegatives`, `training/negatives.py`);
-TrainConfig.w_swap adds that ranking once more on its own, + w_swap L_swap in both phases
-(`pair_ranking_loss`: the caption against its edited copy alone).
-
 Both phases read one forward of D over [real; fake] (the official code concatenates them), so a
-step can update D and G from the same forward, as the official `train_g_d` does.
+step can update D and G from the same forward, as the official `train_g_d` does. The trainer
+calls them through an `Objective`, the paper's unless `training.experiments` (the project's own
+experiments, not in the paper) hands it one of its own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -27,13 +26,13 @@ from models.losses import (
     RHO2,
     RHO3,
     TAU,
-    contrastive_loss,
     dual_contrastive_d_loss,
     dual_contrastive_g_loss,
     hinge_d_loss,
     hinge_g_loss,
+    image_contrastive_loss,
     infomax_loss,
-    pair_ranking_loss,
+    sentence_contrastive_loss,
     word_region_contrastive_loss,
 )
 
@@ -47,14 +46,13 @@ class LossWeights:
     adversarial: str = "hinge"  # "hinge" or "dual-contrastive" (Yu et al. 2021)
     infomax_d: float = 0.0  # InfoMax-GAN beta on real images in D (mimicry: 0.2)
     infomax_g: float = 0.0  # InfoMax-GAN alpha on fake images in G (mimicry: 0.2)
-    swap: float = 0.0  # L_swap: caption vs its edited copy alone (needs swap negatives)
     temperature: float = TAU  # tau of L_sent and L_img
     rho1: float = RHO1
     rho2: float = RHO2
     rho3: float = RHO3
 
     @classmethod
-    def from_config(cls, c) -> LossWeights:
+    def from_config(cls, c: Any) -> LossWeights:
         """The weights a TrainConfig asks for: a loss left out of `losses` has weight 0."""
         return cls(
             sent=c.w_sent if "sent" in c.losses else 0.0,
@@ -64,7 +62,6 @@ class LossWeights:
             adversarial=c.adversarial,
             infomax_d=c.infomax_beta if c.infomax else 0.0,
             infomax_g=c.infomax_alpha if c.infomax else 0.0,
-            swap=c.w_swap if c.swap_negatives else 0.0,
             temperature=c.tau,
             rho1=c.rho1,
             rho2=c.rho2,
@@ -72,7 +69,15 @@ class LossWeights:
         )
 
 
-def _gather(x: torch.Tensor, enabled: bool) -> torch.Tensor:
+class Captions(Protocol):
+    """What the losses read of a sub-batch (the trainer's SubBatch)."""
+
+    words: torch.Tensor  # (n, T, D_w)
+    mask: torch.Tensor  # (n, T) bool
+    extra: Any  # what `Objective.prepare` made for it (None for the paper's)
+
+
+def gather(x: torch.Tensor, enabled: bool) -> torch.Tensor:
     """All-gather along the batch with gradients, for negatives from every device."""
     if not enabled:
         return x
@@ -85,7 +90,7 @@ def _gather(x: torch.Tensor, enabled: bool) -> torch.Tensor:
         return torch.cat(dist_fn.all_gather(x.contiguous()))
 
 
-def _split(out: DiscriminatorOutput) -> tuple[DiscriminatorOutput, DiscriminatorOutput]:
+def split_real_fake(out: DiscriminatorOutput) -> tuple[DiscriminatorOutput, DiscriminatorOutput]:
     """The [real; fake] D output -> (real, fake)."""
 
     def half(t: torch.Tensor | None, first: bool) -> torch.Tensor | None:
@@ -109,115 +114,98 @@ def _split(out: DiscriminatorOutput) -> tuple[DiscriminatorOutput, Discriminator
     return parts[0], parts[1]
 
 
-@dataclass
-class HardNegatives:
-    """One edited caption per image (TrainConfig.swap_negatives, `training/negatives.py`),
-    one more candidate against that image alone in L_sent and L_word."""
+class Objective:
+    """L_D and L_G of one sub-batch, as the trainer's two phases call them (the paper's).
 
-    sentence: torch.Tensor  # (n, F) V e_s of the edited captions (D's sentence projection)
-    words: torch.Tensor  # (n, T, D_w)
-    mask: torch.Tensor  # (n, T) bool
-    valid: torch.Tensor  # (n,) bool: False where the caption had nothing to edit
+    `training.experiments` may hand the trainer a subclass: it makes per-sub-batch inputs of its
+    own in `prepare` and adds to or replaces the text-image terms in `text_image_terms`, whose
+    terms `text_weights` weighs; nothing else differs."""
 
+    def __init__(self, weights: LossWeights, gather_negatives: bool = False) -> None:
+        self.weights = weights
+        self.gather = gather_negatives
+        # the weight of each term `text_image_terms` returns, in the order they are summed
+        self.text_weights: dict[str, float] = {"sent": weights.sent, "word": weights.word}
 
-def _text_image_terms(
-    half: DiscriminatorOutput,
-    words: torch.Tensor,
-    mask: torch.Tensor,
-    w: LossWeights,
-    gather: bool,
-    negatives: HardNegatives | None = None,
-) -> dict[str, torch.Tensor]:
-    terms = {}
-    hard = {}
-    if negatives is not None:
-        valid = _gather(negatives.valid, gather)
-        hard = {"sent": (_gather(negatives.sentence, gather), valid)}
-        hard["word"] = (_gather(negatives.words, gather), _gather(negatives.mask, gather), valid)
-    if w.sent:
-        terms["sent"] = contrastive_loss(
-            _gather(half.features, gather),
-            _gather(half.sentence, gather),
-            w.temperature,
-            *hard.get("sent", ()),
-        )
-    if w.word:
-        terms["word"] = word_region_contrastive_loss(
-            _gather(half.regions, gather),
-            _gather(words, gather),
-            _gather(mask, gather),
-            w.rho1,
-            w.rho2,
-            w.rho3,
-            *hard.get("word", ()),
-        )
-    if w.swap and negatives is not None:
-        terms["swap"] = pair_ranking_loss(
-            half.features, half.sentence, negatives.sentence, negatives.valid, w.temperature
-        )
-    return terms
+    def prepare(self, captions: Sequence[str], step: int, parts: Sequence[slice]) -> list[Any]:
+        """What each sub-batch carries for this objective besides the paper's inputs
+        (`SubBatch.extra`): nothing, for the paper's."""
+        return [None] * len(parts)
 
+    def text_image_terms(self, half: DiscriminatorOutput, sub: Captions) -> dict[str, torch.Tensor]:
+        """L_sent and L_word of one half of D's output against the sub-batch's captions."""
+        w, g = self.weights, self.gather
+        terms = {}
+        if w.sent:
+            terms["sent"] = sentence_contrastive_loss(
+                gather(half.features, g), gather(half.sentence, g), w.temperature
+            )
+        if w.word:
+            terms["word"] = word_region_contrastive_loss(
+                gather(half.regions, g),
+                gather(sub.words, g),
+                gather(sub.mask, g),
+                w.rho1,
+                w.rho2,
+                w.rho3,
+            )
+        return terms
 
-def _text_total(terms: dict[str, torch.Tensor], w: LossWeights) -> torch.Tensor:
-    """L_adv + w_sent L_sent + w_word L_word + w_swap L_swap, over the terms present."""
-    total = terms["adv"] + w.sent * terms.get("sent", 0.0) + w.word * terms.get("word", 0.0)
-    return total + w.swap * terms.get("swap", 0.0)
+    def _adversarial_and_text(
+        self, adversarial: torch.Tensor, half: DiscriminatorOutput, sub: Captions
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """L_adv + the weighted text-image terms, and every term by name."""
+        terms = {"adv": adversarial, **self.text_image_terms(half, sub)}
+        total = terms["adv"]
+        for name, weight in self.text_weights.items():
+            total = total + weight * terms.get(name, 0.0)
+        return total, terms
 
+    def discriminator_loss(
+        self, out: DiscriminatorOutput, sub: Captions
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """L_D from D([real; fake]); returns the total and its named terms (for logging)."""
+        w = self.weights
+        real, fake = split_real_fake(out)
+        if w.adversarial == "hinge":
+            adversarial = hinge_d_loss(real.logits, fake.logits)
+        else:
+            adversarial = dual_contrastive_d_loss(real.logits, fake.logits)
+        total, terms = self._adversarial_and_text(adversarial, real, sub)
+        if w.infomax_d:
+            terms["infomax"] = infomax_loss(real.infomax_local, real.infomax_global)
+            total = total + w.infomax_d * terms["infomax"]
+        return total, terms
 
-def discriminator_loss(
-    out: DiscriminatorOutput,
-    words: torch.Tensor,
-    mask: torch.Tensor,
-    w: LossWeights,
-    gather: bool = False,
-    negatives: HardNegatives | None = None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """L_D from D([real; fake]); returns the total and its named terms (for logging)."""
-    real, fake = _split(out)
-    if w.adversarial == "hinge":
-        terms = {"adv": hinge_d_loss(real.logits, fake.logits)}
-    else:
-        terms = {"adv": dual_contrastive_d_loss(real.logits, fake.logits)}
-    terms.update(_text_image_terms(real, words, mask, w, gather, negatives))
-    total = _text_total(terms, w)
-    if w.infomax_d:
-        terms["infomax"] = infomax_loss(real.infomax_local, real.infomax_global)
-        total = total + w.infomax_d * terms["infomax"]
-    return total, terms
-
-
-def generator_loss(
-    out: DiscriminatorOutput,
-    words: torch.Tensor,
-    mask: torch.Tensor,
-    w: LossWeights,
-    gather: bool = False,
-    cnn_real: torch.Tensor | None = None,
-    cnn_fake: torch.Tensor | None = None,
-    negatives: HardNegatives | None = None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """L_G from the same D([real; fake]); cnn_* are pretrained-CNN features when enabled."""
-    real, fake = _split(out)
-    if w.adversarial == "hinge":
-        terms = {"adv": hinge_g_loss(fake.logits)}
-    else:
-        terms = {"adv": dual_contrastive_g_loss(real.logits, fake.logits)}
-    terms.update(_text_image_terms(fake, words, mask, w, gather, negatives))
-    total = _text_total(terms, w)
-    if w.img:
-        terms["img"] = contrastive_loss(
-            _gather(fake.features, gather), _gather(real.features, gather), w.temperature
-        )
-        total = total + w.img * terms["img"]
-    if w.img_cnn and cnn_real is not None and cnn_fake is not None:
-        terms["img_cnn"] = contrastive_loss(
-            _gather(cnn_real, gather), _gather(cnn_fake, gather), w.temperature
-        )
-        total = total + w.img_cnn * terms["img_cnn"]
-    if w.infomax_g:
-        terms["infomax"] = infomax_loss(fake.infomax_local, fake.infomax_global)
-        total = total + w.infomax_g * terms["infomax"]
-    return total, terms
+    def generator_loss(
+        self,
+        out: DiscriminatorOutput,
+        sub: Captions,
+        cnn_real: torch.Tensor | None = None,
+        cnn_fake: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """L_G from the same D([real; fake]); cnn_* are pretrained-CNN features when enabled."""
+        w, g = self.weights, self.gather
+        real, fake = split_real_fake(out)
+        if w.adversarial == "hinge":
+            adversarial = hinge_g_loss(fake.logits)
+        else:
+            adversarial = dual_contrastive_g_loss(real.logits, fake.logits)
+        total, terms = self._adversarial_and_text(adversarial, fake, sub)
+        if w.img:
+            terms["img"] = image_contrastive_loss(
+                gather(fake.features, g), gather(real.features, g), w.temperature
+            )
+            total = total + w.img * terms["img"]
+        if w.img_cnn and cnn_real is not None and cnn_fake is not None:
+            terms["img_cnn"] = image_contrastive_loss(
+                gather(cnn_real, g), gather(cnn_fake, g), w.temperature
+            )
+            total = total + w.img_cnn * terms["img_cnn"]
+        if w.infomax_g:
+            terms["infomax"] = infomax_loss(fake.infomax_local, fake.infomax_global)
+            total = total + w.infomax_g * terms["infomax"]
+        return total, terms
 
 
 class BatchNormStatsFrozen:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from models.runtime import autocast, autocast_dtype
-from training import build
+from training import build, experiments
 from training.checkpoint import (
     CheckpointError,
     load_latest,
@@ -42,13 +42,7 @@ from training.faults import (
     warn,
 )
 from training.logs import TrainLogs
-from training.negatives import NEGATIVES_STREAM, encode_negatives, hard_negatives
-from training.objectives import (
-    BatchNormStatsFrozen,
-    LossWeights,
-    discriminator_loss,
-    generator_loss,
-)
+from training.objectives import BatchNormStatsFrozen, LossWeights
 from training.run_dir import RunDir
 from training.samples import sample_captions, write_samples
 
@@ -64,7 +58,7 @@ class SubBatch:
     words: torch.Tensor  # (n, T, D_w)
     mask: torch.Tensor  # (n, T) bool
     z: torch.Tensor  # (n, Z)
-    negatives: tuple | None = None  # swap negatives: (TextFeatures (n, ...), valid (n,) bool)
+    extra: Any = None  # what the objective prepared for it (`Objective.prepare`; None: paper)
 
 
 class Trainer:
@@ -92,7 +86,6 @@ class Trainer:
         self.model_configs = c.model_configs()
         self.described = describe(c)
         self.run = RunDir(run_dir)
-        self.run_dir = self.run.path
         self.run.check_config(self.described)
         nets = build.networks(c, self.model_configs, self.device, self.channels_last, self.info)
         self.generator, self.discriminator, self.ema = nets.generator, nets.discriminator, nets.ema
@@ -107,6 +100,16 @@ class Trainer:
         self.text_encoder = build.cached_text_encoder(c, encoder, self.dataset, self.progress)
         loader = {"num_workers": c.num_workers, "pin_memory": self.device.type == "cuda"}
         self.data = DataStream(self.dataset, self.batch_size, c.seed, self.info, **loader)
+        # the one hook of the project's own experiments: the paper's objective unless one is on
+        self.objective = experiments.objective(
+            c,
+            self.weights,
+            rank=self.info.rank,
+            text_encoder=self.text_encoder,
+            discriminator=self.discriminator,
+            device=self.device,
+            autocast=self._autocast,
+        )
         self.resumed_from: Path | None = None
         self._saved_images = -1
         self._open_run_dir()
@@ -188,12 +191,9 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         n = images.shape[0] // self.config.d_steps
         parts = [slice(k * n, (k + 1) * n) for k in range(self.config.d_steps)]
-        split = [None] * len(parts)
-        if self.config.swap_negatives:
-            seed = derived_seed(self.config.seed, self.step, self.info.rank, NEGATIVES_STREAM)
-            split = encode_negatives(self.text_encoder, batch["caption"], seed, self.device, parts)
+        extra = self.objective.prepare(batch["caption"], self.step, parts)
         return [
-            SubBatch(images[p], t.sentence[p], t.words[p], t.mask[p], self._noise(n, k), split[k])
+            SubBatch(images[p], t.sentence[p], t.words[p], t.mask[p], self._noise(n, k), extra[k])
             for k, p in enumerate(parts)
         ]
 
@@ -218,10 +218,7 @@ class Trainer:
             with torch.no_grad(), BatchNormStatsFrozen(self.generator):
                 fake = self.g_forward(sub.z, sub.sentence, sub.words, sub.mask)  # (n, 3, R, R)
             out = self.d_forward(torch.cat([sub.real, fake]), sub.sentence)
-            negatives = hard_negatives(self.discriminator, sub.negatives)
-        d_loss, d_terms = discriminator_loss(
-            out, sub.words, sub.mask, self.weights, self.config.gather_negatives, negatives
-        )
+        d_loss, d_terms = self.objective.discriminator_loss(out, sub)
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         average_gradients(self.discriminator, self.info)
@@ -232,23 +229,18 @@ class Trainer:
     def joint_step(self, sub: SubBatch) -> dict[str, float]:
         """Update D and G together from one forward (official `train_g_d`, its two VJPs): each
         network from its own loss, through `backward(inputs=...)`."""
-        c, w = self.config, self.weights
         bn_before = BatchNormStatsFrozen(self.generator).save()  # put back if skipped
         with self._autocast():
             fake = self.g_forward(sub.z, sub.sentence, sub.words, sub.mask)  # (n, 3, R, R)
             out = self.d_forward(torch.cat([sub.real, fake]), sub.sentence)
-            negatives = hard_negatives(self.discriminator, sub.negatives)
-        gather = c.gather_negatives
-        d_loss, d_terms = discriminator_loss(out, sub.words, sub.mask, w, gather, negatives)
+        d_loss, d_terms = self.objective.discriminator_loss(out, sub)
         cnn_real = cnn_fake = None
         if self.image_encoder is not None:
             with self._autocast():
                 with torch.no_grad():
                     cnn_real = self.image_encoder(sub.real)
                 cnn_fake = self.image_encoder(fake)
-        g_loss, g_terms = generator_loss(
-            out, sub.words, sub.mask, w, gather, cnn_real, cnn_fake, negatives
-        )
+        g_loss, g_terms = self.objective.generator_loss(out, sub, cnn_real, cnn_fake)
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
         d_loss.backward(inputs=list(self.discriminator.parameters()), retain_graph=True)

@@ -299,3 +299,29 @@ def test_a_link_inside_the_model_dir_is_followed(tiny_artifact: Path, tmp_path: 
     (directory / WEIGHTS_NAME).rename(directory / "weights-v1.safetensors")
     (directory / WEIGHTS_NAME).symlink_to("weights-v1.safetensors")
     assert XMCGANPipeline.from_pretrained(directory, device="cpu").resolution == 32
+
+
+def test_one_line_has_one_home_and_one_behaviour():
+    """Training and the models once had two `one_line`s: one capped long messages, the other
+    took a DataLoader worker's traceback down to its cause. Both now do both."""
+    import training.faults
+    from models.artifacts import one_line
+
+    assert training.faults.one_line is one_line
+    worker = ValueError(
+        "Caught DatasetError in DataLoader worker process 0.\nOriginal Traceback (most recent "
+        'call last):\n  File "x.py", line 1\ntraining.data.coco.DatasetError: cannot decode '
+        "image /d/0.png: bad"
+    )
+    assert one_line(worker) == "cannot decode image /d/0.png: bad"
+    long = one_line(ValueError("word  " * 1000))
+    assert long == ("word " * 1000)[:2000] + "..."
+    assert one_line(ValueError("")) == "ValueError"
+
+
+def test_key_mismatch_names_ten_of_each():
+    from models.artifacts import key_mismatch
+
+    assert key_mismatch(["a", "b"], ["b", "a"]) is None
+    text = key_mismatch([f"m{i:02d}" for i in range(12)] + ["kept"], ["kept", "extra"])
+    assert text == f"missing keys {[f'm{i:02d}' for i in range(10)]}..., unexpected keys ['extra']"

@@ -409,3 +409,11 @@ def test_pretrained_image_encoder_sees_224_pixels() -> None:
         assert encoder.resnet.shape == (2, 3, 224, 224)
     flat = encoder(torch.full((1, 3, 128, 128), 0.25))
     assert torch.allclose(flat, torch.full((1, 3), 0.25))  # a bilinear resize keeps a constant
+
+
+def test_a_region_side_no_block_has_is_a_clear_error() -> None:
+    """region_resolution 3 passes the config's range check but no block of a 32 px D is 3x3:
+    once a TypeError deep in __init__, now a ValueError naming the field."""
+    tiny = get_preset("tiny").discriminator
+    with pytest.raises(ValueError, match="region_resolution 3 is not the side of any block"):
+        Discriminator(DiscriminatorConfig(**{**tiny.__dict__, "region_resolution": 3}))

@@ -142,7 +142,7 @@ def test_interpolation_starts_and_ends_at_the_endpoints(pipe: XMCGANPipeline) ->
 
 
 def test_slerp_keeps_the_endpoints_and_the_shell() -> None:
-    from models.pipeline import slerp
+    from models.interpolation import slerp
 
     a, b = torch.randn(64), torch.randn(64)
     path = slerp(a, b, torch.linspace(0, 1, 9))

@@ -3,7 +3,7 @@
 The faithfulness scorer (`training.shapes.scorer`) and the shape classifier
 (`training.shapes.classifier`) share these, so the classifier is trained on exactly the
 crops the scorer will show it. Everything works on batches of float images in [0, 255]:
-`(B, 3, S, S)`. See "Scoring faithfulness" in `/work/shared/specs/shapes-benchmark.md`.
+`(B, 3, S, S)`. See "Scoring faithfulness" in docs/shapes-benchmark.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The shapes captions benchmark (spec v1, `/work/shared/specs/shapes-benchmark.md`).
+"""The shapes captions benchmark (spec v1, docs/shapes-benchmark.md).
 
 An offline stand-in for COCO captions whose every image can be scored exactly against
 its caption: one or two coloured shapes on a plain background, five templated captions

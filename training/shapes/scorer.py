@@ -1,6 +1,6 @@
 """Faithfulness of shapes-benchmark images to their captions' attributes.
 
-Implements "Scoring faithfulness" of `/work/shared/specs/shapes-benchmark.md`. Per image:
+Implements "Scoring faithfulness" of docs/shapes-benchmark.md. Per image:
 - background: the nearest background colour to the median of the outer ring (0.03 * S);
 - objects: the foreground (pixels far from that median) split into 8-connected
   components, the largest ones taken as the objects; when two objects are expected but

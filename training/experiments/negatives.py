@@ -1,4 +1,4 @@
-"""Hard-negative captions (TrainConfig.swap_negatives; not in the XMC-GAN paper).
+"""Swap-negative captions (TrainConfig.swap_negatives; not in the XMC-GAN paper).
 
 XMC-GAN's contrastive losses rank each image's caption above the batch's other captions. Those
 almost never differ from it only in a relation or in which object has which colour, so the
@@ -92,15 +92,3 @@ def encode_negatives(
     valid = torch.tensor([e is not None for e in edited], device=device)
     rows = list(range(len(captions)))
     return [(features.select(rows[p]), valid[p]) for p in parts]
-
-
-def hard_negatives(discriminator: Any, negatives: tuple[Any, Any] | None) -> Any:
-    """A sub-batch's swap negatives for the losses (`HardNegatives`), with D's sentence
-    projection V e_s in the graph; None without them."""
-    if negatives is None:
-        return None
-    from training.objectives import HardNegatives
-
-    text, valid = negatives
-    projected = discriminator.sentence_projection(text.sentence)
-    return HardNegatives(projected, text.words, text.mask, valid)

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from training.negatives import hard_negatives, swap_negative
+from training.experiments.negatives import swap_negative
 
 
 @pytest.mark.parametrize(
@@ -35,31 +35,35 @@ def test_each_caption_gets_one_of_the_edits_it_allows(caption: str, edits: set[s
     assert drawn == (edits or {None})
 
 
+def _d_output(trainer, sub):
+    fake = trainer.generator(sub.z, sub.sentence, sub.words, sub.mask)
+    return trainer.discriminator(torch.cat([sub.real, fake]), sub.sentence)
+
+
 def test_the_negatives_reach_l_sent_and_l_word(shapes_root, tiny_config, tmp_path, new_trainer):
-    from training.objectives import discriminator_loss
+    from training.experiments.swap import SwapNegativesObjective
+    from training.objectives import Objective
 
     trainer = new_trainer(tiny_config(shapes_root, swap_negatives=True), tmp_path / "run")
+    assert isinstance(trainer.objective, SwapNegativesObjective)
     batch = next(trainer.batches())
     captions = list(batch["caption"])
     subs = trainer.sub_batches(batch)
-    valid = torch.cat([sub.negatives[1] for sub in subs]).tolist()
+    valid = torch.cat([sub.extra.valid for sub in subs]).tolist()
     assert valid == [swap_negative(c, random.Random(0)) is not None for c in captions]
     assert any(valid) and not all(valid)  # both kinds in this batch, so the check has teeth
-    tokens = [t for sub in subs for t in sub.negatives[0].tokens]
+    tokens = [t for sub in subs for t in sub.extra.text.tokens]
     for caption, ok, drawn in zip(captions, valid, tokens, strict=True):
         allowed = {swap_negative(caption, random.Random(s)) for s in range(40)} if ok else set()
         allowed = [trainer.text_encoder.encode([a]).tokens[0] for a in allowed or {caption}]
         assert drawn in allowed
     sub = subs[0]
+    paper = Objective(trainer.weights)
     with torch.no_grad():
-        fake = trainer.generator(sub.z, sub.sentence, sub.words, sub.mask)
-        out = trainer.discriminator(torch.cat([sub.real, fake]), sub.sentence)
-        hard = hard_negatives(trainer.discriminator, sub.negatives)
-        _, with_negatives = discriminator_loss(
-            out, sub.words, sub.mask, trainer.weights, False, hard
-        )
-        _, without = discriminator_loss(out, sub.words, sub.mask, trainer.weights)
-    assert sub.negatives[1].any()
+        out = _d_output(trainer, sub)
+        _, with_negatives = trainer.objective.discriminator_loss(out, sub)
+        _, without = paper.discriminator_loss(out, sub)
+    assert sub.extra.valid.any()
     # one more candidate per image can only raise each image's cross-entropy
     assert with_negatives["sent"] > without["sent"] and with_negatives["word"] > without["word"]
     assert with_negatives["adv"] == without["adv"]
@@ -67,21 +71,31 @@ def test_the_negatives_reach_l_sent_and_l_word(shapes_root, tiny_config, tmp_pat
     assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
 
 
+def test_without_the_switch_the_trainer_keeps_the_paper_objective(
+    shapes_root, tiny_config, tmp_path, new_trainer
+):
+    from training.objectives import Objective
+
+    trainer = new_trainer(tiny_config(shapes_root), tmp_path / "run")
+    assert type(trainer.objective) is Objective
+    assert all(sub.extra is None for sub in trainer.sub_batches(next(trainer.batches())))
+
+
 def test_w_swap_adds_the_pair_ranking_term(shapes_root, tiny_config, tmp_path, new_trainer):
-    from training.objectives import LossWeights, discriminator_loss, generator_loss
+    from training.experiments.swap import SwapNegativesObjective
 
     config = tiny_config(shapes_root, swap_negatives=True, w_swap=3.0)
     trainer = new_trainer(config, tmp_path / "run")
-    assert trainer.weights.swap == 3.0
+    swap = trainer.objective
+    assert swap.text_weights["swap"] == 3.0
     sub = trainer.sub_batches(next(trainer.batches()))[0]
+    parts = {k: getattr(swap, k) for k in ("text_encoder", "discriminator", "device", "autocast")}
+    plain = SwapNegativesObjective(trainer.weights, False, 0.0, seed=0, rank=0, **parts)
     with torch.no_grad():
-        fake = trainer.generator(sub.z, sub.sentence, sub.words, sub.mask)
-        out = trainer.discriminator(torch.cat([sub.real, fake]), sub.sentence)
-        hard = hard_negatives(trainer.discriminator, sub.negatives)
-        plain = LossWeights.from_config(tiny_config(shapes_root, swap_negatives=True))
-        for loss in (discriminator_loss, generator_loss):
-            total, terms = loss(out, sub.words, sub.mask, trainer.weights, False, negatives=hard)
-            base, base_terms = loss(out, sub.words, sub.mask, plain, False, negatives=hard)
+        out = _d_output(trainer, sub)
+        for phase in ("discriminator_loss", "generator_loss"):
+            total, terms = getattr(trainer.objective, phase)(out, sub)
+            base, base_terms = getattr(plain, phase)(out, sub)
             assert "swap" in terms and "swap" not in base_terms and terms["swap"] > 0
             torch.testing.assert_close(total, base + 3.0 * terms["swap"])
 

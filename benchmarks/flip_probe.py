@@ -11,9 +11,9 @@ the relation) is drawn beside two twins with the same z:
   swapped   the two colours exchanged ("a red circle ... a blue square" -> "a blue circle
             ... a red square"): the drawing should swap which colour goes on which shape
 
-The edits are `training.negatives`' (the swap negatives of training). The scorer decides:
-a flip is followed when the original drawing passes the original caption's relation and
-the flipped drawing passes the flipped caption's; a swap is followed when the original
+The edits are those of `training.experiments.negatives` (the swap negatives of training). The
+scorer decides: a flip is followed when the original drawing passes the original caption's
+relation and the flipped drawing passes the flipped caption's; a swap is followed when the original
 drawing passes binding (both objects found, each colour on its own shape) and the swapped
 drawing passes the swapped caption's binding. Also printed: each side alone, whole-caption
 accuracy of each drawing, and the mean absolute pixel difference between the original and
@@ -70,12 +70,12 @@ def swapped_scene(attributes: dict[str, Any]) -> dict[str, Any]:
 def twins(caption: str, attributes: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
     """{"original", "flipped", "swapped"}: (caption, the scene it describes); {} when an
     edit does not give a caption of the edited scene (same colours, no relation named)."""
-    from training.negatives import _colours_exchanged, _relation_flipped
+    from training.experiments.negatives import colours_exchanged, relation_flipped
     from training.shapes.scenes import all_captions
 
     edits = {
-        "flipped": (_relation_flipped(caption), flipped_scene(attributes)),
-        "swapped": (_colours_exchanged(caption), swapped_scene(attributes)),
+        "flipped": (relation_flipped(caption), flipped_scene(attributes)),
+        "swapped": (colours_exchanged(caption), swapped_scene(attributes)),
     }
     # The text edit and the scene edit must agree: the edited caption is one the benchmark's
     # own templates give for the edited scene.

@@ -30,10 +30,10 @@ from models.layers import with_coordinates, word_attention
 __all__ = ["CAPTION_PATHS", "CoarseAttention", "CoordinateQuery", "SentenceHead", "TokenLayer"]
 
 
-def _zero(*layers: nn.Module) -> None:
+def _zero(*layers: nn.Linear | nn.Conv2d) -> None:
     for layer in layers:
         nn.init.zeros_(layer.weight)
-        if getattr(layer, "bias", None) is not None:
+        if layer.bias is not None:
             nn.init.zeros_(layer.bias)
 
 
@@ -116,6 +116,8 @@ class CoarseAttention(nn.Module):
 
     def reset_identity(self) -> None:
         _zero(self.out)
+        if self.coords is not None:
+            self.coords.reset_identity()
 
     def forward(self, x: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape  # (B, C, 8, 8)

@@ -69,9 +69,9 @@ class Generator(nn.Module, ArtifactMixin):
             else None
         )
         init_glorot(self)
-        for module in self.modules():
-            if hasattr(module, "reset_identity"):
-                module.reset_identity()  # each caption path starts as the identity
+        for path in (self.sentence_head, self.token_layer, self.word_coords, self.coarse_attention):
+            if path is not None:
+                path.reset_identity()  # each caption path starts as the identity
 
     @classmethod
     def from_preset(cls, name: str) -> Generator:

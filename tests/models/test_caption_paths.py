@@ -76,3 +76,16 @@ def test_artifact_round_trip_keeps_the_paths(tmp_path):
     inputs = _inputs(2, g.config)
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(*inputs), g(*inputs))
+
+
+def test_a_fresh_generator_matches_the_frozen_arms_initialisation():
+    """Every path module is reset, nested ones included (the coordinate query inside the 8x8
+    attention): the arms' runs started from exactly this."""
+    config = dataclasses.replace(get_preset("tiny").generator, caption_paths=CAPTION_PATHS)
+    g = Generator(config)
+    for name in ("to_global", "to_stem"):
+        assert not getattr(g.sentence_head, name).weight.any()
+    assert not g.token_layer.out.weight.any() and not g.token_layer.ff2.weight.any()
+    assert not g.word_coords.projection.weight.any()
+    assert not g.coarse_attention.out.weight.any()
+    assert not g.coarse_attention.coords.projection.weight.any()

@@ -39,7 +39,7 @@ NEGATIVES_STREAM = 1000  # derived_seed's last part for them (the noise uses 0 .
 _WORD = re.compile(r"[A-Za-z]+")
 
 
-def _relation_flipped(caption: str) -> str | None:
+def relation_flipped(caption: str) -> str | None:
     def swap(match: re.Match[str]) -> str:
         word = match.group(0)
         other = OPPOSITES.get(word.lower())
@@ -51,7 +51,7 @@ def _relation_flipped(caption: str) -> str | None:
     return flipped if flipped != caption else None
 
 
-def _colours_exchanged(caption: str) -> str | None:
+def colours_exchanged(caption: str) -> str | None:
     found: list[re.Match[str]] = []
     for match in _WORD.finditer(caption):
         word = match.group(0).lower()
@@ -74,7 +74,7 @@ def _colours_exchanged(caption: str) -> str | None:
 def swap_negative(caption: str, rng: random.Random) -> str | None:
     """The caption with its relation reversed or two of its colours exchanged (one of the
     edits it allows, drawn with `rng`), or None when it allows neither."""
-    edits = [edit for edit in (_relation_flipped(caption), _colours_exchanged(caption)) if edit]
+    edits = [edit for edit in (relation_flipped(caption), colours_exchanged(caption)) if edit]
     return rng.choice(edits) if edits else None
 
 

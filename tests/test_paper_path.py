@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT_NAMES = {
     "swap_negatives",
     "w_swap",
+    "w_mismatch",
     "d_coords",
     "d_sentence_head",
     "coords",
@@ -55,7 +56,7 @@ def test_the_paper_path_names_no_experiment() -> None:
 
 
 def test_experiment_switches_are_read_in_their_room_alone() -> None:
-    switches = {"swap_negatives", "w_swap", "d_coords", "d_sentence_head"}
+    switches = {"swap_negatives", "w_swap", "w_mismatch", "d_coords", "d_sentence_head"}
     room = ROOT / "training" / "experiments"
     for folder in ("models", "training", "xmc_service"):
         for path in (ROOT / folder).rglob("*.py"):

@@ -53,6 +53,9 @@ class TrainConfig:
     # weight of L_swap, that ranking once more with the edited caption as the only candidate
     # (0 = off; needs swap_negatives)
     w_swap: float = 0.0
+    # weight of L_mismatch in L_D: each real image with its edited caption scored as fake by D's
+    # hinge (the matching-aware D of GAN-INT-CLS; 0 = off; needs swap_negatives)
+    w_mismatch: float = 0.0
     # coordinate channels in D (DiscriminatorConfig.coords, CoordConv)
     d_coords: bool = False
     # D's V e_s as an MLP of e_s (DiscriminatorConfig.sentence_head)

@@ -9,6 +9,8 @@ every switch off a run is the paper's. Their code is this package and, for D's v
 - swap_negatives: one edited caption per image (its relation reversed or two colours
   exchanged) as one more candidate in L_sent and L_word (negatives.py, swap.py, losses.py);
 - w_swap: + w_swap L_swap, the caption ranked against its edited copy alone (swap.py);
+- w_mismatch: + w_mismatch L_mismatch in L_D, D's hinge scoring a real image with its edited
+  caption as fake (the matching-aware D of GAN-INT-CLS; swap.py, losses.py);
 - d_coords, d_sentence_head: coordinate channels in D, and D's V e_s as an MLP of e_s
   (DiscriminatorConfig.coords / sentence_head, built by models/discriminator_variants.py).
 
@@ -37,6 +39,10 @@ def check(config: Any) -> None:
     """Refuse experiment switches that cannot work together (a TrainConfig's validation)."""
     if config.w_swap < 0 or (config.w_swap and not config.swap_negatives):
         raise ValueError(f"w_swap ({config.w_swap}) must be >= 0 and needs swap_negatives=true")
+    if config.w_mismatch < 0 or (config.w_mismatch and not config.swap_negatives):
+        raise ValueError(
+            f"w_mismatch ({config.w_mismatch}) must be >= 0 and needs swap_negatives=true"
+        )
 
 
 def discriminator_config(config: Any, discriminator: DiscriminatorConfig) -> DiscriminatorConfig:
@@ -67,6 +73,7 @@ def objective(
         weights,
         config.gather_negatives,
         config.w_swap,
+        w_mismatch=config.w_mismatch,
         seed=config.seed,
         rank=rank,
         text_encoder=text_encoder,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from models.losses import RHO1, RHO2, RHO3, TAU, l2_normalize, word_region_scores
 
 __all__ = [
+    "mismatch_hinge_loss",
     "sentence_contrastive_loss_with_negatives",
     "swap_ranking_loss",
     "word_region_contrastive_loss_with_negatives",
@@ -149,3 +150,43 @@ def swap_ranking_loss(
         negative = (image_hat * l2_normalize(negatives.float())).sum(1)  # (B,)
         losses = F.softplus((negative - positive) / temperature)  # (B,)
         return (losses * valid).sum() / valid.sum().clamp(min=1)
+
+
+def mismatch_hinge_loss(
+    logits: torch.Tensor,
+    image_features: torch.Tensor,
+    sentence_features: torch.Tensor,
+    negatives: torch.Tensor,
+    valid: torch.Tensor,
+) -> torch.Tensor:
+    """L_mismatch: a real image with its edited caption scored as fake, in D's hinge.
+
+    The matching-aware discriminator of GAN-INT-CLS (Reed et al. 2016, "Generative Adversarial
+    Text to Image Synthesis", Sec. 4.1) with the swap negative as the mismatched caption: D's
+    projection logit l(x, e) = w.phi(x) + phi(x).V e, taken with the edited caption's V e^-
+    in place of the caption's, is pushed below -1, so D's *adversarial* score (the one G's hinge
+    reads) and not only its contrastive scores tells the relation or the binding apart.
+
+    Args:
+        logits: (B,) l(x, e) of the real images with their own captions.
+        image_features: (B, d) phi(x).
+        sentence_features: (B, d) V e_s of each image's caption.
+        negatives: (B, d) V e_s of each caption's edited copy.
+        valid: (B,) bool, the rows that count.
+    Returns:
+        scalar float32 loss, mean of relu(1 + l(x, e^-)) over the valid rows; 0 (still on the
+        graph) when no row is valid.
+    """
+    if logits.dim() != 1 or image_features.shape != sentence_features.shape:
+        raise ValueError(
+            f"expected logits (B,) and features (B, d) twice, got {tuple(logits.shape)}, "
+            f"{tuple(image_features.shape)} and {tuple(sentence_features.shape)}"
+        )
+    _require("negatives", negatives, sentence_features.shape, valid)
+    with _full_precision(image_features):
+        features = image_features.float()
+        own = (features * sentence_features.float()).sum(1)  # (B,)
+        edited = (features * negatives.float()).sum(1)  # (B,)
+        losses = F.relu(1.0 + logits.float() - own + edited)  # (B,)
+    weights = valid.to(losses.dtype)
+    return (losses * weights).sum() / weights.sum().clamp_min(1.0)

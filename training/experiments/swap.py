@@ -3,6 +3,8 @@
 The paper's objective, with each image's caption also ranked above one edited copy of it (its
 relation reversed or two colours exchanged, `negatives.py`) inside L_sent and L_word of both
 phases, and with w_swap > 0 that ranking once more on its own: + w_swap L_swap in L_D and L_G.
+With w_mismatch > 0, D's hinge also scores each real image with its edited caption as fake
+(+ w_mismatch L_mismatch in L_D alone, the matching-aware discriminator of GAN-INT-CLS).
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import torch
 from models.discriminator import Discriminator, DiscriminatorOutput
 from training.data.stream import derived_seed
 from training.experiments.losses import (
+    mismatch_hinge_loss,
     sentence_contrastive_loss_with_negatives,
     swap_ranking_loss,
     word_region_contrastive_loss_with_negatives,
 )
 from training.experiments.negatives import NEGATIVES_STREAM, encode_negatives
-from training.objectives import Captions, LossWeights, Objective, gather
+from training.objectives import Captions, LossWeights, Objective, gather, split_real_fake
 
 
 @dataclass
@@ -44,6 +47,7 @@ class SwapNegativesObjective(Objective):
         gather_negatives: bool,
         w_swap: float,
         *,
+        w_mismatch: float = 0.0,
         seed: int,
         rank: int,
         text_encoder: Any,
@@ -52,7 +56,7 @@ class SwapNegativesObjective(Objective):
         autocast: Callable[[], AbstractContextManager[Any]],
     ) -> None:
         super().__init__(weights, gather_negatives)
-        self.w_swap = w_swap
+        self.w_swap, self.w_mismatch = w_swap, w_mismatch
         if w_swap:
             self.text_weights["swap"] = w_swap
         self.seed, self.rank = seed, rank
@@ -108,3 +112,21 @@ class SwapNegativesObjective(Objective):
                 half.features, half.sentence, projected, negatives.valid, w.temperature
             )
         return terms
+
+    def discriminator_loss(
+        self, out: DiscriminatorOutput, sub: Captions
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The paper's L_D (with the negatives in its text terms), + w_mismatch L_mismatch."""
+        total, terms = super().discriminator_loss(out, sub)
+        if self.w_mismatch:
+            real, _ = split_real_fake(out)
+            negatives: SwapNegatives = sub.extra
+            terms["mismatch"] = mismatch_hinge_loss(
+                real.logits,
+                real.features,
+                real.sentence,
+                self.projected(negatives),
+                negatives.valid,
+            )
+            total = total + self.w_mismatch * terms["mismatch"]
+        return total, terms

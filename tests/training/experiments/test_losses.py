@@ -17,6 +17,7 @@ from tests.models.naive import (
     seeded,
 )
 from training.experiments.losses import (
+    mismatch_hinge_loss,
     sentence_contrastive_loss_with_negatives,
     swap_ranking_loss,
     word_region_contrastive_loss_with_negatives,
@@ -116,3 +117,25 @@ def test_float32_under_bf16_autocast():
             result = loss(a, b, neg, valid)
         assert result.dtype == torch.float32, loss.__name__
         torch.testing.assert_close(result, loss(a.float(), b.float(), neg.float(), valid))
+
+
+def test_mismatch_hinge_is_the_hinge_of_the_logit_with_the_edited_caption():
+    g = seeded(11)
+    phi, own, edited = (torch.randn(4, 3, generator=g) for _ in range(3))
+    unconditional = torch.randn(4, generator=g)
+    logits = unconditional + (phi * own).sum(1)  # D's projection logit with the own caption
+    valid = torch.tensor([True, True, False, True])
+    expected = [
+        max(
+            0.0,
+            1.0 + float(unconditional[i]) + sum(float(phi[i, k] * edited[i, k]) for k in range(3)),
+        )
+        for i in range(4)
+        if valid[i]
+    ]
+    loss = mismatch_hinge_loss(logits, phi, own, edited, valid)
+    assert loss.item() == pytest.approx(sum(expected) / len(expected), rel=1e-5)
+    none = mismatch_hinge_loss(logits, phi, own, edited, torch.zeros(4, dtype=torch.bool))
+    assert none.item() == 0.0
+    with pytest.raises(ValueError, match="expected logits"):
+        mismatch_hinge_loss(logits[:, None], phi, own, edited, valid)

@@ -106,3 +106,35 @@ def test_w_swap_needs_swap_negatives_and_a_sign(options) -> None:
 
     with pytest.raises(ValueError, match="w_swap"):
         TrainConfig(data="x", **options)
+
+
+def test_w_mismatch_adds_the_matching_aware_term_to_d_alone(
+    shapes_root, tiny_config, tmp_path, new_trainer
+):
+    from training.experiments.swap import SwapNegativesObjective
+
+    config = tiny_config(shapes_root, swap_negatives=True, w_mismatch=2.0)
+    trainer = new_trainer(config, tmp_path / "run")
+    sub = trainer.sub_batches(next(trainer.batches()))[0]
+    parts = {k: getattr(trainer.objective, k) for k in ("text_encoder", "discriminator")}
+    parts.update(device=trainer.objective.device, autocast=trainer.objective.autocast)
+    plain = SwapNegativesObjective(trainer.weights, False, 0.0, seed=0, rank=0, **parts)
+    with torch.no_grad():
+        out = _d_output(trainer, sub)
+        total, terms = trainer.objective.discriminator_loss(out, sub)
+        base, _ = plain.discriminator_loss(out, sub)
+        assert terms["mismatch"] > 0
+        torch.testing.assert_close(total, base + 2.0 * terms["mismatch"])
+        g_total, g_terms = trainer.objective.generator_loss(out, sub)
+        assert "mismatch" not in g_terms
+        torch.testing.assert_close(g_total, plain.generator_loss(out, sub)[0])
+
+
+@pytest.mark.parametrize(
+    "options", [{"w_mismatch": 1.0}, {"w_mismatch": -1.0, "swap_negatives": True}]
+)
+def test_w_mismatch_needs_swap_negatives_and_a_sign(options) -> None:
+    from training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="w_mismatch"):
+        TrainConfig(data="x", **options)

@@ -201,6 +201,23 @@ carried by shape and background, while colour had levelled off at 0.92 and relat
 """
 
 
+def two_object_section(results: dict, headline: dict) -> str:
+    """The whole-caption figures of the two-object scenes, and the README's headline caption."""
+    val, held = (results[s]["generated"] for s in ("val", "test_heldout"))
+    two_val, two_held = val["two_objects"], held["two_objects"]
+    return f"""
+## Two objects
+
+Scored by the whole caption (every check the caption names), the two-object scenes:
+**{two_val["whole_caption"]:.3f} on val and {two_held["whole_caption"]:.3f} on test_heldout**
+(one-object captions {val["one_object"]["whole_caption"]:.3f} / \
+{held["one_object"]["whole_caption"]:.3f}); binding (each colour on its own shape) \
+{two_val["binding"]:.3f} / {two_held["binding"]:.3f}. "{headline["caption"]}" is right in \
+**{headline["right"]} of {len(headline["seeds"])} seeds** \
+(`python -m benchmarks.flip_probe --data DATA`).
+"""
+
+
 def meets_target(scores: dict) -> bool:
     """Issue 11's target: val >= 0.90 and test_heldout >= 0.75 of the ceiling, relation >= 0.80."""
     ratio = {s: scores[s]["generated"]["mean"] / scores[s]["real"]["mean"] for s in scores}
@@ -319,7 +336,12 @@ def main() -> None:
         "history": "; ".join(x for x in (history_summary(args.run_dir), args.history) if x),
         "scores": scores,
     }
+    from benchmarks.flip_probe import headline_count
+    from training.shapes.classifier import load_or_train
+
+    headline = headline_count(pipe, load_or_train(pipe.resolution, data_root=args.data))
     card = model_card(args, pipe, results, run) + complete_captions_section(complete, args.num)
+    card += two_object_section(results, headline)
     if not meets_target(scores):
         card += LIMITS_SECTION
     (args.out / "MODEL_CARD.md").write_text(card)

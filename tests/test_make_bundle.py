@@ -73,3 +73,20 @@ def test_the_bundles_readme_is_what_the_script_writes(make_bundle, tmp_path: Pat
     preset = json.loads((bundle / "config.json").read_text())["training"]["preset"]
     make_bundle.write_bundle_readme(tmp_path, "xmc-shapes-32", preset)
     assert (tmp_path / "README.md").read_text() == (bundle / "README.md").read_text()
+
+
+def test_the_two_object_section_gives_the_whole_caption_figures(make_bundle) -> None:
+    def generated(two: float, one: float, binding: float) -> dict:
+        return {
+            "generated": {
+                "two_objects": {"whole_caption": two, "binding": binding},
+                "one_object": {"whole_caption": one},
+            }
+        }
+
+    results = {"val": generated(0.264, 0.964, 0.462), "test_heldout": generated(0.237, 0.981, 0.4)}
+    headline = {"caption": "a red circle above a blue square", "seeds": list(range(16)), "right": 3}
+    text = make_bundle.two_object_section(results, headline)
+    assert "**0.264 on val and 0.237 on test_heldout**" in text
+    assert "one-object captions 0.964 / 0.981" in text and "binding (each" in text
+    assert '"a red circle above a blue square" is right in **3 of 16 seeds**' in text

@@ -63,15 +63,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def trainer_state(trainer: Any) -> dict[str, Any]:
+def trainer_state(trainer: Any, stream_positions: list[list[int]] | None = None) -> dict[str, Any]:
     """A trainer's checkpoint: G, D, EMA, both optimisers, the position (steps and images
-    seen, epoch and image within it), fault counts, RNG states and the full resolved config
-    (`describe()`), so the checkpoint alone rebuilds any of its networks."""
+    seen, epoch and image within it, and for shards the items consumed from each loader
+    stream of each rank: `stream_positions`, gathered from every rank), fault counts, RNG
+    states and the full resolved config (`describe()`), so the checkpoint alone rebuilds
+    any of its networks."""
+    if stream_positions is None:
+        stream_positions = [list(trainer.data.stream_positions)]
     return {
         **{name: getattr(trainer, name).state_dict() for name in TRAINED},
         **{name: getattr(trainer, name) for name in COUNTERS},
         "epoch": trainer.data.epoch,
         "image_in_epoch": trainer.data.image_in_epoch,
+        "stream_positions": stream_positions,
         "batch_size": trainer.batch_size,
         "rng": rng_state(),
         "world_size": trainer.info.world_size,
@@ -95,7 +100,23 @@ def restore_trainer(trainer: Any, state: dict[str, Any], path: Path) -> None:
         raise RunError(f"{path}: does not fit this run's networks ({reason})") from None
     for name in COUNTERS:
         setattr(trainer, name, int(state[name]))
-    trainer.data.epoch, trainer.data.image_in_epoch = state["epoch"], state["image_in_epoch"]
+    data = trainer.data
+    data.epoch, data.image_in_epoch = state["epoch"], state["image_in_epoch"]
+    positions = state.get("stream_positions")
+    if positions is None:  # a checkpoint from before they were kept
+        batch = int(state.get("batch_size", trainer.batch_size))
+        data.stream_positions = data.positions_after(data.image_in_epoch, batch)
+    else:
+        mine = [int(p) for p in positions[trainer.info.rank]]
+        if len(mine) != len(data.stream_positions) and hasattr(data.dataset, "resume_at"):
+            raise RunError(
+                f"{path} was written reading the shards with {len(mine)} DataLoader stream(s), "
+                f"this run has {len(data.stream_positions)}: resume with --num-workers "
+                f"{len(mine)} (each worker reads its own shards)"
+            )
+        data.stream_positions = (
+            mine if len(mine) == len(data.stream_positions) else [0] * len(data.stream_positions)
+        )
     set_rng_state(state["rng"])
 
 

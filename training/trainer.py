@@ -30,6 +30,7 @@ from training.distributed import (
     average_buffers,
     average_gradients,
     barrier,
+    gather_lists,
     init_distributed,
 )
 from training.faults import (
@@ -140,9 +141,9 @@ class Trainer:
         self.resumed_from, self._saved_images = path, self.images_seen
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, stream_positions: list[list[int]] | None = None) -> dict[str, Any]:
         """Everything a resume needs, as tensors and primitives (see training.checkpoint)."""
-        return trainer_state(self)
+        return trainer_state(self, stream_positions)
 
     def load_state(self, state: dict[str, Any], path: Path) -> None:
         restore_trainer(self, state, path)
@@ -159,8 +160,9 @@ class Trainer:
                 f"the weights became non-finite at step {self.step}; not saved, the last good "
                 f"checkpoint is {self._last_checkpoint()}"
             )
+        positions = gather_lists(self.data.stream_positions, self.info)  # every rank's shards
         if self.info.is_main:
-            save_checkpoint(path, self.state_dict())
+            save_checkpoint(path, self.state_dict(positions))
             self.run.prune(self.config.keep_checkpoints)
         self._saved_images = self.images_seen
         return path
@@ -176,8 +178,9 @@ class Trainer:
 
     @property
     def bad_records(self) -> int:
-        """Undecodable images skipped while training plus empty captions dropped at load."""
-        return self.bad_images + getattr(self.dataset, "empty_captions", 0)
+        """Bad records passed over in this run's batches plus those its source dropped at load
+        (empty captions, missing files, malformed lines: `load_skipped`)."""
+        return self.bad_images + getattr(self.dataset, "load_skipped", 0)
 
     def _noise(self, n: int, sub: int) -> torch.Tensor:
         c = self.config

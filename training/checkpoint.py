@@ -125,10 +125,15 @@ class _HashingWriter:
 
     def __init__(self, file: BinaryIO) -> None:
         self.file, self.hash = file, hashlib.sha256()
+        self.error: OSError | None = None  # what the file raised: torch reports it unreadably
 
     def write(self, data: bytes) -> int:
         self.hash.update(data)
-        return self.file.write(data)
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
 
     def flush(self) -> None:
         self.file.flush()
@@ -139,11 +144,12 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     previous checkpoints intact and raises CheckpointError naming the file."""
     path = Path(path)
     digests: list[str] = []
+    writers: list[_HashingWriter] = []
 
     def write(file: BinaryIO) -> None:
-        writer = _HashingWriter(file)
-        torch.save(state, writer)
-        digests.append(writer.hash.hexdigest())
+        writers.append(_HashingWriter(file))
+        torch.save(state, writers[0])
+        digests.append(writers[0].hash.hexdigest())
 
     try:
         atomic_write(path, write)
@@ -151,6 +157,12 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
         atomic_write(sidecar(path), lambda f: f.write(line.encode()))
     except OSError as error:
         raise CheckpointError(f"cannot write checkpoint {path}: {error}") from None
+    except RuntimeError as error:
+        # torch turns the file's OSError (a full disk: ENOSPC) into "[enforce fail at
+        # inline_container.cc] unexpected pos": name the file and the OSError instead
+        cause = writers[0].error if writers and writers[0].error else error
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
+        raise CheckpointError(f"cannot write checkpoint {path}: {reason}") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -180,7 +192,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path}: not a training checkpoint of this trainer (no {missing})")
+    bad = [name for name in ("generator", "discriminator", "ema") if not _finite(state[name])]
+    if bad:
+        raise CheckpointError(
+            f"{path}: non-finite (NaN or inf) weights in {', '.join(bad)}: not a good checkpoint"
+        )
     return state
+
+
+def _finite(weights: dict[str, Any]) -> bool:
+    from training.faults import all_finite
+
+    return all_finite(t for t in weights.values() if torch.is_tensor(t) and t.is_floating_point())
 
 
 def load_latest(

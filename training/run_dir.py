@@ -18,6 +18,7 @@ from typing import Any
 from models.artifacts import write_json_atomic
 from training.checkpoint import checkpoint_name, list_checkpoints, prune_checkpoints
 from training.faults import RunError
+from training.logs import append_line
 
 NETWORKS = ("generator", "discriminator", "text_encoder")
 
@@ -69,8 +70,7 @@ class RunDir:
     def record(self, event: str, **fields: Any) -> None:
         """Append one line to history.jsonl (a session without an "end" line was killed)."""
         entry = {"event": event, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields}
-        with self.history_path.open("a") as f:
-            f.write(json.dumps(entry, sort_keys=True) + "\n")
+        append_line(self.history_path, json.dumps(entry, sort_keys=True))
 
     def history(self) -> list[dict[str, Any]]:
         if not self.history_path.exists():

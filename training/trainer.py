@@ -41,6 +41,7 @@ from training.faults import (
     all_finite,
     one_line,
     warn,
+    worker_died,
 )
 from training.logs import TrainLogs
 from training.objectives import BatchNormStatsFrozen, LossWeights
@@ -129,6 +130,7 @@ class Trainer:
         except CheckpointError as error:
             raise RunError(str(error)) from None
         if latest is None:  # a fresh run: from scratch, or G (and D) from saved ones
+            self._saved_images = 0
             if self.config.init_generator:
                 build.initial_generator(self.generator, self.ema, self.config.init_generator)
             if self.config.init_discriminator:
@@ -349,6 +351,7 @@ class Trainer:
             except BaseException as error:
                 self._save_after(error, mid_step)
                 self._record("end", how=f"error: {one_line(error)}")
+                self._forget_failed_start()
                 raise
             finally:
                 batches.close()  # shuts the DataLoader workers down now
@@ -369,20 +372,32 @@ class Trainer:
             return None
         try:
             return next(batches)
-        except RuntimeError:
-            if not stop.requested:
+        except RuntimeError as error:
+            if worker_died(error) and not stop.requested:
+                # a signal to a worker alone (an orchestrator signals every process of a job)
+                warn(f"{one_line(error)}: stopping at step {self.step} to save")
+            elif not stop.requested:
                 raise
-            return None  # a worker stopped by the same signal: stop cleanly
+            return None  # a worker stopped by a signal: stop cleanly
 
     def _save_after(self, error: BaseException, mid_step: bool) -> None:
         """After an error between two steps, keep the progress; after a failed step, a failed
         save or non-finite weights, leave the last good checkpoint as it is."""
         if mid_step or isinstance(error, (CheckpointError, NonFiniteError)):
             return
+        if self.images_seen == self._saved_images:
+            return  # nothing new to keep (a start that failed before its first step)
         try:
             self.save()
         except Exception as again:  # noqa: BLE001 - the first error is the one to report
             warn(f"could not save after the error: {one_line(again)}")
+
+    def _forget_failed_start(self) -> None:
+        """A fresh run that failed before its first checkpoint leaves no config.json: the
+        next start, with other flags, must not be taken for a resume of this one (its saved
+        config is the base of `xmc-train`'s, and a changed preset would be refused)."""
+        if self.info.is_main and self.resumed_from is None and not self.run.checkpoints():
+            self.run.config_path.unlink(missing_ok=True)
 
     def _record(self, event: str, **fields: Any) -> None:
         if self.info.is_main:

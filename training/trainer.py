@@ -4,6 +4,7 @@ of G; `fit` is the loop around it. Progress is counted in steps and in images se
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -89,6 +90,7 @@ class Trainer:
         self.described = describe(c)
         self.run = RunDir(run_dir)
         self.run.check_config(self.described)
+        self._status(f"building the {c.preset} networks")
         nets = build.networks(c, self.model_configs, self.device, self.channels_last, self.info)
         self.generator, self.discriminator, self.ema = nets.generator, nets.discriminator, nets.ema
         self.opt_g, self.opt_d = nets.opt_g, nets.opt_d
@@ -97,8 +99,14 @@ class Trainer:
         self.weights = LossWeights.from_config(c)
         self.step = self.images_seen = self.skipped_steps = self.bad_in_row = self.bad_images = 0
         resolution = self.model_configs.generator.resolution
+        if dataset is None:
+            self._status(f"reading the data index of {c.data}")
         self.dataset = dataset if dataset is not None else build.dataset(c, resolution)
+        if text_encoder is None:
+            self._status(f"loading the text encoder {self.model_configs.text_encoder.name_or_path}")
         encoder = build.text_encoder(text_encoder, self.model_configs, self.device)
+        if c.text_cache not in ("off", "memory"):
+            self._status(f"opening the text feature cache {c.text_cache}")
         self.text_encoder = build.cached_text_encoder(c, encoder, self.dataset, self.progress)
         loader = {"num_workers": c.num_workers, "pin_memory": self.device.type == "cuda"}
         self.data = DataStream(self.dataset, self.batch_size, c.seed, self.info, **loader)
@@ -117,6 +125,12 @@ class Trainer:
         self._open_run_dir()
 
     # ------------------------------------------------------------------ setup
+    def _status(self, doing: str) -> None:
+        """One line per loading phase before the progress bar, so a start is never silent
+        (with the progress bar only: logs and tests stay as they were)."""
+        if self.progress:
+            print(f"xmc-train: {doing}...", file=sys.stderr, flush=True)
+
     def _open_run_dir(self) -> None:
         """Write config.json, drop stale temp files, and resume from the newest checkpoint that
         passes its checksum (warning about any newer one that did not)."""
@@ -125,6 +139,7 @@ class Trainer:
             for stale in self.run.create(self.described):
                 warn(f"removed {stale}, a temporary file left by an interrupted write")
         barrier(self.info)
+        self._status(f"looking for checkpoints in {self.run.path}")
         try:
             latest = load_latest(self.run.path, quarantine=self.info.is_main)
         except CheckpointError as error:
@@ -313,6 +328,7 @@ class Trainer:
         """Train to config.steps. Saves every checkpoint_every steps, at the end, on SIGINT /
         SIGTERM and after an error between two steps; never after a failed step."""
         c, world = self.config, self.info.world_size
+        self._status("opening the logs (stats.jsonl, TensorBoard)")
         logs = TrainLogs.for_trainer(self)
         captions = sample_captions(c, self.dataset) if self.info.is_main else []
         batches = self.batches()

@@ -10,6 +10,7 @@ skips nothing (training.data.shards says exactly what it does).
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -62,6 +63,22 @@ def shutdown(iterator: Any) -> None:
     stop = getattr(iterator, "_shutdown_workers", None)  # torch's own teardown, when it has one
     if stop is not None:
         stop()
+
+
+def killed_workers(iterator: Any) -> None:
+    """Raise the DataLoader's own "worker ... is killed by signal" error when a worker of this
+    iterator has died. The DataLoader finds out only when it waits for that worker's next
+    batch (and not at all when the worker had delivered all of its batches): a signal to a
+    worker alone (an orchestrator signals every process of a job) must stop the run as one
+    to the main process does (`training.faults.worker_died`)."""
+    for worker in getattr(iterator, "_workers", ()):  # torch's worker processes, when any
+        code, pid = worker.exitcode, worker.pid
+        if code and code < 0:
+            raise RuntimeError(
+                f"DataLoader worker (pid {pid}) is killed by signal: {signal.strsignal(-code)}"
+            )
+        if code:
+            raise RuntimeError(f"DataLoader worker (pid {pid}) exited unexpectedly ({code})")
 
 
 class DataStream:
@@ -154,12 +171,14 @@ class DataStream:
             delivered = 0
             try:
                 for batch in iterator:
+                    killed_workers(iterator)
                     self._advance(batch)
                     delivered += 1
                     yield batch
             finally:
                 shutdown(iterator)
-                del iterator
+            killed_workers(iterator)  # one killed after its last batch: stop all the same
+            del iterator
             if not delivered and not resumed and isinstance(self.dataset, IterableDataset):
                 raise RunError(
                     f"an epoch of the shards gave no batch of {self.batch} images: each of the "

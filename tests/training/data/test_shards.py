@@ -150,7 +150,8 @@ def _resumed(folder: Path, stopped, batch: int, workers: int):
     """A new stream at `stopped`'s position, as a checkpoint restores it."""
     stream = _stream(folder, batch, workers)
     stream.epoch, stream.image_in_epoch = stopped.epoch, stopped.image_in_epoch
-    stream.stream_positions = list(stopped.stream_positions)
+    if hasattr(stopped, "stream_positions"):  # kept since the epoch-end fix
+        stream.stream_positions = list(stopped.stream_positions)
     return stream
 
 

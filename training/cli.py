@@ -136,7 +136,9 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _error(message: str) -> None:
-    print(f"xmc-train: error: {message}", file=sys.stderr, flush=True)
+    # under torchrun each rank reports its own error: say whose it is
+    rank = f"rank {os.environ['RANK']}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    print(f"xmc-train: error: {rank}{message}", file=sys.stderr, flush=True)
 
 
 def train_main(argv: Sequence[str] | None = None, *, text_encoder: Any = None) -> int:

@@ -383,9 +383,20 @@ class Trainer:
         }
 
     def _next_batch(self, batches: Iterator[dict[str, Any]], stop: StopSignals):
-        """The next batch, or None when a stop was asked for (on any rank)."""
-        if any_flag(stop.requested, self.info, self.device):
+        """The next batch, or None when a stop was asked for or a DataLoader worker died (on
+        any rank). Under torchrun every rank takes its batch first and then all agree, so
+        that a worker dying on one rank stops them all at the same step; a batch taken but
+        not trained on goes back to the position (`DataStream.untake`)."""
+        if not self.info.enabled:
+            return None if stop.requested else self._take(batches, stop)
+        batch = None if stop.requested else self._take(batches, stop)
+        if any_flag(batch is None, self.info, self.device):
+            if batch is not None:
+                self.data.untake()
             return None
+        return batch
+
+    def _take(self, batches: Iterator[dict[str, Any]], stop: StopSignals):
         try:
             return next(batches)
         except RuntimeError as error:
@@ -400,6 +411,11 @@ class Trainer:
         """After an error between two steps, keep the progress; after a failed step, a failed
         save or non-finite weights, leave the last good checkpoint as it is."""
         if mid_step or isinstance(error, (CheckpointError, NonFiniteError)):
+            return
+        if self.info.enabled:
+            # the error may be this rank's alone: the others are in a collective of the next
+            # step and a save (which gathers every rank's data position) would wait for them
+            warn(f"rank {self.info.rank}: not saved after the error; resume from the last save")
             return
         if self.images_seen == self._saved_images:
             return  # nothing new to keep (a start that failed before its first step)

@@ -108,6 +108,7 @@ class DataStream:
         self.epoch, self.image_in_epoch = 0, 0
         # shards: items consumed in this epoch from each worker's stream (module doc)
         self.stream_positions = [0] * max(self.num_workers, 1)
+        self._before: tuple[int, int, list[int]] | None = None  # the position before a batch
 
     def _loader(self) -> DataLoader:
         if isinstance(self.dataset, IterableDataset):
@@ -154,12 +155,20 @@ class DataStream:
         return [-(-max(batches - k, 0) // slots) * batch for k in range(slots)]
 
     def _advance(self, batch: dict[str, Any]) -> None:
+        self._before = (self.epoch, self.image_in_epoch, list(self.stream_positions))
         self.image_in_epoch += self.batch
         if "stream" in batch:  # shards: one past the newest item taken from each stream
             for stream, index in zip(
                 batch["stream"].tolist(), batch["index"].tolist(), strict=True
             ):
                 self.stream_positions[stream] = max(self.stream_positions[stream], index + 1)
+
+    def untake(self) -> None:
+        """Put the position back before the last batch handed out (taken, then not trained
+        on): a resume starts with it."""
+        if self._before is not None:
+            self.epoch, self.image_in_epoch, self.stream_positions = self._before
+            self._before = None
 
     def batches(self) -> Iterator[dict[str, Any]]:
         """The position moves past a batch when it is handed out; closing the generator (or an

@@ -52,7 +52,10 @@ class RunDir:
         stale = sorted(self.path.glob("*.tmp")) + sorted(self.samples.glob("*.tmp"))
         for path in stale:
             path.unlink(missing_ok=True)
-        write_json_atomic(self.config_path, described)
+        try:
+            write_json_atomic(self.config_path, described)
+        except OSError as error:  # a full disk: name the file
+            raise RunError(f"cannot write {self.config_path}: {error}") from None
         return stale
 
     def checkpoint_path(self, step: int) -> Path:

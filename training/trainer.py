@@ -326,7 +326,8 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
         """Train to config.steps. Saves every checkpoint_every steps, at the end, on SIGINT /
-        SIGTERM and after an error between two steps; never after a failed step."""
+        SIGTERM or a DataLoader worker's death (on any rank: a stop, exit 0) and after an
+        error between two steps (one process only); never after a failed step."""
         c, world = self.config, self.info.world_size
         self._status("opening the logs (stats.jsonl, TensorBoard)")
         logs = TrainLogs.for_trainer(self)
@@ -360,7 +361,7 @@ class Trainer:
                     if self.info.is_main and (
                         self.step % c.sample_every == 0 or self.step == c.steps
                     ):
-                        self.write_samples(captions)
+                        self._write_samples(captions)
                     if self.step % c.checkpoint_every == 0:
                         self.save()
                 path = self.save()
@@ -423,6 +424,13 @@ class Trainer:
             self.save()
         except Exception as again:  # noqa: BLE001 - the first error is the one to report
             warn(f"could not save after the error: {one_line(again)}")
+
+    def _write_samples(self, captions: list[str]) -> None:
+        try:
+            self.write_samples(captions)
+        except OSError as error:  # a full disk: name the file, which PIL's error does not
+            where = self.run.sample_path(self.step)
+            raise RunError(f"cannot write samples {where}: {error}") from None
 
     def _forget_failed_start(self) -> None:
         """A fresh run that failed before its first checkpoint leaves no config.json: the

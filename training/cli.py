@@ -146,6 +146,8 @@ def train_main(argv: Sequence[str] | None = None, *, text_encoder: Any = None) -
     configuration or run directory, 1 when training fails; every error is one line.
     `text_encoder` hands the trainer an already loaded encoder (tests)."""
     args = _train_parser().parse_args(argv)
+    if not (args.no_progress or args.dry_run):  # torch takes seconds to import: say so first
+        print(f"xmc-train: starting {args.run_dir} (importing torch)...", file=sys.stderr)
     try:
         config = resolve_config(args)
     except (ValueError, TypeError) as e:
@@ -177,8 +179,6 @@ def train_main(argv: Sequence[str] | None = None, *, text_encoder: Any = None) -
             file=sys.stderr,
         )
         return 0
-    if not args.no_progress:  # torch and the models take seconds to import: say so first
-        print(f"xmc-train: starting {args.run_dir} (importing torch)...", file=sys.stderr)
     from training.data.coco import DatasetError
     from training.faults import RunError, one_line
     from training.trainer import Trainer

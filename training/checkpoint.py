@@ -63,15 +63,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def trainer_state(trainer: Any) -> dict[str, Any]:
+def trainer_state(trainer: Any, stream_positions: list[list[int]] | None = None) -> dict[str, Any]:
     """A trainer's checkpoint: G, D, EMA, both optimisers, the position (steps and images
-    seen, epoch and image within it), fault counts, RNG states and the full resolved config
-    (`describe()`), so the checkpoint alone rebuilds any of its networks."""
+    seen, epoch and image within it, and for shards the items consumed from each loader
+    stream of each rank: `stream_positions`, gathered from every rank), fault counts, RNG
+    states and the full resolved config (`describe()`), so the checkpoint alone rebuilds
+    any of its networks."""
+    if stream_positions is None:
+        stream_positions = [list(trainer.data.stream_positions)]
     return {
         **{name: getattr(trainer, name).state_dict() for name in TRAINED},
         **{name: getattr(trainer, name) for name in COUNTERS},
         "epoch": trainer.data.epoch,
         "image_in_epoch": trainer.data.image_in_epoch,
+        "stream_positions": stream_positions,
         "batch_size": trainer.batch_size,
         "rng": rng_state(),
         "world_size": trainer.info.world_size,
@@ -95,7 +100,23 @@ def restore_trainer(trainer: Any, state: dict[str, Any], path: Path) -> None:
         raise RunError(f"{path}: does not fit this run's networks ({reason})") from None
     for name in COUNTERS:
         setattr(trainer, name, int(state[name]))
-    trainer.data.epoch, trainer.data.image_in_epoch = state["epoch"], state["image_in_epoch"]
+    data = trainer.data
+    data.epoch, data.image_in_epoch = state["epoch"], state["image_in_epoch"]
+    positions = state.get("stream_positions")
+    if positions is None:  # a checkpoint from before they were kept
+        batch = int(state.get("batch_size", trainer.batch_size))
+        data.stream_positions = data.positions_after(data.image_in_epoch, batch)
+    else:
+        mine = [int(p) for p in positions[trainer.info.rank]]
+        if len(mine) != len(data.stream_positions) and hasattr(data.dataset, "resume_at"):
+            raise RunError(
+                f"{path} was written reading the shards with {len(mine)} DataLoader stream(s), "
+                f"this run has {len(data.stream_positions)}: resume with --num-workers "
+                f"{len(mine)} (each worker reads its own shards)"
+            )
+        data.stream_positions = (
+            mine if len(mine) == len(data.stream_positions) else [0] * len(data.stream_positions)
+        )
     set_rng_state(state["rng"])
 
 
@@ -104,10 +125,15 @@ class _HashingWriter:
 
     def __init__(self, file: BinaryIO) -> None:
         self.file, self.hash = file, hashlib.sha256()
+        self.error: OSError | None = None  # what the file raised: torch reports it unreadably
 
     def write(self, data: bytes) -> int:
         self.hash.update(data)
-        return self.file.write(data)
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
 
     def flush(self) -> None:
         self.file.flush()
@@ -118,11 +144,12 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     previous checkpoints intact and raises CheckpointError naming the file."""
     path = Path(path)
     digests: list[str] = []
+    writers: list[_HashingWriter] = []
 
     def write(file: BinaryIO) -> None:
-        writer = _HashingWriter(file)
-        torch.save(state, writer)
-        digests.append(writer.hash.hexdigest())
+        writers.append(_HashingWriter(file))
+        torch.save(state, writers[0])
+        digests.append(writers[0].hash.hexdigest())
 
     try:
         atomic_write(path, write)
@@ -130,6 +157,12 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
         atomic_write(sidecar(path), lambda f: f.write(line.encode()))
     except OSError as error:
         raise CheckpointError(f"cannot write checkpoint {path}: {error}") from None
+    except RuntimeError as error:
+        # torch turns the file's OSError (a full disk: ENOSPC) into "[enforce fail at
+        # inline_container.cc] unexpected pos": name the file and the OSError instead
+        cause = writers[0].error if writers and writers[0].error else error
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
+        raise CheckpointError(f"cannot write checkpoint {path}: {reason}") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -159,7 +192,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path}: not a training checkpoint of this trainer (no {missing})")
+    bad = [name for name in ("generator", "discriminator", "ema") if not _finite(state[name])]
+    if bad:
+        raise CheckpointError(
+            f"{path}: non-finite (NaN or inf) weights in {', '.join(bad)}: not a good checkpoint"
+        )
     return state
+
+
+def _finite(weights: Any) -> bool:
+    """False when a state dict holds a NaN or inf; anything else is left to the loader."""
+    from training.faults import all_finite
+
+    if not isinstance(weights, dict):
+        return True
+    return all_finite(t for t in weights.values() if torch.is_tensor(t) and t.is_floating_point())
 
 
 def load_latest(

@@ -83,13 +83,32 @@ def _train_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_config(args: argparse.Namespace) -> TrainConfig:
-    """Saved run config (when resuming) <- flags <- --set overrides, validated."""
-    saved = Path(args.run_dir) / "config.json"
+def saved_config(run_dir: str | Path) -> tuple[dict[str, Any], str]:
+    """The TrainConfig values a run directory holds and where they came from: its
+    config.json, else (a folder of checkpoints alone) its newest good checkpoint, which
+    carries the full config; ({}, "") for a new run."""
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.json"
     values: dict[str, Any] = {}
+    source = ""
     if saved.exists():
-        values = dict(json.loads(saved.read_text())["train"])
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        values, source = dict(json.loads(saved.read_text())["train"]), str(saved)
+    elif run_dir.is_dir():
+        from training.checkpoint import CheckpointError, load_latest
+
+        try:
+            latest = load_latest(run_dir, quarantine=False)
+        except CheckpointError:
+            latest = None  # the trainer names every damaged checkpoint when it starts
+        if latest is not None:
+            values, source = dict(latest[1]["config"]["train"]), str(latest[0])
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, source
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """Saved run config (when resuming: `saved_config`) <- flags <- --set overrides,
+    validated."""
+    values, _ = saved_config(args.run_dir)
     for name in _COMMON:
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
@@ -117,7 +136,9 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _error(message: str) -> None:
-    print(f"xmc-train: error: {message}", file=sys.stderr, flush=True)
+    # under torchrun each rank reports its own error: say whose it is
+    rank = f"rank {os.environ['RANK']}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    print(f"xmc-train: error: {rank}{message}", file=sys.stderr, flush=True)
 
 
 def train_main(argv: Sequence[str] | None = None, *, text_encoder: Any = None) -> int:
@@ -125,6 +146,8 @@ def train_main(argv: Sequence[str] | None = None, *, text_encoder: Any = None) -
     configuration or run directory, 1 when training fails; every error is one line.
     `text_encoder` hands the trainer an already loaded encoder (tests)."""
     args = _train_parser().parse_args(argv)
+    if not (args.no_progress or args.dry_run):  # torch takes seconds to import: say so first
+        print(f"xmc-train: starting {args.run_dir} (importing torch)...", file=sys.stderr)
     try:
         config = resolve_config(args)
     except (ValueError, TypeError) as e:
@@ -135,6 +158,13 @@ def train_main(argv: Sequence[str] | None = None, *, text_encoder: Any = None) -
     if args.dry_run:
         from training.config import describe
 
+        _, source = saved_config(args.run_dir)
+        if source:
+            print(
+                f"resuming {args.run_dir}: its saved config ({source}, preset "
+                f"{config.preset}) with the flags given",
+                file=sys.stderr,
+            )
         try:
             print(json.dumps(describe(config), indent=2, sort_keys=True))
             world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -95,3 +95,12 @@ def broadcast_module(module: nn.Module, info: DistInfo) -> None:
         return
     for t in list(module.parameters()) + list(module.buffers()):
         dist.broadcast(t.data, src=0)
+
+
+def gather_lists(values: list[int], info: DistInfo) -> list[list[int]]:
+    """Every rank's `values`, by rank, on every rank (a collective: all ranks must call it)."""
+    if not info.enabled:
+        return [list(values)]
+    gathered: list[list[int] | None] = [None] * info.world_size
+    dist.all_gather_object(gathered, list(values))
+    return [list(v or []) for v in gathered]

@@ -45,24 +45,58 @@ def warn(message: str) -> None:
 
 class StopSignals:
     """Within `with`, SIGINT and SIGTERM set `requested` instead of killing the process, so the
-    loop stops between two steps and saves; the previous handlers come back on exit."""
+    loop stops between two steps and saves; the previous handlers come back on exit.
+
+    SIGCHLD only sets `child_exited`: torch's own handler raises "DataLoader worker is killed
+    by signal" wherever the main process happens to be, in the middle of a step included,
+    where nothing can be saved. Without it, a dead worker is found by the DataLoader when it
+    waits for that worker's next batch (within its 5 s status check), between two steps, and
+    the trainer stops there and saves (`worker_died`)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
+        self.child_exited = False
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
 
+    def _child(self, signum, frame) -> None:
+        self.child_exited = True
+
     def __enter__(self) -> StopSignals:
         self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        if hasattr(signal, "SIGCHLD"):
+            _install_torch_sigchld_handler()  # now, so it cannot wrap ours later
+            self._previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._child)
         return self
 
     def __exit__(self, *exc) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+
+
+def _install_torch_sigchld_handler() -> None:
+    """torch installs its SIGCHLD handler once, when the first multi-worker DataLoader starts,
+    on top of whatever is there; installed first, it stays under `StopSignals`' own."""
+    try:
+        from torch.utils.data._utils.signal_handling import _set_SIGCHLD_handler
+    except ImportError:  # pragma: no cover - a torch without it has nothing to install
+        return
+    _set_SIGCHLD_handler()
+
+
+def worker_died(error: BaseException) -> bool:
+    """True for the DataLoader's error when one of its worker processes died (killed by a
+    signal, the OOM killer included) rather than raised: a stop to save at, not a failure."""
+    text = str(error)
+    return (
+        isinstance(error, RuntimeError)
+        and "DataLoader worker" in text
+        and ("exited unexpectedly" in text or "killed by signal" in text)
+    )
 
 
 def ignore_interrupt(worker_id: int) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from models.artifacts import atomic_write
+from training.faults import RunError
 
 
 def finite_or_none(record: dict[str, Any]) -> dict[str, Any]:
@@ -44,8 +45,17 @@ class StatsLog:
 
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps(finite_or_none(record), sort_keys=True, allow_nan=False)
-        with self.path.open("a") as f:
+        append_line(self.path, line)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line; an OSError (a full disk: ENOSPC) becomes one RunError naming the file
+    (a half-written line is dropped on resume: `StatsLog.truncate_after`)."""
+    try:
+        with path.open("a") as f:
             f.write(line + "\n")
+    except OSError as error:
+        raise RunError(f"cannot append to {path}: {error}") from None
 
 
 class TensorBoardLog:

@@ -18,6 +18,7 @@ from typing import Any
 from models.artifacts import write_json_atomic
 from training.checkpoint import checkpoint_name, list_checkpoints, prune_checkpoints
 from training.faults import RunError
+from training.logs import append_line
 
 NETWORKS = ("generator", "discriminator", "text_encoder")
 
@@ -51,7 +52,10 @@ class RunDir:
         stale = sorted(self.path.glob("*.tmp")) + sorted(self.samples.glob("*.tmp"))
         for path in stale:
             path.unlink(missing_ok=True)
-        write_json_atomic(self.config_path, described)
+        try:
+            write_json_atomic(self.config_path, described)
+        except OSError as error:  # a full disk: name the file
+            raise RunError(f"cannot write {self.config_path}: {error}") from None
         return stale
 
     def checkpoint_path(self, step: int) -> Path:
@@ -69,8 +73,7 @@ class RunDir:
     def record(self, event: str, **fields: Any) -> None:
         """Append one line to history.jsonl (a session without an "end" line was killed)."""
         entry = {"event": event, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields}
-        with self.history_path.open("a") as f:
-            f.write(json.dumps(entry, sort_keys=True) + "\n")
+        append_line(self.history_path, json.dumps(entry, sort_keys=True))
 
     def history(self) -> list[dict[str, Any]]:
         if not self.history_path.exists():

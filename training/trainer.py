@@ -4,6 +4,7 @@ of G; `fit` is the loop around it. Progress is counted in steps and in images se
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from training.distributed import (
     average_buffers,
     average_gradients,
     barrier,
+    gather_lists,
     init_distributed,
 )
 from training.faults import (
@@ -40,6 +42,7 @@ from training.faults import (
     all_finite,
     one_line,
     warn,
+    worker_died,
 )
 from training.logs import TrainLogs
 from training.objectives import BatchNormStatsFrozen, LossWeights
@@ -87,6 +90,7 @@ class Trainer:
         self.described = describe(c)
         self.run = RunDir(run_dir)
         self.run.check_config(self.described)
+        self._status(f"building the {c.preset} networks")
         nets = build.networks(c, self.model_configs, self.device, self.channels_last, self.info)
         self.generator, self.discriminator, self.ema = nets.generator, nets.discriminator, nets.ema
         self.opt_g, self.opt_d = nets.opt_g, nets.opt_d
@@ -95,8 +99,14 @@ class Trainer:
         self.weights = LossWeights.from_config(c)
         self.step = self.images_seen = self.skipped_steps = self.bad_in_row = self.bad_images = 0
         resolution = self.model_configs.generator.resolution
+        if dataset is None:
+            self._status(f"reading the data index of {c.data}")
         self.dataset = dataset if dataset is not None else build.dataset(c, resolution)
+        if text_encoder is None:
+            self._status(f"loading the text encoder {self.model_configs.text_encoder.name_or_path}")
         encoder = build.text_encoder(text_encoder, self.model_configs, self.device)
+        if c.text_cache not in ("off", "memory"):
+            self._status(f"opening the text feature cache {c.text_cache}")
         self.text_encoder = build.cached_text_encoder(c, encoder, self.dataset, self.progress)
         loader = {"num_workers": c.num_workers, "pin_memory": self.device.type == "cuda"}
         self.data = DataStream(self.dataset, self.batch_size, c.seed, self.info, **loader)
@@ -115,6 +125,12 @@ class Trainer:
         self._open_run_dir()
 
     # ------------------------------------------------------------------ setup
+    def _status(self, doing: str) -> None:
+        """One line per loading phase before the progress bar, so a start is never silent
+        (with the progress bar only: logs and tests stay as they were)."""
+        if self.progress:
+            print(f"xmc-train: {doing}...", file=sys.stderr, flush=True)
+
     def _open_run_dir(self) -> None:
         """Write config.json, drop stale temp files, and resume from the newest checkpoint that
         passes its checksum (warning about any newer one that did not)."""
@@ -123,11 +139,13 @@ class Trainer:
             for stale in self.run.create(self.described):
                 warn(f"removed {stale}, a temporary file left by an interrupted write")
         barrier(self.info)
+        self._status(f"looking for checkpoints in {self.run.path}")
         try:
             latest = load_latest(self.run.path, quarantine=self.info.is_main)
         except CheckpointError as error:
             raise RunError(str(error)) from None
         if latest is None:  # a fresh run: from scratch, or G (and D) from saved ones
+            self._saved_images = 0
             if self.config.init_generator:
                 build.initial_generator(self.generator, self.ema, self.config.init_generator)
             if self.config.init_discriminator:
@@ -140,9 +158,9 @@ class Trainer:
         self.resumed_from, self._saved_images = path, self.images_seen
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, stream_positions: list[list[int]] | None = None) -> dict[str, Any]:
         """Everything a resume needs, as tensors and primitives (see training.checkpoint)."""
-        return trainer_state(self)
+        return trainer_state(self, stream_positions)
 
     def load_state(self, state: dict[str, Any], path: Path) -> None:
         restore_trainer(self, state, path)
@@ -159,8 +177,9 @@ class Trainer:
                 f"the weights became non-finite at step {self.step}; not saved, the last good "
                 f"checkpoint is {self._last_checkpoint()}"
             )
+        positions = gather_lists(self.data.stream_positions, self.info)  # every rank's shards
         if self.info.is_main:
-            save_checkpoint(path, self.state_dict())
+            save_checkpoint(path, self.state_dict(positions))
             self.run.prune(self.config.keep_checkpoints)
         self._saved_images = self.images_seen
         return path
@@ -176,8 +195,9 @@ class Trainer:
 
     @property
     def bad_records(self) -> int:
-        """Undecodable images skipped while training plus empty captions dropped at load."""
-        return self.bad_images + getattr(self.dataset, "empty_captions", 0)
+        """Bad records passed over in this run's batches plus those its source dropped at load
+        (empty captions, missing files, malformed lines: `load_skipped`)."""
+        return self.bad_images + getattr(self.dataset, "load_skipped", 0)
 
     def _noise(self, n: int, sub: int) -> torch.Tensor:
         c = self.config
@@ -306,8 +326,10 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
         """Train to config.steps. Saves every checkpoint_every steps, at the end, on SIGINT /
-        SIGTERM and after an error between two steps; never after a failed step."""
+        SIGTERM or a DataLoader worker's death (on any rank: a stop, exit 0) and after an
+        error between two steps (one process only); never after a failed step."""
         c, world = self.config, self.info.world_size
+        self._status("opening the logs (stats.jsonl, TensorBoard)")
         logs = TrainLogs.for_trainer(self)
         captions = sample_captions(c, self.dataset) if self.info.is_main else []
         batches = self.batches()
@@ -339,13 +361,14 @@ class Trainer:
                     if self.info.is_main and (
                         self.step % c.sample_every == 0 or self.step == c.steps
                     ):
-                        self.write_samples(captions)
+                        self._write_samples(captions)
                     if self.step % c.checkpoint_every == 0:
                         self.save()
                 path = self.save()
             except BaseException as error:
                 self._save_after(error, mid_step)
                 self._record("end", how=f"error: {one_line(error)}")
+                self._forget_failed_start()
                 raise
             finally:
                 batches.close()  # shuts the DataLoader workers down now
@@ -361,25 +384,60 @@ class Trainer:
         }
 
     def _next_batch(self, batches: Iterator[dict[str, Any]], stop: StopSignals):
-        """The next batch, or None when a stop was asked for (on any rank)."""
-        if any_flag(stop.requested, self.info, self.device):
+        """The next batch, or None when a stop was asked for or a DataLoader worker died (on
+        any rank). Under torchrun every rank takes its batch first and then all agree, so
+        that a worker dying on one rank stops them all at the same step; a batch taken but
+        not trained on goes back to the position (`DataStream.untake`)."""
+        if not self.info.enabled:
+            return None if stop.requested else self._take(batches, stop)
+        batch = None if stop.requested else self._take(batches, stop)
+        if any_flag(batch is None, self.info, self.device):
+            if batch is not None:
+                self.data.untake()
             return None
+        return batch
+
+    def _take(self, batches: Iterator[dict[str, Any]], stop: StopSignals):
         try:
             return next(batches)
-        except RuntimeError:
-            if not stop.requested:
+        except RuntimeError as error:
+            if worker_died(error) and not stop.requested:
+                # a signal to a worker alone (an orchestrator signals every process of a job)
+                warn(f"{one_line(error)}: stopping at step {self.step} to save")
+            elif not stop.requested:
                 raise
-            return None  # a worker stopped by the same signal: stop cleanly
+            return None  # a worker stopped by a signal: stop cleanly
 
     def _save_after(self, error: BaseException, mid_step: bool) -> None:
         """After an error between two steps, keep the progress; after a failed step, a failed
         save or non-finite weights, leave the last good checkpoint as it is."""
         if mid_step or isinstance(error, (CheckpointError, NonFiniteError)):
             return
+        if self.info.enabled:
+            # the error may be this rank's alone: the others are in a collective of the next
+            # step and a save (which gathers every rank's data position) would wait for them
+            warn(f"rank {self.info.rank}: not saved after the error; resume from the last save")
+            return
+        if self.images_seen == self._saved_images:
+            return  # nothing new to keep (a start that failed before its first step)
         try:
             self.save()
         except Exception as again:  # noqa: BLE001 - the first error is the one to report
             warn(f"could not save after the error: {one_line(again)}")
+
+    def _write_samples(self, captions: list[str]) -> None:
+        try:
+            self.write_samples(captions)
+        except OSError as error:  # a full disk: name the file, which PIL's error does not
+            where = self.run.sample_path(self.step)
+            raise RunError(f"cannot write samples {where}: {error}") from None
+
+    def _forget_failed_start(self) -> None:
+        """A fresh run that failed before its first checkpoint leaves no config.json: the
+        next start, with other flags, must not be taken for a resume of this one (its saved
+        config is the base of `xmc-train`'s, and a changed preset would be refused)."""
+        if self.info.is_main and self.resumed_from is None and not self.run.checkpoints():
+            self.run.config_path.unlink(missing_ok=True)
 
     def _record(self, event: str, **fields: Any) -> None:
         if self.info.is_main:

@@ -55,8 +55,9 @@ def open_source(
     `set_epoch` and the sampler), iterable for shards (`ShardCaptions.resume_at`).
 
     `split` is used by the COCO layout only; `shard_options` (shuffle_buffer, rank,
-    world_size) by shards only. Every dataset counts its skipped bad records (`skipped`);
-    `skip_bad=False` makes a bad COCO record fatal instead (the trainer's strict_data).
+    world_size) by shards only. Every dataset skips and counts its bad records by the reasons
+    of `records.REASONS` (`skipped`); `skip_bad=False` (the trainer's strict_data) makes the
+    first bad record of any source a DatasetError naming the file.
     `pixels="uint8"` items carry uint8 images, a quarter of the bytes between processes
     (`float_images` or `stream.device_images` give the float batch).
     """
@@ -77,11 +78,11 @@ def open_source(
     if kind == "folder":
         from training.data.folder import FolderCaptions
 
-        return FolderCaptions(spec, resolution, **common)
+        return FolderCaptions(spec, resolution, skip_bad=skip_bad, **common)
     if kind == "jsonl":
         from training.data.jsonl import JsonlCaptions
 
-        return JsonlCaptions(spec, resolution, **common)
+        return JsonlCaptions(spec, resolution, skip_bad=skip_bad, **common)
     from training.data.shards import ShardCaptions
 
-    return ShardCaptions(spec, resolution, **common, **shard_options)
+    return ShardCaptions(spec, resolution, skip_bad=skip_bad, **common, **shard_options)

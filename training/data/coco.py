@@ -132,21 +132,18 @@ def load_captions_file(
     ]
 
 
-def _check_files_exist(records: list[CaptionedImage], folder: Path) -> None:
+def missing_files(records: list[CaptionedImage], folder: Path) -> list[Path]:
+    """The records' image files that are not there (one listing of `folder`, not one stat
+    per image)."""
     if not folder.is_dir():
         raise DatasetError(f"image folder not found: {folder}")
-    present = set(os.listdir(folder))  # one listing, not one stat per image
+    present = set(os.listdir(folder))
     missing = [
         record.path
         for record in records
         if record.path.parent != folder or record.path.name not in present
     ]
-    missing = [path for path in missing if not path.is_file()]
-    if missing:
-        raise DatasetError(
-            f"{len(missing)} image file(s) listed in the annotations are "
-            f"missing, the first: {missing[0]}"
-        )
+    return [path for path in missing if not path.is_file()]
 
 
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)
@@ -293,9 +290,10 @@ class CocoCaptions(Dataset):
     the shapes benchmark's relations). With `skip_bad`, an undecodable image is replaced
     by the next good one, counted in `skipped` (per process when using workers) and in the
     item's `skipped` field (how many bad records were passed over to reach it: the trainer
-    sums these across workers), and empty captions are dropped at load (counted in
-    `empty_captions`; an image left with none is dropped too). Without it, either is a
-    DatasetError naming the file.
+    sums these across workers), empty captions are dropped at load (counted in
+    `empty_captions`; an image left with none is dropped too), and so are images listed in
+    the annotations but missing from the folder (`missing_images`). Without it, any of
+    these is a DatasetError naming the file.
     """
 
     def __init__(
@@ -326,12 +324,33 @@ class CocoCaptions(Dataset):
         self.records, self.empty_captions = self._drop_empty_captions(
             load_captions_file(self.annotations_path, self.image_folder)
         )
+        self.missing_images = self._drop_missing_files()
         if not self.records:
             raise DatasetError(f"{self.annotations_path}: no captioned images")
-        _check_files_exist(self.records, self.image_folder)
+        # dropped before training; the trainer adds them to the bad records of its batches
+        self.load_skipped = self.empty_captions + self.missing_images
         self.epoch = 0
         self.skipped = 0
         self._bad: set[int] = set()
+
+    def _drop_missing_files(self) -> int:
+        """Leave out (and count) the records whose image file is not there: skipped like any
+        other bad record, fatal without skip_bad."""
+        missing = set(missing_files(self.records, self.image_folder))
+        if missing and not self.skip_bad:
+            raise DatasetError(
+                f"{len(missing)} image file(s) listed in {self.annotations_path} are missing, "
+                f"the first: {min(missing)} (skip such records with strict_data off)"
+            )
+        if missing:
+            log.warning(
+                "%s: skipped %d image(s) listed but missing, the first: %s",
+                self.annotations_path,
+                len(missing),
+                min(missing),
+            )
+            self.records = [record for record in self.records if record.path not in missing]
+        return len(missing)
 
     def _drop_empty_captions(
         self, records: list[CaptionedImage]

@@ -59,9 +59,12 @@ def scan_folder(root: str | Path, bad: BadRecords) -> list[CaptionedImage]:
 def FolderCaptions(
     root: str | Path,
     resolution: int,
+    *,
+    skip_bad: bool = True,
     **options: Any,
 ) -> CaptionedImages:
     """A map-style dataset of an image + `.txt` folder (items as `CocoCaptions`); `options` are
-    `ItemOptions` keywords (center_crop, random_flip, swap_left_right_on_flip, seed, pixels)."""
-    bad, item = BadRecords(), ItemOptions(resolution, **options)
+    `ItemOptions` keywords (center_crop, random_flip, swap_left_right_on_flip, seed, pixels).
+    Without `skip_bad` the first bad record is a DatasetError naming the file."""
+    bad, item = BadRecords(fatal=not skip_bad), ItemOptions(resolution, **options)
     return CaptionedImages(scan_folder(root, bad), item, bad, str(root))

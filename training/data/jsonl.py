@@ -71,9 +71,11 @@ def JsonlCaptions(
     resolution: int,
     *,
     root: str | Path | None = None,
+    skip_bad: bool = True,
     **options: Any,
 ) -> CaptionedImages:
     """A map-style dataset of a JSONL manifest (items as `CocoCaptions`); `options` are
-    `ItemOptions` keywords (center_crop, random_flip, swap_left_right_on_flip, seed, pixels)."""
-    bad, item = BadRecords(), ItemOptions(resolution, **options)
+    `ItemOptions` keywords (center_crop, random_flip, swap_left_right_on_flip, seed, pixels).
+    Without `skip_bad` the first bad record is a DatasetError naming the file and line."""
+    bad, item = BadRecords(fatal=not skip_bad), ItemOptions(resolution, **options)
     return CaptionedImages(read_manifest(path, bad, root), item, bad, str(path))

@@ -8,7 +8,8 @@ as a JPEG (quality 95) or PNG, with all of its captions one per line in `KEY.txt
 {"image_id", "source", "captions"} in `KEY.json`: the img2dataset layout, written by
 webdataset's ShardWriter as OUT/000000.tar, OUT/000001.tar, ... The loader then decodes a
 small image per sample instead of a full-size one. Bad records are skipped and counted;
-the counts and the shard list are written to OUT/prepare.json.
+the counts, the shard list and each shard's sample count (`shard_samples`: the loader counts
+the samples a truncated shard lost from it) are written to OUT/prepare.json.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def prepare_shards(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = 0
+    per_shard: dict[str, int] = {}  # read back by the loader to count a truncated shard's loss
     pattern = str(out / "%06d.tar")
     # whole seconds: a float mtime (webdataset's) puts a PAX header before every tar member
     with wds.ShardWriter(pattern, maxcount=shard_size, verbose=0, mtime=int(time.time())) as writer:
@@ -122,7 +124,8 @@ def prepare_shards(
             encoded, total=len(records), desc="prepare", unit="img", disable=not progress
         ):
             if data is None:
-                bad.add("undecodable_image", error)
+                reason = "undecodable_image" if record.path.exists() else "missing_image"
+                bad.add(reason, error)
                 continue
             meta = {
                 "image_id": record.image_id,
@@ -140,6 +143,8 @@ def prepare_shards(
                 }
             )
             written += 1
+            name = Path(writer.fname).name
+            per_shard[name] = per_shard.get(name, 0) + 1
     summary: dict[str, object] = {
         "source": str(source),
         "resolution": options.resolution,
@@ -147,6 +152,7 @@ def prepare_shards(
         "format": options.image_format,
         "samples": written,
         "shards": sorted(p.name for p in out.glob("*.tar")),
+        "shard_samples": per_shard,
         "skipped": bad.counts(),
     }
     (out / "prepare.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -4,9 +4,12 @@ Every source yields the items of `CocoCaptions`, so the trainer can swap them:
 
     {"image": (3, R, R) float32 in [0, 1], "caption": str, "image_id": int, "index": int}
 
-A bad record (an image that does not decode, an empty caption, a path outside the root, a
-malformed manifest line, an unreadable shard member) is skipped, counted in a `BadRecords`
-and logged (the first 10 of each reason, then every 1000th): never fatal, never silent.
+A bad record (an image that does not decode, an empty caption, a missing image or caption
+file, a path outside the root, a malformed manifest line, an unreadable shard member or the
+samples a truncated shard lost) is skipped, counted in a `BadRecords` under one of `REASONS`
+and logged (the first 10 of each reason, then every 1000th): never silent. With
+`BadRecords(fatal=True)` (the trainer's `strict_data`) the first one is a DatasetError
+naming the file instead, for every source alike.
 
 Moving a float image between a DataLoader worker and the trainer copies 4 bytes a pixel,
 which caps a 2-worker loader near 500 images/s at 256 px on this machine; with
@@ -45,6 +48,7 @@ REASONS = (
     "undecodable_image",
     "empty_caption",
     "missing_caption",
+    "missing_image",
     "outside_root",
     "malformed_record",
     "unreadable_shard",
@@ -60,11 +64,16 @@ class BadRecords:
     visible in the main process: the trainer reads `dataset.bad.total` or `.counts()`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fatal: bool = False) -> None:
         self._values = {reason: multiprocessing.Value("q", 0) for reason in REASONS}
+        self.fatal = fatal
 
     def add(self, reason: str, what: str, count: int = 1) -> None:
+        """Count `count` bad records of `reason`; `what` names the file (and line or key).
+        DatasetError instead when `fatal`."""
         value = self._values[reason]  # KeyError for an unknown reason: a bug, not data
+        if self.fatal:
+            raise DatasetError(f"{what} ({reason}; skip such records with strict_data off)")
         with value.get_lock():
             value.value += count
             seen = value.value
@@ -150,6 +159,9 @@ class CaptionedImages(Dataset):
         self.resolution = options.resolution
         self.epoch = 0
         self._bad: set[int] = set()
+        # records dropped before training (no caption, outside the root, malformed line):
+        # the trainer adds them to the bad records it counts in its batches
+        self.load_skipped = bad.total
 
     def __len__(self) -> int:
         return len(self.records)

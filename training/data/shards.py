@@ -13,25 +13,26 @@ must be at least W x K shards. Inside a worker, samples pass a shuffle buffer se
 (seed, epoch, rank, worker), and each sample's caption and flip come from an RNG seeded by
 (seed, epoch, key): the stream of every (rank, worker) is a pure function of the position.
 
-An item's `index` is its position (from 0) in its (rank, worker) stream of the epoch.
+An item's `index` is its position (from 0) in its (rank, worker) stream of the epoch and its
+`stream` the number of that stream (the worker that read it, 0 to K - 1).
 
-Resuming (`resume_at(epoch, batches, batch_size, num_workers)`). The trainer records the
-epoch and the number of batches it has consumed in it on this rank. A DataLoader over an
-IterableDataset takes its batches from the workers in turn, so worker k has delivered
-ceil((batches - k) / K) batches; on resume each worker re-reads its stream from the start
-of the epoch and drops that many items x batch_size before yielding (the new DataLoader's
-worker j continues the stream of worker (j + batches) mod K, so batches keep their order).
-Exactly what happens:
-- nothing is repeated or skipped when the world size, worker count and batch size are the
-  same as when the position was recorded and every worker of the rank still had data at
-  that point (all of an epoch but its tail);
-- in the tail, after a worker of the rank has run out of shards, the DataLoader goes on
-  with the others, so the recorded count under-estimates what they delivered: up to
-  (K - 1) x (batches delivered after the first worker ran out) batches are repeated, and
-  none is skipped;
+Resuming (`resume_at(epoch, positions, first)`). The trainer records, for each stream of this
+rank, how many of its items it has consumed in the epoch (one past the highest `index` it
+took from that stream). On resume each stream is re-read from the start of the epoch and
+that many items are dropped before it yields; the new DataLoader's worker j reads stream
+(j + first) mod K, `first` being the number of batches consumed, so that batches come in the
+uninterrupted order. Exactly what happens:
+- nothing is repeated or skipped, at any point of an epoch (its tail included, where some
+  workers have run out of shards) and at its very end (the resumed epoch then yields
+  nothing and the next one starts), whatever the batch size of the resumed run: positions
+  count items, not batches;
 - batches that workers had prefetched but the trainer had not consumed are delivered
-  again (they were never trained on), and each worker's last incomplete batch of an
+  again (they were never trained on), and each stream's last incomplete batch of an
   epoch is dropped, as with `drop_last=True`;
+- the batches come in the uninterrupted order when the batch size is unchanged and every
+  stream still had data; otherwise the same items come, possibly in another order;
+- the worker count must be the one recorded (streams are split by it); the trainer fits
+  it to the shards (`usable_workers`) the same way on every start;
 - the dropped prefix is decoded again (bad records must be recognised to count the same
   items), so resuming late in an epoch costs that part of the epoch's decoding time.
 """
@@ -39,7 +40,6 @@ Exactly what happens:
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import zlib
@@ -58,6 +58,7 @@ from training.data.records import (
     decode_image_bytes,
     make_item,
 )
+from training.faults import one_line
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
@@ -95,6 +96,22 @@ def distributed_rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def expected_samples(urls: Sequence[str]) -> dict[str, int]:
+    """Samples per local shard, from the `prepare.json` that xmc-prepare writes beside its
+    shards ({"shard_samples": {name: count}}); shards without one are not in the result."""
+    counts: dict[str, int] = {}
+    folders = {Path(url).parent for url in urls if not _is_remote(url)}
+    for folder in folders:
+        try:
+            written = json.loads((folder / "prepare.json").read_text()).get("shard_samples", {})
+        except (OSError, ValueError, AttributeError):
+            continue
+        for name, count in written.items() if isinstance(written, dict) else ():
+            if isinstance(count, int):
+                counts[str(folder / name)] = count
+    return {url: counts[url] for url in urls if url in counts}
+
+
 def _key_number(key: str) -> int:
     return int(key) if key.isdigit() else zlib.crc32(key.encode("utf-8"))
 
@@ -115,8 +132,11 @@ class ShardCaptions(IterableDataset):
         pixels: str = "float",
         rank: int | None = None,
         world_size: int | None = None,
+        skip_bad: bool = True,
     ) -> None:
         self.urls = expand_shards(shards)
+        self.skip_bad = skip_bad
+        self.expected = expected_samples(self.urls)
         self.options = ItemOptions(
             resolution,
             center_crop=center_crop,
@@ -134,9 +154,11 @@ class ShardCaptions(IterableDataset):
         if shuffle_buffer < 0:
             raise DatasetError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
         self.shuffle_buffer = shuffle_buffer
-        self.bad = BadRecords()
+        self.bad = BadRecords(fatal=not skip_bad)
         self.epoch = 0
-        self._resume: tuple[int, int, int] | None = None  # (batches, batch_size, workers)
+        self._resume: tuple[tuple[int, ...], int] | None = None  # (positions, first)
+        self._pending = 0  # bad samples counted but not yet reported in an item's `skipped`
+        self._unknown_counts = True  # a shard of this reader has no known sample count
 
     @property
     def skipped(self) -> int:
@@ -148,12 +170,14 @@ class ShardCaptions(IterableDataset):
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch, self._resume = epoch, None
 
-    def resume_at(self, epoch: int, batches: int, batch_size: int, num_workers: int) -> None:
-        """Start the next iterator after `batches` consumed batches of `epoch` (module doc)."""
-        if min(batches, num_workers) < 0 or batch_size < 1:
-            raise ValueError(f"bad resume position {batches=} {batch_size=} {num_workers=}")
+    def resume_at(self, epoch: int, positions: Sequence[int], first: int = 0) -> None:
+        """Start the next iterator of `epoch` after `positions[k]` items of stream k, worker
+        0 reading stream `first` mod K (module doc). `positions` has one entry per stream:
+        max(num_workers, 1)."""
+        if first < 0 or not positions or min(positions) < 0:
+            raise ValueError(f"bad resume position {list(positions)} {first=}")
         self.set_epoch(epoch)
-        self._resume = (batches, batch_size, num_workers)
+        self._resume = (tuple(int(p) for p in positions), first)
 
     def shards_of(self, worker: int, workers: int) -> list[str]:
         """This rank's and worker's shards for the current epoch, in reading order."""
@@ -163,44 +187,63 @@ class ShardCaptions(IterableDataset):
         if len(order) < readers:
             raise DatasetError(
                 f"{len(order)} shard(s) cannot feed {self.world_size} rank(s) x {workers} "
-                "worker(s): write smaller shards or use fewer workers"
+                "worker(s): lower --num-workers, or write smaller shards "
+                "(xmc-prepare --shard-size)"
             )
         return order[self.rank :: self.world_size][worker::workers]
 
-    def _role(self, worker: int, workers: int) -> tuple[int, int]:
-        """(the original worker whose stream this worker continues, items to drop).
+    def usable_workers(self, wanted: int) -> int:
+        """The DataLoader workers this rank's shards can feed: `wanted`, or fewer when the
+        rank has fewer shards than that (a worker reads whole shards). DatasetError naming
+        the flag to change when the rank has none."""
+        mine = len(self.urls[self.rank :: self.world_size])
+        if mine < 1:
+            raise DatasetError(
+                f"{len(self.urls)} shard(s) cannot feed {self.world_size} ranks: write at "
+                f"least {self.world_size} shards (xmc-prepare --shard-size)"
+            )
+        return min(wanted, mine) if wanted > 0 else 0
 
-        A new DataLoader starts with worker 0, but after `batches` batches the next one
-        was due from worker `batches % K`: worker k takes over the stream of worker
-        (k + batches) % K, so the resumed batches come in the uninterrupted order.
+    def _role(self, worker: int, workers: int) -> tuple[int, int]:
+        """(the stream this worker reads, items of it to drop).
+
+        A new DataLoader starts with worker 0, but after `first` batches the next one was
+        due from worker `first % K`: worker k reads stream (k + first) % K, so the resumed
+        batches come in the uninterrupted order.
         """
         if self._resume is None:
             return worker, 0
-        batches, batch_size, recorded_workers = self._resume
+        positions, first = self._resume
         slots = max(workers, 1)  # 0 workers (the main process) is one stream, as 1 worker
-        if max(recorded_workers, 1) != slots:
+        if len(positions) != slots:
             raise DatasetError(
-                f"the position was recorded with {recorded_workers} worker(s), "
-                f"this loader has {workers}: resume with the same num_workers"
+                f"the position was recorded with {len(positions)} loader stream(s), this "
+                f"loader has {slots}: resume with the same num_workers"
             )
-        role = (worker + batches) % slots
-        return role, math.ceil(max(batches - role, 0) / slots) * batch_size
+        role = (worker + first) % slots
+        return role, positions[role]
+
+    def _skip(self, reason: str, what: str, count: int = 1) -> None:
+        """Count `count` bad samples (reported in the next item's `skipped`), or with
+        skip_bad off (--strict-data) stop at the first, naming the shard and sample."""
+        self.bad.add(reason, what, count)
+        self._pending += count
 
     def _decode(self, sample: dict[str, Any]) -> dict[str, Any] | None:
         key = str(sample.get("__key__", "?"))
         where = f"{sample.get('__url__', '?')}:{key}"
         data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
         if data is None or "txt" not in sample:
-            self.bad.add("malformed_record", f"{where} lacks an image or a .txt")
+            self._skip("malformed_record", f"{where} lacks an image or a .txt")
             return None
         captions = caption_lines(sample["txt"].decode("utf-8", errors="replace"))
         if not captions:
-            self.bad.add("empty_caption", where)
+            self._skip("empty_caption", f"{where} has no non-empty caption")
             return None
         try:
             image = decode_image_bytes(data)
         except DatasetError as error:
-            self.bad.add("undecodable_image", f"{where}: {error}")
+            self._skip("undecodable_image", f"{where}: {error}")
             return None
         rng = np.random.default_rng((self.options.seed, self.epoch, zlib.crc32(key.encode())))
         image_id = self._image_id(sample, key)
@@ -216,16 +259,49 @@ class ShardCaptions(IterableDataset):
         return value if isinstance(value, int) and not isinstance(value, bool) else _key_number(key)
 
     def _unreadable(self, error: Exception) -> bool:
-        self.bad.add("unreadable_shard", repr(error))
+        """webdataset's handler for a shard that cannot be read on. A shard whose sample
+        count is known (prepare.json) has its lost samples counted when it ends
+        (`_counted`); any other counts once here."""
+        if not self.skip_bad or self._unknown_counts:
+            self._skip("unreadable_shard", f"unreadable shard: {one_line(error)}")
         return True  # webdataset: go on with the next sample or shard
+
+    def _counted(
+        self, samples: Iterator[dict[str, Any]], urls: list[str]
+    ) -> Iterator[dict[str, Any]]:
+        """The samples as read, each shard's shortfall from its known sample count counted
+        as `unreadable_shard` when the next shard starts (a truncated tar ends early)."""
+        seen = dict.fromkeys(urls, 0)
+        done = 0
+
+        def finish(until: int) -> None:
+            nonlocal done
+            for url in urls[done:until]:
+                lost = self.expected.get(url, 0) - seen[url]
+                if lost > 0:
+                    count = self.expected[url]
+                    what = f"{url}: {lost} of its {count} samples could not be read (truncated?)"
+                    self._skip("unreadable_shard", what, lost)
+            done = max(done, until)
+
+        for sample in samples:
+            url = sample.get("__url__")
+            if url in seen:
+                finish(urls.index(url, done) if url in urls[done:] else done)
+                seen[url] += 1
+            yield sample
+        finish(len(urls))
 
     def raw_samples(self, worker: int, workers: int) -> Iterator[dict[str, Any]]:
         """The undecoded samples of this reader, after the seeded shuffle buffer."""
         import webdataset as wds
 
+        urls = self.shards_of(worker, max(workers, 1))
+        self._unknown_counts = any(url not in self.expected for url in urls)
         stages = [
-            wds.SimpleShardList(self.shards_of(worker, max(workers, 1))),
+            wds.SimpleShardList(urls),
             wds.tarfile_to_samples(handler=self._unreadable),
+            lambda samples: self._counted(samples, urls),
         ]
         if self.shuffle_buffer > 1:
             seed = f"buffer/{self.options.seed}/{self.epoch}/{self.rank}/{worker}"
@@ -238,16 +314,17 @@ class ShardCaptions(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 0)
         role, skip = self._role(worker, workers)
         index = passed = 0  # passed: bad samples since the last item
+        self._pending = 0
         for sample in self.raw_samples(role, workers):
             decoded = self._decode(sample)
+            passed, self._pending = passed + self._pending, 0
             if decoded is None:
-                passed += 1
                 continue
             index += 1
             if index <= skip:
                 passed = 0
                 continue
-            yield make_item(
+            item = make_item(
                 decoded["image"],
                 decoded["captions"],
                 decoded["rng"],
@@ -256,4 +333,6 @@ class ShardCaptions(IterableDataset):
                 index - 1,
                 passed,
             )
+            item["stream"] = role
+            yield item
             passed = 0

@@ -2,11 +2,15 @@
 this process's share, from a position counted in images.
 
 Counting the position in images (not batches) means a run resumed with another batch size
-continues at exactly the next unseen image of the epoch.
+continues at exactly the next unseen image of the epoch. For shards, where every DataLoader
+worker reads a stream of its own, the position is also kept per stream (`stream_positions`:
+items consumed from each), so a resume anywhere in an epoch, its end included, repeats and
+skips nothing (training.data.shards says exactly what it does).
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from training.data.records import unit_float
 from training.distributed import DistInfo
-from training.faults import RunError, ignore_interrupt
+from training.faults import RunError, ignore_interrupt, warn
 
 
 def derived_seed(*parts: int) -> int:
@@ -61,6 +65,22 @@ def shutdown(iterator: Any) -> None:
         stop()
 
 
+def killed_workers(iterator: Any) -> None:
+    """Raise the DataLoader's own "worker ... is killed by signal" error when a worker of this
+    iterator has died. The DataLoader finds out only when it waits for that worker's next
+    batch (and not at all when the worker had delivered all of its batches): a signal to a
+    worker alone (an orchestrator signals every process of a job) must stop the run as one
+    to the main process does (`training.faults.worker_died`)."""
+    for worker in getattr(iterator, "_workers", ()):  # torch's worker processes, when any
+        code, pid = worker.exitcode, worker.pid
+        if code and code < 0:
+            raise RuntimeError(
+                f"DataLoader worker (pid {pid}) is killed by signal: {signal.strsignal(-code)}"
+            )
+        if code:
+            raise RuntimeError(f"DataLoader worker (pid {pid}) exited unexpectedly ({code})")
+
+
 class DataStream:
     """Batches of `batch` images for this rank, from (epoch, image_in_epoch) on, for ever."""
 
@@ -75,8 +95,20 @@ class DataStream:
         pin_memory: bool = False,
     ) -> None:
         self.dataset, self.batch, self.seed, self.info = dataset, batch, seed, info
-        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.pin_memory = pin_memory
+        self.num_workers = num_workers
+        if isinstance(dataset, IterableDataset) and hasattr(dataset, "usable_workers"):
+            # a worker reads whole shards: never more workers than this rank has shards
+            self.num_workers = dataset.usable_workers(num_workers)
+            if self.num_workers < num_workers:
+                warn(
+                    f"{self.num_workers} DataLoader worker(s), not {num_workers}: this rank has "
+                    f"{self.num_workers} shard(s) (more with xmc-prepare --shard-size)"
+                )
         self.epoch, self.image_in_epoch = 0, 0
+        # shards: items consumed in this epoch from each worker's stream (module doc)
+        self.stream_positions = [0] * max(self.num_workers, 1)
+        self._before: tuple[int, int, list[int]] | None = None  # the position before a batch
 
     def _loader(self) -> DataLoader:
         if isinstance(self.dataset, IterableDataset):
@@ -104,9 +136,7 @@ class DataStream:
     def _stream_loader(self) -> DataLoader:
         """Shards: the dataset splits itself across ranks and workers; a resumed epoch restarts
         after the batches already consumed (training.data.shards says what repeats)."""
-        self.dataset.resume_at(
-            self.epoch, self.image_in_epoch // self.batch, self.batch, self.num_workers
-        )
+        self.dataset.resume_at(self.epoch, self.stream_positions, self.image_in_epoch // self.batch)
         return DataLoader(
             self.dataset,
             batch_size=self.batch,
@@ -117,20 +147,52 @@ class DataStream:
             pin_memory=self.pin_memory,
         )
 
+    def positions_after(self, images: int, batch: int) -> list[int]:
+        """The per-stream positions of a checkpoint that recorded none (written before they
+        were kept): `images` consumed in batches of `batch`, the workers delivering in turn
+        (exact unless a worker had run out of shards)."""
+        slots, batches = max(self.num_workers, 1), images // max(batch, 1)
+        return [-(-max(batches - k, 0) // slots) * batch for k in range(slots)]
+
+    def _advance(self, batch: dict[str, Any]) -> None:
+        self._before = (self.epoch, self.image_in_epoch, list(self.stream_positions))
+        self.image_in_epoch += self.batch
+        if "stream" in batch:  # shards: one past the newest item taken from each stream
+            for stream, index in zip(
+                batch["stream"].tolist(), batch["index"].tolist(), strict=True
+            ):
+                self.stream_positions[stream] = max(self.stream_positions[stream], index + 1)
+
+    def untake(self) -> None:
+        """Put the position back before the last batch handed out (taken, then not trained
+        on): a resume starts with it."""
+        if self._before is not None:
+            self.epoch, self.image_in_epoch, self.stream_positions = self._before
+            self._before = None
+
     def batches(self) -> Iterator[dict[str, Any]]:
         """The position moves past a batch when it is handed out; closing the generator (or an
-        error inside it) shuts the workers down at once."""
+        error inside it) shuts the workers down at once. A resumed epoch that has nothing
+        left (stopped at its end) moves on to the next."""
         while True:
+            resumed = self.image_in_epoch > 0
             iterator = iter(self._loader())
             delivered = 0
             try:
                 for batch in iterator:
-                    self.image_in_epoch += self.batch
+                    killed_workers(iterator)
+                    self._advance(batch)
                     delivered += 1
                     yield batch
             finally:
                 shutdown(iterator)
-                del iterator
-            if not delivered and isinstance(self.dataset, IterableDataset):
-                raise RunError(f"an epoch of the shards gave no batch of {self.batch} images")
+            killed_workers(iterator)  # one killed after its last batch: stop all the same
+            del iterator
+            if not delivered and not resumed and isinstance(self.dataset, IterableDataset):
+                raise RunError(
+                    f"an epoch of the shards gave no batch of {self.batch} images: each of the "
+                    f"{max(self.num_workers, 1)} DataLoader worker(s) batches its own shards; "
+                    "lower --batch-size or --num-workers, or add data"
+                )
             self.epoch, self.image_in_epoch = self.epoch + 1, 0
+            self.stream_positions = [0] * len(self.stream_positions)

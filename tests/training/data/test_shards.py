@@ -67,7 +67,7 @@ def test_prepare_then_train_from_each_source(
         items = list(dataset)
         assert len(items) == GOOD and dataset.skipped == 0
         assert all(item["image"].shape == (3, 24, 24) for item in items)
-        assert set(items[0]) == {"image", "caption", "image_id", "index", "skipped"}
+        assert set(items[0]) == {"image", "caption", "image_id", "index", "skipped", "stream"}
 
 
 def test_prepared_pixels_match_the_map_loader(caption_folder: Path, tmp_path: Path) -> None:
@@ -127,14 +127,72 @@ def test_resume_replays_the_uninterrupted_stream(tmp_path: Path) -> None:
     dataset.set_epoch(3)
     full = [b["image_id"].tolist() for b in DataLoader(dataset, **loader)]
     assert len(full) == 12
-    dataset.resume_at(3, batches=5, batch_size=2, num_workers=2)
+    # 5 batches consumed: worker 0 gave batches 0, 2, 4 (6 items), worker 1 batches 1, 3
+    dataset.resume_at(3, positions=[6, 4], first=5)
     resumed = [b["image_id"].tolist() for b in DataLoader(dataset, **loader)]
     assert resumed == full[5:]
     dataset.set_epoch(4)
     assert [b["image_id"].tolist() for b in DataLoader(dataset, **loader)] != full
-    dataset.resume_at(3, batches=5, batch_size=2, num_workers=2)
+    dataset.resume_at(3, positions=[6, 4], first=5)
     with pytest.raises(DatasetError, match="same num_workers"):
         next(iter(DataLoader(dataset, batch_size=2, num_workers=0)))
+
+
+def _stream(folder: Path, batch: int, workers: int):
+    from training.data.stream import DataStream
+    from training.distributed import DistInfo
+
+    dataset = ShardCaptions(folder, 16, seed=2, shuffle_buffer=4)
+    return DataStream(dataset, batch, seed=2, info=DistInfo(), num_workers=workers)
+
+
+def _resumed(folder: Path, stopped, batch: int, workers: int):
+    """A new stream at `stopped`'s position, as a checkpoint restores it."""
+    stream = _stream(folder, batch, workers)
+    stream.epoch, stream.image_in_epoch = stopped.epoch, stopped.image_in_epoch
+    if hasattr(stopped, "stream_positions"):  # kept since the epoch-end fix
+        stream.stream_positions = list(stopped.stream_positions)
+    return stream
+
+
+def _ids_of(batches, count: int) -> list[list[int]]:
+    return [next(batches)["image_id"].tolist() for _ in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("workers", "batch", "per_epoch"),
+    [(0, 8, 3), (0, 10, 2), (2, 4, 6), (2, 5, 4)],  # 24 samples: 10 and 5 leave a remainder
+)
+def test_a_stream_stopped_at_an_epoch_end_resumes_with_the_next_epoch(
+    tmp_path: Path, workers: int, batch: int, per_epoch: int
+) -> None:
+    folder = _write_shards(tmp_path / "s", shards=4, per_shard=6)
+    straight = _ids_of(_stream(folder, batch, workers).batches(), 2 * per_epoch)
+    stopped = _stream(folder, batch, workers)
+    batches = stopped.batches()
+    first = _ids_of(batches, per_epoch)  # the whole of epoch 0: the position is its end
+    batches.close()
+    assert first == straight[:per_epoch] and stopped.epoch == 0
+    # before the fix: "an epoch of the shards gave no batch of N images"
+    again = _ids_of(_resumed(folder, stopped, batch, workers).batches(), per_epoch)
+    assert again == straight[per_epoch:]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_batch_size_change_on_resume_repeats_and_skips_no_sample(
+    tmp_path: Path, workers: int
+) -> None:
+    folder = _write_shards(tmp_path / "s", shards=4, per_shard=6)
+    stopped = _stream(folder, 4, workers)
+    batches = stopped.batches()
+    seen = [i for b in _ids_of(batches, 3) for i in b]
+    batches.close()
+    resumed = _resumed(folder, stopped, 2, workers)  # the rest of epoch 0 in batches of 2
+    rest = resumed.batches()
+    while resumed.epoch == 0:
+        seen += next(rest)["image_id"].tolist()
+    rest.close()
+    assert sorted(seen[:-2]) == list(range(24))  # the last batch taken is epoch 1's first
 
 
 def test_rank_and_world_come_from_torchrun_environment(

@@ -78,8 +78,11 @@ class Captions(Protocol):
 
 
 def gather(x: torch.Tensor, enabled: bool) -> torch.Tensor:
-    """All-gather along the batch with gradients, for negatives from every device."""
-    if not enabled:
+    """All-gather along the batch with gradients, for negatives from every device (a single
+    process, with no process group, has only its own)."""
+    import torch.distributed as dist
+
+    if not enabled or not dist.is_initialized() or dist.get_world_size() == 1:
         return x
     import warnings
 

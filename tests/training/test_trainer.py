@@ -304,3 +304,15 @@ def test_the_d_options_train_and_resume(small_shapes_root, tiny_config, tmp_path
     assert resumed.step == 2 and resumed.discriminator.config == config
     for name, value in trainer.discriminator.state_dict().items():
         assert torch.equal(resumed.discriminator.state_dict()[name], value), name
+
+
+def test_gather_negatives_on_a_single_process_trains_as_without_it(
+    shapes_root, tiny_config, tmp_path, new_trainer
+):
+    """--gather-negatives with no process group (one process) has its own negatives only."""
+    losses = []
+    for gather in (False, True):
+        config = tiny_config(shapes_root, steps=2, gather_negatives=gather)
+        trainer = new_trainer(config, tmp_path / f"run-{gather}")
+        losses.append(trainer.train_step(next(trainer.batches())))
+    assert losses[0] == losses[1]

@@ -283,7 +283,7 @@ def write_bundle_readme(out: Path, model_id: str, preset: str) -> None:
     )
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("data", type=Path)
@@ -302,7 +302,11 @@ def main() -> None:
         help="training hours of the model the run started from (init_generator), where its "
         "config.json records none",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
 
     export_run(args.run_dir, args.out, model_id=args.model_id, weights=args.weights)
     train = json.loads((args.run_dir / "config.json").read_text())["train"]

@@ -141,6 +141,34 @@ def _error(message: str) -> None:
     print(f"xmc-train: error: {rank}{message}", file=sys.stderr, flush=True)
 
 
+def _dry_run(args: argparse.Namespace, config: TrainConfig) -> int:
+    """--dry-run: the resolved configuration and the batch per D update and per process."""
+    from models.text_encoder import TextEncoderLoadError
+    from training.config import describe
+
+    _, source = saved_config(args.run_dir)
+    if source:
+        print(
+            f"resuming {args.run_dir}: its saved config ({source}, preset "
+            f"{config.preset}) with the flags given",
+            file=sys.stderr,
+        )
+    try:
+        print(json.dumps(describe(config), indent=2, sort_keys=True))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        per_process = config.process_batch(world)
+    except (TextEncoderLoadError, ValueError) as e:
+        _error(str(e))
+        return 2
+    per_update = per_process * world // config.d_steps
+    print(
+        f"batch: {per_update} images per D update over {world} process(es), "
+        f"{per_process} per process per step ({config.d_steps} sub-batches)",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def train_main(argv: Sequence[str] | None = None, *, text_encoder: Any = None) -> int:
     """`xmc-train`. Exit 0 when done or stopped by Ctrl-C / SIGTERM (after saving), 2 for a bad
     configuration or run directory, 1 when training fails; every error is one line.
@@ -156,29 +184,7 @@ def train_main(argv: Sequence[str] | None = None, *, text_encoder: Any = None) -
     from models.text_encoder import TextEncoderLoadError
 
     if args.dry_run:
-        from training.config import describe
-
-        _, source = saved_config(args.run_dir)
-        if source:
-            print(
-                f"resuming {args.run_dir}: its saved config ({source}, preset "
-                f"{config.preset}) with the flags given",
-                file=sys.stderr,
-            )
-        try:
-            print(json.dumps(describe(config), indent=2, sort_keys=True))
-            world = int(os.environ.get("WORLD_SIZE", "1"))
-            per_process = config.process_batch(world)
-        except (TextEncoderLoadError, ValueError) as e:
-            _error(str(e))
-            return 2
-        per_update = per_process * world // config.d_steps
-        print(
-            f"batch: {per_update} images per D update over {world} process(es), "
-            f"{per_process} per process per step ({config.d_steps} sub-batches)",
-            file=sys.stderr,
-        )
-        return 0
+        return _dry_run(args, config)
     from training.data.coco import DatasetError
     from training.faults import RunError, one_line
     from training.trainer import Trainer

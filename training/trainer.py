@@ -42,12 +42,12 @@ from training.faults import (
     all_finite,
     one_line,
     warn,
-    worker_died,
 )
 from training.logs import TrainLogs
 from training.objectives import BatchNormStatsFrozen, LossWeights
 from training.run_dir import RunDir
 from training.samples import sample_captions, write_samples
+from training.stops import StopHandling
 
 __all__ = ["NonFiniteError", "RunError", "SubBatch", "Trainer"]
 
@@ -64,7 +64,7 @@ class SubBatch:
     extra: Any = None  # what the objective prepared for it (`Objective.prepare`; None: paper)
 
 
-class Trainer:
+class Trainer(StopHandling):
     """Handed its text encoder and dataset (or building them from the config); any object with
     `.config` (a TextEncoderConfig) and `.encode(captions, device) -> TextFeatures` will do."""
 
@@ -126,8 +126,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _status(self, doing: str) -> None:
-        """One line per loading phase before the progress bar, so a start is never silent
-        (with the progress bar only: logs and tests stay as they were)."""
+        """One line per loading phase before the progress bar (a start is never silent)."""
         if self.progress:
             print(f"xmc-train: {doing}...", file=sys.stderr, flush=True)
 
@@ -383,61 +382,12 @@ class Trainer:
             "bad_records": self.bad_records,
         }
 
-    def _next_batch(self, batches: Iterator[dict[str, Any]], stop: StopSignals):
-        """The next batch, or None when a stop was asked for or a DataLoader worker died (on
-        any rank). Under torchrun every rank takes its batch first and then all agree, so
-        that a worker dying on one rank stops them all at the same step; a batch taken but
-        not trained on goes back to the position (`DataStream.untake`)."""
-        if not self.info.enabled:
-            return None if stop.requested else self._take(batches, stop)
-        batch = None if stop.requested else self._take(batches, stop)
-        if any_flag(batch is None, self.info, self.device):
-            if batch is not None:
-                self.data.untake()
-            return None
-        return batch
-
-    def _take(self, batches: Iterator[dict[str, Any]], stop: StopSignals):
-        try:
-            return next(batches)
-        except RuntimeError as error:
-            if worker_died(error) and not stop.requested:
-                # a signal to a worker alone (an orchestrator signals every process of a job)
-                warn(f"{one_line(error)}: stopping at step {self.step} to save")
-            elif not stop.requested:
-                raise
-            return None  # a worker stopped by a signal: stop cleanly
-
-    def _save_after(self, error: BaseException, mid_step: bool) -> None:
-        """After an error between two steps, keep the progress; after a failed step, a failed
-        save or non-finite weights, leave the last good checkpoint as it is."""
-        if mid_step or isinstance(error, (CheckpointError, NonFiniteError)):
-            return
-        if self.info.enabled:
-            # the error may be this rank's alone: the others are in a collective of the next
-            # step and a save (which gathers every rank's data position) would wait for them
-            warn(f"rank {self.info.rank}: not saved after the error; resume from the last save")
-            return
-        if self.images_seen == self._saved_images:
-            return  # nothing new to keep (a start that failed before its first step)
-        try:
-            self.save()
-        except Exception as again:  # noqa: BLE001 - the first error is the one to report
-            warn(f"could not save after the error: {one_line(again)}")
-
     def _write_samples(self, captions: list[str]) -> None:
         try:
             self.write_samples(captions)
         except OSError as error:  # a full disk: name the file, which PIL's error does not
             where = self.run.sample_path(self.step)
             raise RunError(f"cannot write samples {where}: {error}") from None
-
-    def _forget_failed_start(self) -> None:
-        """A fresh run that failed before its first checkpoint leaves no config.json: the
-        next start, with other flags, must not be taken for a resume of this one (its saved
-        config is the base of `xmc-train`'s, and a changed preset would be refused)."""
-        if self.info.is_main and self.resumed_from is None and not self.run.checkpoints():
-            self.run.config_path.unlink(missing_ok=True)
 
     def _record(self, event: str, **fields: Any) -> None:
         if self.info.is_main:

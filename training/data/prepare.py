@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from training.data.coco import CaptionedImage, DatasetError, load_rgb, resize_image
 from training.data.records import BadRecords, keep_captioned
@@ -127,21 +128,7 @@ def prepare_shards(
                 reason = "undecodable_image" if record.path.exists() else "missing_image"
                 bad.add(reason, error)
                 continue
-            meta = {
-                "image_id": record.image_id,
-                "source": record.path.relative_to(root).as_posix()
-                if record.path.is_relative_to(root)
-                else record.path.name,
-                "captions": list(record.captions),
-            }
-            writer.write(
-                {
-                    "__key__": f"{written:09d}",
-                    options.image_format: data,
-                    "txt": "\n".join(record.captions),
-                    "json": meta,
-                }
-            )
+            writer.write(_sample(record, root, data, written, options.image_format))
             written += 1
             name = Path(writer.fname).name
             per_shard[name] = per_shard.get(name, 0) + 1
@@ -157,6 +144,19 @@ def prepare_shards(
     }
     (out / "prepare.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def _sample(record: Any, root: Path, data: bytes, index: int, image_format: str) -> dict:
+    """One webdataset sample: the encoded image, the captions (txt) and their metadata (json)."""
+    meta = {
+        "image_id": record.image_id,
+        "source": record.path.relative_to(root).as_posix()
+        if record.path.is_relative_to(root)
+        else record.path.name,
+        "captions": list(record.captions),
+    }
+    txt = "\n".join(record.captions)
+    return {"__key__": f"{index:09d}", image_format: data, "txt": txt, "json": meta}
 
 
 def _parser() -> argparse.ArgumentParser:

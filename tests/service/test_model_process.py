@@ -1,4 +1,4 @@
-"""The model in a process of its own (xmc_service.worker.ProcessHost, the default when the
+"""The model in a process of its own (xmc_service.model_host.ProcessHost, the default when the
 service loads a model folder): the same images as on a thread, and its death seen."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from PIL import Image
 from tests.service.conftest import wait_ready, wait_status
 from xmc_service.app import create_app
 from xmc_service.settings import Settings
-from xmc_service.worker import ModelProcessExited, ProcessHost, ThreadHost
+from xmc_service.model_host import ModelProcessExited, ProcessHost, ThreadHost
 
 
 def _pixels(client: TestClient) -> np.ndarray:
@@ -107,12 +107,12 @@ def test_a_cancelled_call_leaves_the_process_serving(tiny_artifact: Path) -> Non
     host = ProcessHost(Settings(model_dir=str(tiny_artifact), device="cpu"), logging.WARNING)
     try:
         host.start()
-        dropped = host.submit("generate", ["a red circle"], [1], 1.0, False)
+        dropped = host.generate(["a red circle"], [1], 1.0, False)
         assert dropped.cancel()  # as a stopped batcher's await does
-        kept = host.submit("generate", ["a blue square"], [2], 1.0, False)
+        kept = host.generate(["a blue square"], [2], 1.0, False)
         assert kept.result(timeout=60).pixels.shape == (1, 32, 32, 3)
     finally:
         host.close()
     assert not host._process.is_alive()
     with pytest.raises(ModelProcessExited):  # a call after close fails, it does not hang
-        host.submit("generate", ["x"], [3], 1.0, False).result(timeout=10)
+        host.generate(["x"], [3], 1.0, False).result(timeout=10)

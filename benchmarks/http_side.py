@@ -134,10 +134,8 @@ async def _load(port: int, clients: int, images: int, seconds: float, api: str) 
     def request(number: int, seed: int) -> bytes:
         caption = CAPTIONS[seed % len(CAPTIONS)]
         if api == "binary":
-            return _raw_request(
-                "/v1/generate", {"captions": [caption], "n": images, "seeds": [seed + i for i in range(images)]},
-                "Accept: application/x-xmc-images\r\n",
-            )  # fmt: skip
+            body = {"captions": [caption], "n": images, "seeds": list(range(seed, seed + images))}
+            return _raw_request("/v1/generate", body, "Accept: application/x-xmc-images\r\n")
         return _raw_request(
             "/v1/images/generations", {"prompt": caption, "n": images, "seed": seed}
         )
@@ -273,7 +271,9 @@ def _roles(before: dict[int, tuple[str, float]], root: int) -> dict[int, str]:
     return roles
 
 
-def measure_cell(server: StandInServer, clients: int, images: int, seconds: float, api: str) -> tuple[dict, dict[str, float]]:  # fmt: skip
+def measure_cell(
+    server: StandInServer, clients: int, images: int, seconds: float, api: str
+) -> tuple[dict, dict[str, float]]:
     client = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.http_side", "--client",
          str(server.port), str(clients), str(images), str(seconds), api],

@@ -15,6 +15,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
+
 import numpy as np
 
 from xmc_service.metrics import Metrics
@@ -158,14 +159,24 @@ class Batcher:
         Raises QueueFull at once when the queue has no room; cancelling the awaiting task (a
         client that went away) drops the images that have not started yet.
         """
-        if len(captions) != len(seeds) or not captions:
-            raise ValueError("one seed per caption, at least one caption")
-        job = self._submit(captions, seeds, truncation, attention)
+        job = self.submit(captions, seeds, truncation, attention)
         try:
             return await job.future
         except asyncio.CancelledError:
             self._drop(job)
             raise
+
+    def submit(
+        self, captions: list[str], seeds: list[int], truncation: float, attention: bool
+    ) -> _Job:
+        """Queue the images without a task to wait on them (the engine, for other processes'
+        requests): the job's future resolves with them; `drop(job)` forgets them."""
+        if len(captions) != len(seeds) or not captions:
+            raise ValueError("one seed per caption, at least one caption")
+        return self._submit(captions, seeds, truncation, attention)
+
+    def drop(self, job: _Job) -> None:
+        self._drop(job)
 
     def _submit(
         self, captions: list[str], seeds: list[int], truncation: float, attention: bool

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -84,28 +86,44 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
     )
-    from xmc_service.app import create_app
+    if settings.workers > 1:
+        import tempfile
 
-    app = create_app(settings)
-    failure = run_server(app, settings, args.log_level)
+        with tempfile.TemporaryDirectory(prefix="xmc-metrics-") as metrics_dir:
+            # before prometheus_client is imported here or in a worker: multiprocess mode
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+            from xmc_service.engine import serve_workers
+
+            failure = serve_workers(settings, args.log_level)
+    else:
+        from xmc_service.app import create_app
+
+        failure = run_server(create_app(settings), settings, args.log_level)
     if failure is not None:
-        print(f"xmc-serve: the model could not be loaded: {failure}", file=sys.stderr)
+        print(f"xmc-serve: {failure}", file=sys.stderr)
         return 1
     return 0
 
 
 def server_options(settings: Settings) -> dict[str, object]:
-    """uvicorn options from the settings (also used by the tests' server)."""
+    """uvicorn options from the settings (also used by the tests' server): httptools and
+    uvloop when installed, the front's guarded connections (xmc_service.front)."""
+    from xmc_service.front import guarded_protocol
+
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    except ImportError:  # httptools is not installed
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
     return {
-        "limit_concurrency": settings.max_connections,
+        "http": guarded_protocol(base, settings.idle_timeout_s, settings.max_connections),
+        "limit_concurrency": None,  # the guard answers 429; uvicorn's would be a plain 503
+        "timeout_keep_alive": settings.idle_timeout_s,
         "timeout_graceful_shutdown": 10,
         "proxy_headers": False,  # X-Forwarded-* is the client's to forge; see XMC_PUBLIC_URL
     }
 
 
-def run_server(app: object, settings: Settings, log_level: str) -> str | None:
-    """uvicorn until a signal, or until the model fails to load (without keep_retrying); returns
-    that failure's one-line description, else None."""
+def uvicorn_server(app: object, settings: Settings, log_level: str) -> Any:
     import uvicorn
 
     config = uvicorn.Config(
@@ -115,12 +133,27 @@ def run_server(app: object, settings: Settings, log_level: str) -> str | None:
         log_level=log_level,
         **server_options(settings),  # type: ignore[arg-type]
     )
-    server = uvicorn.Server(config)
+    return uvicorn.Server(config)
+
+
+def failure_line(state: Any) -> str:
+    """What xmc-serve says when the model ends it: a load failure, or a model process that
+    stopped while serving."""
+    reason = state.error or "unknown error"
+    if state.stopped_while_serving:
+        return f"the model process stopped while serving: {reason}"
+    return f"the model could not be loaded: {reason}"
+
+
+def run_server(app: object, settings: Settings, log_level: str) -> str | None:
+    """uvicorn until a signal, or until the model fails (without keep_retrying); returns
+    that failure's one-line description, else None."""
+    server = uvicorn_server(app, settings, log_level)
     state = app.state.service  # type: ignore[attr-defined]
     failures: list[str] = []
 
     def stop() -> None:
-        failures.append(state.error or "unknown error")
+        failures.append(failure_line(state))
         server.should_exit = True
 
     state.on_failure = stop

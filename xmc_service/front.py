@@ -28,7 +28,6 @@ from pydantic import ValidationError
 
 from xmc_service.batcher import QueueFull
 from xmc_service.errors import APIError, error_body, queue_full, validation_error
-from xmc_service.metrics import count_rejection
 from xmc_service.model_host import ModelProcessExited, ModelStalled
 from xmc_service.schemas import GenerateRequest, ImageGenerationRequest
 from xmc_service.state import ServiceState
@@ -111,8 +110,8 @@ class Front:
         if path != "/" and path.endswith("/") and path.rstrip("/") in self.paths:
             query = scope.get("query_string", b"")
             location = path.rstrip("/").encode() + (b"?" + query if query else b"")
-            await send({"type": "http.response.start", "status": 307,
-                        "headers": [(b"location", location), (b"content-length", b"0")]})  # fmt: skip
+            redirect = [(b"location", location), (b"content-length", b"0")]
+            await send({"type": "http.response.start", "status": 307, "headers": redirect})
             await send({"type": "http.response.body", "body": b""})
             return
         if self.keys and path.startswith("/v1/") and not path.startswith(_OPEN_PREFIXES):
@@ -142,7 +141,8 @@ class Front:
                 code="missing_api_key",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        if not any([hmac.compare_digest(token, key) for key in self.keys]):  # every key compared
+        matches = [hmac.compare_digest(token, key) for key in self.keys]  # each, in constant time
+        if not any(matches):
             raise APIError(
                 401,
                 "Incorrect API key provided.",
@@ -156,7 +156,9 @@ class Front:
             try:
                 message = await asyncio.wait_for(receive(), self.body_timeout_s)
             except asyncio.TimeoutError:
-                raise APIError(408, "The request body did not arrive in time.", code="timeout")
+                raise APIError(
+                    408, "The request body did not arrive in time.", code="timeout"
+                ) from None
             if message["type"] == "http.disconnect":
                 raise APIError(499, "The client closed the request.", code="client_disconnected")
             chunk = message.get("body", b"")
@@ -176,7 +178,9 @@ class Front:
             try:
                 message = await asyncio.wait_for(receive(), self.body_timeout_s)
             except asyncio.TimeoutError:
-                raise APIError(408, "The request body did not arrive in time.", code="timeout")
+                raise APIError(
+                    408, "The request body did not arrive in time.", code="timeout"
+                ) from None
             if message["type"] == "http.request":
                 size += len(message.get("body", b""))
                 if size > self.max_body:

@@ -83,6 +83,7 @@ def _patch() -> None:
             continue
         if hasattr(module, "load_pipeline"):
             module.load_pipeline = load_stand_in
+            return
 
 
 _patch()

@@ -90,8 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="xmc-metrics-") as metrics_dir:
-            # before prometheus_client is imported here or in a worker: multiprocess mode
+            # every process's metrics in files there, summed by /metrics (multiprocess mode,
+            # which prometheus_client picks when imported: the workers import it afresh)
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+            from prometheus_client import values
+
+            values.ValueClass = values.get_value_class()  # here it may be imported already
             from xmc_service.engine import serve_workers
 
             failure = serve_workers(settings, args.log_level)

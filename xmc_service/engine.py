@@ -320,6 +320,7 @@ def _worker_main(
         return state.batcher
 
     app = create_app(settings, engine=remote)
+    app.front.worker_header = [(b"x-xmc-worker", str(index).encode())]  # type: ignore[union-attr]
     uvicorn_server(app, settings, log_level).run(sockets=[sock])
 
 

@@ -60,6 +60,8 @@ class Front:
         self.max_body = settings.max_body_bytes
         self.body_timeout_s = settings.idle_timeout_s
         self.fast = not settings.cors_origins
+        # x-xmc-worker on generation answers: which HTTP worker of several served it
+        self.worker_header: list[tuple[bytes, bytes]] = []
         self._fastapi = fastapi_app
         self._paths: set[str] | None = None
 
@@ -126,6 +128,7 @@ class Front:
             response_headers = [(b"content-type", media_type.encode()),
                                 (b"content-length", str(len(content)).encode())]  # fmt: skip
             response_headers += [(k.encode(), v.encode()) for k, v in extra.items()]
+            response_headers += self.worker_header
             await send({"type": "http.response.start", "status": 200, "headers": response_headers})
             await send({"type": "http.response.body", "body": content})
             return
@@ -285,13 +288,25 @@ def guarded_protocol(base: type, idle_timeout_s: float, max_connections: int) ->
     ) + refusal_body
 
     class GuardedProtocol(base):  # type: ignore[misc, valid-type]
+        _refusing = False
+
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             if len(self.connections) > max_connections:
+                # answer, stop writing, and read (and drop) what the client sends for a moment
+                # before closing: closing with its request unread would reset the connection,
+                # and the client might never see the 429
+                self._refusing = True
                 transport.write(refusal)
-                transport.close()
+                if transport.can_write_eof():
+                    transport.write_eof()
+                self.loop.call_later(1.0, transport.close)
                 return
             self._arm(None)
+
+        def data_received(self, data: bytes) -> None:
+            if not self._refusing:
+                super().data_received(data)
 
         def _arm(self, cycle: Any) -> None:
             self._idle_handle = self.loop.call_later(idle_timeout_s, self._idle_check, cycle)

@@ -74,9 +74,10 @@ class Settings(BaseSettings):
     """A connection that has not sent a whole request head this long after it opened or after
     its last answer (idle, or sending slowly) is closed; a request body must arrive within it
     too (else 408)."""
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    workers: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)), ge=1, le=256)
     """HTTP worker processes in front of the one model process (which batches across all of
-    them); default: one per core."""
+    them); default: one per core this process may run on. 1 serves from one process (the
+    batcher beside the HTTP side); a container's CPU limit is not seen here: set it."""
     model_timeout_s: float = Field(30.0, gt=0, le=3600)
     """A model call unanswered this long (a stopped or hung model process) makes the service
     not ready and answers the requests waiting for it 503, until the model answers again."""

@@ -19,8 +19,8 @@ from PIL import Image
 from tests.service.conftest import wait_ready, wait_status
 from xmc_service import cli
 from xmc_service.app import create_app
-from xmc_service.settings import Settings
 from xmc_service.model_host import ModelProcessExited, ProcessHost, ThreadHost
+from xmc_service.settings import Settings
 
 
 def _pixels(client: TestClient) -> np.ndarray:

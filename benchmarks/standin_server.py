@@ -86,7 +86,8 @@ def _patch() -> None:
             return
 
 
-_patch()
+if __name__ in ("__main__", "__mp_main__"):  # this script, or a process it spawned
+    _patch()
 
 if __name__ == "__main__":
     from xmc_service.cli import main

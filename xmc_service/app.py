@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from xmc_service import lifecycle
 from xmc_service.errors import install_error_handlers
 from xmc_service.front import Front
-from xmc_service.imaging import ImageStore
+from xmc_service.imaging import ImageStore, SharedImageStore
 from xmc_service.metrics import make_metrics
 from xmc_service.middleware import OpenAICORSMiddleware
 from xmc_service.model_host import Pipeline
@@ -83,9 +83,11 @@ def create_app(
     settings: Settings | None = None,
     pipeline: Pipeline | None = None,
     engine: Callable[[ServiceState], Any] | None = None,
+    images_folder: str | None = None,
 ) -> XMCApp:
     """The service. `pipeline` (tests) replaces loading `settings.model_dir`; `engine` (an HTTP
-    worker of several) makes the batcher a connection to the shared engine process."""
+    worker of several) makes the batcher a connection to the shared engine process, and
+    `images_folder` the store of `url` images one the workers share."""
     settings = settings or Settings()
     app = XMCApp(
         title="xmc",
@@ -97,7 +99,11 @@ def create_app(
     state = ServiceState(
         settings=settings,
         metrics=make_metrics(),
-        images=ImageStore(settings.image_ttl_s, settings.image_store_size),
+        images=(
+            SharedImageStore(images_folder, settings.image_ttl_s, settings.image_store_size)
+            if images_folder is not None
+            else ImageStore(settings.image_ttl_s, settings.image_store_size)
+        ),
     )
     app.state.service = state
     install_error_handlers(app)

@@ -89,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     if settings.workers > 1:
         import tempfile
 
-        with tempfile.TemporaryDirectory(prefix="xmc-metrics-") as metrics_dir:
+        with (
+            tempfile.TemporaryDirectory(prefix="xmc-metrics-") as metrics_dir,
+            tempfile.TemporaryDirectory(prefix="xmc-images-") as images_folder,
+        ):
             # every process's metrics in files there, summed by /metrics (multiprocess mode,
             # which prometheus_client picks when imported: the workers import it afresh)
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             values.ValueClass = values.get_value_class()  # here it may be imported already
             from xmc_service.engine import serve_workers
 
-            failure = serve_workers(settings, args.log_level)
+            failure = serve_workers(settings, args.log_level, images_folder)
     else:
         from xmc_service.app import create_app
 

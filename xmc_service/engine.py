@@ -307,7 +307,12 @@ def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
 
 
 def _worker_main(
-    settings: Settings, sock: socket.socket, conn: Any, index: int, log_level: str
+    settings: Settings,
+    sock: socket.socket,
+    conn: Any,
+    index: int,
+    log_level: str,
+    images_folder: str,
 ) -> None:
     """One HTTP worker: uvicorn on its socket, the app's batcher a RemoteBatcher."""
     set_process_name(f"xmc-http-{index}")
@@ -319,12 +324,12 @@ def _worker_main(
         state.batcher = RemoteBatcher(state, conn)
         return state.batcher
 
-    app = create_app(settings, engine=remote)
+    app = create_app(settings, engine=remote, images_folder=images_folder)
     app.front.worker_header = [(b"x-xmc-worker", str(index).encode())]  # type: ignore[union-attr]
     uvicorn_server(app, settings, log_level).run(sockets=[sock])
 
 
-def serve_workers(settings: Settings, log_level: str) -> str | None:
+def serve_workers(settings: Settings, log_level: str, images_folder: str) -> str | None:
     """xmc-serve with settings.workers HTTP workers and this process as the engine, until a
     signal (None) or a model that cannot load or stops (its one-line reason)."""
     from xmc_service import lifecycle
@@ -346,7 +351,7 @@ def serve_workers(settings: Settings, log_level: str) -> str | None:
     for index, (sock, (_, worker_end)) in enumerate(zip(sockets, pipes, strict=True)):
         process = context.Process(
             target=_worker_main,
-            args=(settings, sock, worker_end, index, log_level),
+            args=(settings, sock, worker_end, index, log_level, images_folder),
             name=f"xmc-http-{index}",
             daemon=True,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import secrets
 import struct
@@ -115,3 +116,57 @@ class ImageStore:
             if oldest.expires > now and len(self._images) <= self._capacity:
                 break
             del self._images[oldest_id]
+
+
+class SharedImageStore:
+    """ImageStore's interface over a folder that every HTTP worker of one server shares, so
+    the worker that answers a URL need not be the one that drew the image. A file per image,
+    its expiry in the name; expired and surplus files go on each put."""
+
+    def __init__(self, folder: str, ttl_s: float, capacity: int) -> None:
+        self._folder = folder
+        self._ttl_s = ttl_s
+        self._capacity = capacity
+
+    def put(self, data: bytes, output_format: str) -> str:
+        import os
+
+        image_id = f"{secrets.token_urlsafe(16)}.{output_format}"
+        expires = time.time() + self._ttl_s
+        temporary = os.path.join(self._folder, f".{image_id}")
+        with open(temporary, "wb") as file:
+            file.write(data)
+        os.replace(temporary, os.path.join(self._folder, f"{expires:.3f}-{image_id}"))
+        self._evict()
+        return image_id
+
+    def get(self, image_id: str) -> StoredImage | None:
+        import glob
+        import os
+
+        if "/" in image_id or "*" in image_id or "?" in image_id or "[" in image_id:
+            return None
+        for path in glob.glob(os.path.join(self._folder, f"*-{image_id}")):
+            expires = float(os.path.basename(path).split("-", 1)[0])
+            if expires <= time.time():
+                return None
+            with open(path, "rb") as file:
+                data = file.read()
+            output_format = image_id.rsplit(".", 1)[-1]
+            return StoredImage(
+                data, MEDIA_TYPES[output_format], time.monotonic() + expires - time.time()
+            )
+        return None
+
+    def _evict(self) -> None:
+        import os
+
+        names = sorted(n for n in os.listdir(self._folder) if not n.startswith("."))
+        now = time.time()
+        surplus = len(names) - self._capacity
+        for index, name in enumerate(names):
+            if index < surplus or float(name.split("-", 1)[0]) <= now:
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(self._folder, name))
+            else:
+                break

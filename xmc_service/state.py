@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from xmc_service.batcher import Batcher
-from xmc_service.imaging import ImageStore
+from xmc_service.imaging import ImageStore, SharedImageStore
 from xmc_service.metrics import Metrics
 from xmc_service.settings import Settings
 
@@ -19,7 +19,7 @@ Status = Literal["loading", "ready", "stalled", "failed"]
 class ServiceState:
     settings: Settings
     metrics: Metrics
-    images: ImageStore
+    images: ImageStore | SharedImageStore
     status: Status = "loading"
     error: str | None = None
     # The model's batcher: a local `Batcher`, or in an HTTP worker of several the

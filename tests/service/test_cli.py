@@ -39,6 +39,7 @@ def test_flags_override_the_environment_and_reach_uvicorn(
 ) -> None:
     monkeypatch.setenv("XMC_PORT", "9999")
     monkeypatch.setenv("XMC_MAX_BATCH_IMAGES", "3")
+    monkeypatch.setenv("XMC_WORKERS", "1")  # one process: the app is built here
     calls: list[tuple[Any, Any]] = []
     monkeypatch.setattr(
         cli, "run_server", lambda app, settings, level: calls.append((app, settings))

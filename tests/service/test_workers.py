@@ -111,3 +111,15 @@ def test_every_worker_answers_readiness_and_the_model(two_workers: str) -> None:
         models = client.get(f"{two_workers}/v1/models").json()
     assert models["data"][0]["id"] == "stand-in-16px"
     assert models["data"][0]["resolution"] == 16
+
+
+def test_a_url_image_is_served_by_every_worker(two_workers: str) -> None:
+    body = {"prompt": "a red circle", "response_format": "url", "seed": 5}
+    url = httpx.post(f"{two_workers}/v1/images/generations", json=body).json()["data"][0]["url"]
+    fetched = []
+    for _ in range(16):  # fresh connections, spread over both workers
+        with httpx.Client() as client:
+            answer = client.get(f"{two_workers}{url}")
+            fetched.append((answer.status_code, answer.headers["content-type"], answer.content))
+    assert {(status, kind) for status, kind, _ in fetched} == {(200, "image/png")}
+    assert len({content for _, _, content in fetched}) == 1

@@ -402,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="per cell")
     parser.add_argument("--old-tree", type=Path, help="an older tree's service, run beside")
     parser.add_argument("--old-only", action="store_true", help="measure only --old-tree")
+    parser.add_argument("--old-extra-path", default="", help="added to the old tree's PYTHONPATH")
     parser.add_argument("--workers", default="1", help="this tree's XMC_WORKERS, comma-separated")
     parser.add_argument("--clients", default="64,256")
     parser.add_argument("--images", default="1,4", help="images per request")
@@ -428,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     cells: list[Cell] = []
     if args.old_tree is not None:
         old_args = argparse.Namespace(**{**vars(args), "apis": ["json"]})
-        cells += run_server_cells("old tree", args.old_tree.resolve(), {}, old_args)
+        old_env = {"BENCH_EXTRA_PATH": args.old_extra_path}
+        cells += run_server_cells("old tree", args.old_tree.resolve(), old_env, old_args)
     if not args.old_only:
         extra = dict(item.split("=", 1) for item in args.env)
         for workers in args.workers:

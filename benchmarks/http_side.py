@@ -34,6 +34,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,7 @@ class _Client(asyncio.Protocol):
     def __init__(self) -> None:
         self.buffer = bytearray()
         self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
-        self.transport: asyncio.Transport | None = None
+        self.transport: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -105,13 +106,21 @@ class _Client(asyncio.Protocol):
             waiter.set_result((status, body))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(ConnectionError("the server closed the connection"))
 
     async def request(self, raw: bytes) -> tuple[int, bytes]:
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionError("the server closed the connection")
         self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(raw)  # type: ignore[union-attr]
+        self.transport.write(raw)
         return await self.waiter
+
+
+async def _connect(port: int) -> _Client:
+    _, protocol = await asyncio.get_running_loop().create_connection(_Client, "127.0.0.1", port)
+    return protocol
 
 
 def _raw_request(path: str, body: dict, headers: str = "") -> bytes:
@@ -123,13 +132,21 @@ def _raw_request(path: str, body: dict, headers: str = "") -> bytes:
 
 
 async def _load(port: int, clients: int, images: int, seconds: float, api: str) -> dict:
-    loop = asyncio.get_running_loop()
-    connections = []
-    for _ in range(clients):
-        _, protocol = await loop.create_connection(_Client, "127.0.0.1", port)
-        connections.append(protocol)
+    connections = [await _connect(port) for _ in range(clients)]
     latencies: list[float] = []
     statuses: dict[int, int] = {}
+    reconnects = 0
+
+    async def send(number: int, raw: bytes) -> tuple[int, bytes]:
+        """On the client's connection; a new one if the server closed it while the client
+        waited (an idle connection's timeout, during the warm-up's slowest answers)."""
+        nonlocal reconnects
+        try:
+            return await connections[number].request(raw)
+        except ConnectionError:
+            reconnects += 1
+            connections[number] = await _connect(port)
+            return await connections[number].request(raw)
 
     def request(number: int, seed: int) -> bytes:
         caption = CAPTIONS[seed % len(CAPTIONS)]
@@ -142,24 +159,27 @@ async def _load(port: int, clients: int, images: int, seconds: float, api: str) 
 
     async def one_client(number: int, deadline: float) -> None:
         seed = number * 1_000_003
-        connection = connections[number]
         while time.perf_counter() < deadline:
             tick = time.perf_counter()
-            status, _ = await connection.request(request(number, seed))
+            status, _ = await send(number, request(number, seed))
             statuses[status] = statuses.get(status, 0) + 1
             if status == 200:
                 latencies.append(time.perf_counter() - tick)
             seed += images
 
     # one request each first: connections accepted, text features cached, kernels warm
-    await asyncio.gather(*(c.request(request(i, i)) for i, c in enumerate(connections)))
+    await asyncio.gather(*(send(i, request(i, i)) for i in range(clients)))
+    warm_up_reconnects, reconnects = reconnects, 0
     print("go", flush=True)
     started_cpu, started = time.process_time(), time.perf_counter()
     await asyncio.gather(*(one_client(i, started + seconds) for i in range(clients)))
     elapsed = time.perf_counter() - started
     for connection in connections:
-        connection.transport.close()  # type: ignore[union-attr]
+        if connection.transport is not None:
+            connection.transport.close()
     return {
+        "reconnects": reconnects,
+        "warm_up_reconnects": warm_up_reconnects,
         "requests": len(latencies),
         "images": len(latencies) * images,
         "seconds": elapsed,
@@ -328,6 +348,8 @@ def _row(cell: Cell) -> str:
     result = cell.result
     requests = max(1, result["requests"])
     bad = {k: v for k, v in result["statuses"].items() if k != "200"}
+    if result.get("reconnects"):
+        bad["reconnects"] = result["reconnects"]
     return (
         f"{cell.server:<22}{cell.resolution:>4}{cell.clients:>5}{cell.images_per_request:>3}"
         f"{cell.api:>7}{result['images'] / result['seconds']:>9.1f}{result['p50_ms']:>9.1f}"

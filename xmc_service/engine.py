@@ -318,7 +318,7 @@ def _worker_main(
     set_process_name(f"xmc-http-{index}")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     from xmc_service.app import create_app
-    from xmc_service.cli import uvicorn_server
+    from xmc_service.server import uvicorn_server
 
     def remote(state: ServiceState) -> RemoteBatcher:
         state.batcher = RemoteBatcher(state, conn)
@@ -333,9 +333,9 @@ def serve_workers(settings: Settings, log_level: str, images_folder: str) -> str
     """xmc-serve with settings.workers HTTP workers and this process as the engine, until a
     signal (None) or a model that cannot load or stops (its one-line reason)."""
     from xmc_service import lifecycle
-    from xmc_service.cli import failure_line
     from xmc_service.imaging import ImageStore
     from xmc_service.metrics import make_metrics
+    from xmc_service.server import failure_line
 
     set_process_name("xmc-engine")
     context = multiprocessing.get_context("spawn")

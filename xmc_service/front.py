@@ -27,8 +27,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from xmc_service.batcher import QueueFull
-from xmc_service.errors import APIError, error_body, queue_full, validation_error
+from xmc_service.errors import (
+    APIError,
+    error_body,
+    model_unavailable,
+    queue_full,
+    validation_error,
+)
 from xmc_service.model_host import ModelProcessExited, ModelStalled
+from xmc_service.routes.generate import generate_answer, wants_binary
+from xmc_service.routes.images import images_answer
 from xmc_service.schemas import GenerateRequest, ImageGenerationRequest
 from xmc_service.state import ServiceState
 
@@ -225,8 +233,6 @@ FastRoute = Callable[
 async def _images(
     body: bytes, headers: dict[bytes, bytes], receive: Receive, state: ServiceState
 ) -> tuple[bytes, dict[str, str], str]:
-    from xmc_service.routes.images import images_answer
-
     request = _validated(ImageGenerationRequest, body)
     return await _answering(images_answer(request, receive, state)), {}, "application/json"
 
@@ -234,8 +240,6 @@ async def _images(
 async def _generate(
     body: bytes, headers: dict[bytes, bytes], receive: Receive, state: ServiceState
 ) -> tuple[bytes, dict[str, str], str]:
-    from xmc_service.routes.generate import generate_answer, wants_binary
-
     request = _validated(GenerateRequest, body)
     binary = wants_binary(headers.get(b"accept", b"").decode("latin-1"))
     return await _answering(generate_answer(request, receive, state, binary))
@@ -244,8 +248,6 @@ async def _generate(
 async def _answering(work: Awaitable[Any]) -> Any:
     """The model's failures as the API's answers: a full queue 429, a dead or stalled model
     503 (FastAPI's exception handlers do the same on its routes)."""
-    from xmc_service.errors import model_unavailable
-
     try:
         return await work
     except QueueFull as full:

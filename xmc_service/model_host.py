@@ -477,9 +477,8 @@ def _child_main(conn: Any, settings: Any, log_level: int) -> None:
     set_process_name("xmc-model")
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        from xmc_service import model_host  # looked up now: a benchmark may stand in a model
-
-        model = LocalModel(model_host.load_pipeline(settings), settings.text_cache_size)
+        # a module global, looked up at the call: the HTTP-side benchmark stands in a model
+        model = LocalModel(load_pipeline(settings), settings.text_cache_size)
     except Exception as error:
         conn.send(("failed", describe_failure(error)))
         return

@@ -100,7 +100,7 @@ def test_a_client_that_disconnects_gets_its_work_dropped() -> None:
 def test_past_the_connection_limit_overload_is_refused_at_once() -> None:
     """XMC_MAX_CONNECTIONS reaches uvicorn's limit_concurrency: with the model held, 64 clients
     against a limit of 8 get their 503s in well under a second, not after the queue drains."""
-    from xmc_service.cli import server_options
+    from xmc_service.server import server_options
 
     gate = threading.Event()
     fake = FakePipeline(gate=gate)

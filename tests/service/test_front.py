@@ -17,8 +17,8 @@ from PIL import Image
 
 from tests.service.conftest import running_server
 from xmc_service.app import create_app
-from xmc_service.server import server_options
 from xmc_service.imaging import encode_png
+from xmc_service.server import server_options
 from xmc_service.settings import Settings
 
 

@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.load_at_start = os.getloadavg()
     levels = [int(level) for level in args.clients.split(",")]
-    from xmc_service.state import resolve_device
+    from xmc_service.model_host import resolve_device
 
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory() as scratch:

@@ -1,4 +1,4 @@
-"""Dynamic batching: requests queue per image; the model (`xmc_service.worker`) takes batches.
+"""Dynamic batching: requests queue per image; the model (`xmc_service.model_host`) takes batches.
 
 An asyncio task forms batches from the queue (full at `max_batch_images`, or once the oldest
 image has waited `max_wait_ms`) and hands each to the model, which runs its calls one at a time
@@ -15,12 +15,11 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from xmc_service.metrics import Metrics
-from xmc_service.worker import Generated, ModelHost, warmup_sizes
+from xmc_service.model_host import Generated, ModelHost, warmup_sizes
 
 logger = logging.getLogger("xmc_service")
 
@@ -86,6 +85,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()  # handed to the model, not done
         self._running = 0  # batches with the model, running or queued behind (<= 2)
+        self._running_jobs: set[_Job] = set()  # the jobs of those batches
         self._model_free_since = time.perf_counter()
         self._seconds_per_image = 0.0
 
@@ -111,29 +111,30 @@ class Batcher:
         self._pending.clear()
         self.model.close()
 
-    def fail_queued(self, error: Exception) -> None:
-        """Every queued image's request fails with `error` (the model is gone)."""
-        jobs = {id(item.job): item.job for item in self._pending}.values()
+    def fail_queued(self, error: Exception, running: bool = False) -> None:
+        """Every queued image's request fails with `error` (the model is gone); with `running`
+        also those of the batches the model holds (a stalled model: if it ever answers them,
+        the answers are dropped)."""
+        jobs = {id(item.job): item.job for item in self._pending}
+        if running:
+            jobs.update((id(job), job) for job in self._running_jobs)
         self._pending.clear()
         self._metrics.queue_images.set(0)
-        for job in jobs:
+        for job in jobs.values():
             if not job.future.done():
                 job.future.set_exception(error)
 
-    async def call(self, op: str, *args: Any) -> Any:
-        """One call to the model (`xmc_service.worker.LocalModel.<op>`), after those before it."""
-        return await asyncio.wrap_future(self.model.submit(op, *args))
-
     async def set_threads(self, threads: int | None) -> None:
         """The model's intra-op CPU threads (None: the service's default)."""
-        await self.call("set_threads", threads)
+        await asyncio.wrap_future(self.model.set_threads(threads))
 
     async def warmup(self) -> None:
         """Forwards at batch 1, 2, 4, ... and the full batch: the first call of a batch size
         builds its kernels (about a forward's time again on the CPU), so no request pays that
         for the common sizes."""
         for size in warmup_sizes(self.max_batch_images):
-            await self.call("warm", size)
+            logger.info("warm-up forward at batch %d", size)
+            await asyncio.wrap_future(self.model.warm(size))
 
     async def interpolate(
         self, captions: tuple[str, str], seeds: tuple[int, int], frames: int, truncation: float
@@ -142,7 +143,9 @@ class Batcher:
         between batches; it counts as `frames` images against the queue's room."""
         if self.queued_images + frames > self.max_queue_images:
             raise QueueFull(self._retry_after(frames))
-        return await self.call("interpolate", captions, seeds, frames, truncation)
+        return await asyncio.wrap_future(
+            self.model.interpolate(captions, seeds, frames, truncation)
+        )
 
     async def generate(
         self,
@@ -156,14 +159,24 @@ class Batcher:
         Raises QueueFull at once when the queue has no room; cancelling the awaiting task (a
         client that went away) drops the images that have not started yet.
         """
-        if len(captions) != len(seeds) or not captions:
-            raise ValueError("one seed per caption, at least one caption")
-        job = self._submit(captions, seeds, truncation, attention)
+        job = self.submit(captions, seeds, truncation, attention)
         try:
             return await job.future
         except asyncio.CancelledError:
             self._drop(job)
             raise
+
+    def submit(
+        self, captions: list[str], seeds: list[int], truncation: float, attention: bool
+    ) -> _Job:
+        """Queue the images without a task to wait on them (the engine, for other processes'
+        requests): the job's future resolves with them; `drop(job)` forgets them."""
+        if len(captions) != len(seeds) or not captions:
+            raise ValueError("one seed per caption, at least one caption")
+        return self._submit(captions, seeds, truncation, attention)
+
+    def drop(self, job: _Job) -> None:
+        self._drop(job)
 
     def _submit(
         self, captions: list[str], seeds: list[int], truncation: float, attention: bool
@@ -247,17 +260,20 @@ class Batcher:
         for item in batch:
             self._metrics.queue_seconds.observe(submitted - item.job.enqueued)
         job = batch[0].job
+        jobs = {item.job for item in batch}
+        self._running_jobs |= jobs
         captions = [item.job.captions[item.index] for item in batch]
         seeds = [item.job.seeds[item.index] for item in batch]
         try:
-            generated: Generated = await self.call(
-                "generate", captions, seeds, job.truncation, job.attention
+            generated: Generated = await asyncio.wrap_future(
+                self.model.generate(captions, seeds, job.truncation, job.attention)
             )
         except Exception as error:
             logger.exception("batch of %d images failed", len(batch))
             self._fail(batch, error)
             return
         finally:
+            self._running_jobs -= jobs
             self._running -= 1
             if not self._running:
                 self._model_free_since = time.perf_counter()

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from xmc_service.server import failure_line, server_options, uvicorn_server
 from xmc_service.settings import Settings
+
+__all__ = ["failure_line", "main", "run_server", "server_options", "settings_from_args"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,43 +88,41 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
     )
-    from xmc_service.app import create_app
+    if settings.workers > 1:
+        import tempfile
 
-    app = create_app(settings)
-    failure = run_server(app, settings, args.log_level)
+        with (
+            tempfile.TemporaryDirectory(prefix="xmc-metrics-") as metrics_dir,
+            tempfile.TemporaryDirectory(prefix="xmc-images-") as images_folder,
+        ):
+            # every process's metrics in files there, summed by /metrics (multiprocess mode,
+            # which prometheus_client picks when imported: the workers import it afresh)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+            from prometheus_client import values
+
+            values.ValueClass = values.get_value_class()  # here it may be imported already
+            from xmc_service.engine import serve_workers
+
+            failure = serve_workers(settings, args.log_level, images_folder)
+    else:
+        from xmc_service.app import create_app
+
+        failure = run_server(create_app(settings), settings, args.log_level)
     if failure is not None:
-        print(f"xmc-serve: the model could not be loaded: {failure}", file=sys.stderr)
+        print(f"xmc-serve: {failure}", file=sys.stderr)
         return 1
     return 0
 
 
-def server_options(settings: Settings) -> dict[str, object]:
-    """uvicorn options from the settings (also used by the tests' server)."""
-    return {
-        "limit_concurrency": settings.max_connections,
-        "timeout_graceful_shutdown": 10,
-        "proxy_headers": False,  # X-Forwarded-* is the client's to forge; see XMC_PUBLIC_URL
-    }
-
-
 def run_server(app: object, settings: Settings, log_level: str) -> str | None:
-    """uvicorn until a signal, or until the model fails to load (without keep_retrying); returns
+    """uvicorn until a signal, or until the model fails (without keep_retrying); returns
     that failure's one-line description, else None."""
-    import uvicorn
-
-    config = uvicorn.Config(
-        app,  # type: ignore[arg-type]
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        **server_options(settings),  # type: ignore[arg-type]
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn_server(app, settings, log_level)
     state = app.state.service  # type: ignore[attr-defined]
     failures: list[str] = []
 
     def stop() -> None:
-        failures.append(state.error or "unknown error")
+        failures.append(failure_line(state))
         server.should_exit = True
 
     state.on_failure = stop

@@ -10,8 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from xmc_service.batcher import QueueFull
 from xmc_service.metrics import count_rejection
-from xmc_service.worker import ModelProcessExited
+from xmc_service.model_host import ModelProcessExited, ModelStalled
 
 
 class APIError(Exception):
@@ -71,8 +72,31 @@ async def _on_api_error(request: Request, error: APIError) -> JSONResponse:
     return error_response(error)
 
 
-async def _on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-    first = error.errors()[0] if error.errors() else {}
+def queue_full(full: QueueFull) -> APIError:
+    """The one answer to a full queue: 429 with Retry-After."""
+    return APIError(
+        429,
+        f"The server is busy; retry after {full.retry_after_s} s.",
+        kind="rate_limit_error",
+        code="queue_full",
+        headers={"Retry-After": str(full.retry_after_s)},
+    )
+
+
+def model_unavailable(error: Exception) -> APIError:
+    """The model died or stalled while the request waited: 503, retry shortly."""
+    if isinstance(error, ModelStalled):
+        message = "The model has stopped answering; retry shortly."
+    else:
+        message = "The model stopped while this request waited for it; retry shortly."
+    return APIError(
+        503, message, kind="server_error", code="model_not_ready", headers={"Retry-After": "1"}
+    )
+
+
+def validation_error(errors: list[Any]) -> APIError:
+    """The first of pydantic's errors (locations under "body") as an OpenAI-shaped 400."""
+    first = errors[0] if errors else {}
     location = tuple(first.get("loc", ()))
     if first.get("type") == "json_invalid":
         param, code = None, "invalid_json"
@@ -83,7 +107,11 @@ async def _on_validation_error(request: Request, error: RequestValidationError) 
     message = _validation_message(first, param)
     if code == "invalid_body":
         message = "The request body must be a JSON object sent as Content-Type: application/json."
-    return await _on_api_error(request, APIError(400, message, param=param, code=code))
+    return APIError(400, message, param=param, code=code)
+
+
+async def _on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    return await _on_api_error(request, validation_error(list(error.errors())))
 
 
 async def _on_http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -97,15 +125,17 @@ async def _on_http_error(request: Request, error: StarletteHTTPException) -> JSO
 
 
 async def _on_model_exited(request: Request, error: Exception) -> JSONResponse:
-    message = "The model stopped while this request waited for it; retry shortly."
-    api_error = APIError(
-        503, message, kind="server_error", code="model_not_ready", headers={"Retry-After": "1"}
-    )
-    return await _on_api_error(request, api_error)
+    return await _on_api_error(request, model_unavailable(error))
+
+
+async def _on_queue_full(request: Request, error: QueueFull) -> JSONResponse:
+    return await _on_api_error(request, queue_full(error))
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _on_api_error)  # type: ignore[arg-type]
     app.add_exception_handler(ModelProcessExited, _on_model_exited)
+    app.add_exception_handler(ModelStalled, _on_model_exited)
+    app.add_exception_handler(QueueFull, _on_queue_full)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _on_http_error)  # type: ignore[arg-type]

@@ -1,7 +1,14 @@
-"""Prometheus metrics, one registry per app so several apps (tests) never share counters."""
+"""Prometheus metrics, one registry per app so several apps (tests) never share counters.
+
+With several HTTP workers (xmc_service.engine) every process writes its metrics to files in
+PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode, chosen when it is imported),
+and /metrics in any worker answers their sum over all workers and the engine: the engine's
+queue depth and batch figures, every worker's requests and rejections.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +30,28 @@ class Metrics:
     images_generated: Counter
     text_cache: Counter
 
+    @property
+    def scrape(self) -> CollectorRegistry:
+        """What /metrics answers: this registry, or every process's metrics summed."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return self.registry
+        from prometheus_client import multiprocess
+
+        summed = CollectorRegistry()
+        multiprocess.MultiProcessCollector(summed)
+        return summed
+
 
 def make_metrics() -> Metrics:
     registry = CollectorRegistry()
     return Metrics(
         registry=registry,
-        queue_images=Gauge("xmc_queue_images", "Images waiting for the model.", registry=registry),
+        queue_images=Gauge(
+            "xmc_queue_images",
+            "Images waiting for the model.",
+            registry=registry,
+            multiprocess_mode="livemax",  # the engine's figure; the workers hold none
+        ),
         queue_seconds=Histogram(
             "xmc_queue_seconds",
             "Time an image waits before its batch starts.",

@@ -3,6 +3,7 @@ override the defaults."""
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -38,9 +39,10 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     max_batch_images: int = Field(32, ge=1, le=1024)
     """A batch is sent to the model as soon as it holds this many images..."""
-    max_wait_ms: float = Field(5.0, ge=0.0, le=10_000.0)
+    max_wait_ms: float | None = Field(None, ge=0.0, le=10_000.0)
     """...or once it has gathered this long (from when its oldest image and the model were both
-    there), whichever comes first."""
+    there), whichever comes first. None: 5 ms on the CPU (a forward takes tens of ms), 1 ms on
+    a GPU (a whole batch takes ~3 ms there)."""
     max_queue_images: int = Field(512, ge=1)
     """Images waiting for the model; a request that would overflow it is answered 429."""
     api_keys: Annotated[list[str], NoDecode] = []
@@ -64,14 +66,32 @@ class Settings(BaseSettings):
     """The base URL clients reach this server at (e.g. https://images.example.com), for
     response_format=url answers; None answers a path (/v1/images/files/...). Never taken from
     the request's Host header, which the client controls."""
-    max_connections: int = Field(256, ge=1, le=65_536)
-    """Open connections (and in-flight requests) beyond which a new request is answered 503 at
-    once by the HTTP server (uvicorn's limit_concurrency), so overload is refused fast."""
+    max_connections: int = Field(1024, ge=1, le=65_536)
+    """Open connections per HTTP worker beyond which a new connection is answered 429 with
+    Retry-After and closed at once. Idle connections are closed after idle_timeout_s, so they
+    cannot hold this up."""
+    idle_timeout_s: float = Field(5.0, gt=0, le=3600)
+    """A connection that has not sent a whole request head this long after it opened or after
+    its last answer (idle, or sending slowly) is closed; a request body must arrive within it
+    too (else 408)."""
+    workers: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)), ge=1, le=256)
+    """HTTP worker processes in front of the one model process (which batches across all of
+    them); default: one per core this process may run on. 1 serves from one process (the
+    batcher beside the HTTP side); a container's CPU limit is not seen here: set it."""
+    model_timeout_s: float = Field(30.0, gt=0, le=3600)
+    """A model call unanswered this long (a stopped or hung model process) makes the service
+    not ready and answers the requests waiting for it 503, until the model answers again."""
     keep_retrying: bool = False
     """When the model cannot be loaded: False stops xmc-serve with exit code 1 (an orchestrator
     sees it); True keeps it up, /health/ready 503, retrying every retry_s seconds."""
     retry_s: float = Field(10.0, gt=0, le=3600)
     """Seconds between load attempts with keep_retrying."""
+
+    def batch_wait_ms(self, device_type: str) -> float:
+        """max_wait_ms, or its default for the device the model runs on."""
+        if self.max_wait_ms is not None:
+            return self.max_wait_ms
+        return 5.0 if device_type == "cpu" else 1.0
 
     @field_validator("public_url")
     @classmethod

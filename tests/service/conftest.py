@@ -29,7 +29,7 @@ def tiny_pipeline(tiny_artifact: Path) -> Any:
     return XMCGANPipeline.from_pretrained(tiny_artifact, device="cpu")
 
 
-def wait_ready(client: TestClient, timeout_s: float = 30.0) -> None:
+def wait_ready(client: TestClient, timeout_s: float = 120.0) -> None:
     assert wait_status(client, "ready", timeout_s).status_code == 200
 
 

@@ -15,7 +15,7 @@ import pytest
 from tests.service.fakes import FakePipeline
 from xmc_service.batcher import Batcher, QueueFull
 from xmc_service.metrics import make_metrics
-from xmc_service.worker import ModelProcessExited, ThreadHost
+from xmc_service.model_host import ModelProcessExited, ThreadHost
 
 
 def make_batcher(pipeline: Any, **options: Any) -> Batcher:

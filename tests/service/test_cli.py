@@ -39,6 +39,7 @@ def test_flags_override_the_environment_and_reach_uvicorn(
 ) -> None:
     monkeypatch.setenv("XMC_PORT", "9999")
     monkeypatch.setenv("XMC_MAX_BATCH_IMAGES", "3")
+    monkeypatch.setenv("XMC_WORKERS", "1")  # one process: the app is built here
     calls: list[tuple[Any, Any]] = []
     monkeypatch.setattr(
         cli, "run_server", lambda app, settings, level: calls.append((app, settings))
@@ -46,7 +47,7 @@ def test_flags_override_the_environment_and_reach_uvicorn(
     assert cli.main(["--model", str(tiny_artifact), "--port", "8123", "--host", "0.0.0.0"]) == 0
     app, settings = calls[0]
     assert (settings.host, settings.port) == ("0.0.0.0", 8123)
-    assert cli.server_options(settings)["limit_concurrency"] == settings.max_connections
+    assert cli.server_options(settings)["limit_concurrency"] is None  # the guard answers 429
     settings = app.state.service.settings
     assert (settings.model_dir, settings.max_batch_images) == (str(tiny_artifact), 3)
 

@@ -98,25 +98,27 @@ def test_a_client_that_disconnects_gets_its_work_dropped() -> None:
 
 
 def test_past_the_connection_limit_overload_is_refused_at_once() -> None:
-    """XMC_MAX_CONNECTIONS reaches uvicorn's limit_concurrency: with the model held, 64 clients
-    against a limit of 8 get their 503s in well under a second, not after the queue drains."""
-    from xmc_service.cli import server_options
+    """XMC_MAX_CONNECTIONS bounds open connections (the front's guard): with the model held, 64
+    clients against a limit of 8 get 429 with Retry-After in well under a second, not after the
+    queue drains (it was a plain-text 503 without Retry-After, from uvicorn's limit)."""
+    from xmc_service.server import server_options
 
     gate = threading.Event()
     fake = FakePipeline(gate=gate)
     settings = Settings(max_batch_images=4, max_wait_ms=1.0, warmup=False, max_connections=8)
     app = create_app(settings, pipeline=fake)
 
-    async def crowd(base: str) -> list[tuple[int, float]]:
+    async def crowd(base: str) -> list[tuple[int, float, str | None]]:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=0)
         async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
 
-            async def one(i: int) -> tuple[int, float]:
+            async def one(i: int) -> tuple[int, float, str | None]:
                 tick = time.perf_counter()
                 response = await client.post(
                     "/v1/images/generations", json={"prompt": f"p{i}", "seed": i}
                 )
-                return response.status_code, time.perf_counter() - tick
+                retry_after = response.headers.get("retry-after")
+                return response.status_code, time.perf_counter() - tick, retry_after
 
             tasks = [asyncio.create_task(one(i)) for i in range(64)]
             refused_by = time.perf_counter() + 5
@@ -132,8 +134,9 @@ def test_past_the_connection_limit_overload_is_refused_at_once() -> None:
         results = asyncio.run(crowd(base))
         after = httpx.post(f"{base}/v1/images/generations", json={"prompt": "x"}, timeout=30)
     assert after.status_code == 200  # the crowd gone, the server serves again
-    statuses = [status for status, _ in results]
-    assert set(statuses) <= {200, 503}, statuses
-    refused = sorted(seconds for status, seconds in results if status == 503)
+    statuses = [status for status, _, _ in results]
+    assert set(statuses) <= {200, 429}, statuses
+    refused = sorted(seconds for status, seconds, _ in results if status == 429)
     assert len(refused) >= 64 - 8, statuses
+    assert {retry for status, _, retry in results if status == 429} == {"1"}
     assert refused[len(refused) // 2] < 1.0, refused  # the median refusal, model still held

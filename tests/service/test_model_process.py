@@ -1,4 +1,4 @@
-"""The model in a process of its own (xmc_service.worker.ProcessHost, the default when the
+"""The model in a process of its own (xmc_service.model_host.ProcessHost, the default when the
 service loads a model folder): the same images as on a thread, and its death seen."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import base64
 import io
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from tests.service.conftest import wait_ready, wait_status
+from xmc_service import cli
 from xmc_service.app import create_app
+from xmc_service.model_host import ModelProcessExited, ProcessHost, ThreadHost
 from xmc_service.settings import Settings
-from xmc_service.worker import ModelProcessExited, ProcessHost, ThreadHost
 
 
 def _pixels(client: TestClient) -> np.ndarray:
@@ -78,6 +80,9 @@ def test_a_killed_model_process_fails_readiness_then_stops_or_reloads(
         os.kill(first.pid, signal.SIGKILL)
         ready = wait_status(client, "failed")
         assert ready.status_code == 503 and "exited with code -9" in ready.json()["error"]
+        state = app.state.service
+        # said as what it is, not as a load failure
+        assert cli.failure_line(state).startswith("the model process stopped while serving: ")
         if keep_retrying:  # then a new process loads the model and the service is ready
             wait_status(client, "ready")
             assert app.state.service.batcher.model.pid != first.pid
@@ -107,12 +112,55 @@ def test_a_cancelled_call_leaves_the_process_serving(tiny_artifact: Path) -> Non
     host = ProcessHost(Settings(model_dir=str(tiny_artifact), device="cpu"), logging.WARNING)
     try:
         host.start()
-        dropped = host.submit("generate", ["a red circle"], [1], 1.0, False)
+        dropped = host.generate(["a red circle"], [1], 1.0, False)
         assert dropped.cancel()  # as a stopped batcher's await does
-        kept = host.submit("generate", ["a blue square"], [2], 1.0, False)
+        kept = host.generate(["a blue square"], [2], 1.0, False)
         assert kept.result(timeout=60).pixels.shape == (1, 32, 32, 3)
     finally:
         host.close()
     assert not host._process.is_alive()
     with pytest.raises(ModelProcessExited):  # a call after close fails, it does not hang
-        host.submit("generate", ["x"], [3], 1.0, False).result(timeout=10)
+        host.generate(["x"], [3], 1.0, False).result(timeout=10)
+
+
+def test_a_stopped_model_process_is_seen_and_its_requests_answered_503(
+    tiny_artifact: Path,
+) -> None:
+    settings = Settings(model_dir=str(tiny_artifact), warmup=False, model_timeout_s=1.0)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        wait_ready(client)
+        pid = app.state.service.batcher.model.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            waiting = client.post("/v1/images/generations", json={"prompt": "a red circle"})
+            assert waiting.status_code == 503, waiting.text  # a deadline, not a hang
+            assert time.monotonic() - started < 10
+            assert waiting.headers["retry-after"] == "1"
+            ready = wait_status(client, "stalled", timeout_s=10)
+            assert ready.status_code == 503 and "not answered" in ready.json()["error"]
+            refused = client.post("/v1/images/generations", json={"prompt": "a red circle"})
+            assert refused.status_code == 503
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_status(client, "ready", timeout_s=20)  # it answers again: ready again
+        assert _pixels(client).shape == (2, 32, 32, 3)
+
+
+@pytest.mark.parametrize("model_id", ["bad\nid", "esc\x1b[31m", "nul\x00", "  "])
+def test_a_model_id_with_control_characters_is_refused_at_load(
+    make_client: Any, model_id: str
+) -> None:
+    from tests.service.fakes import FakePipeline
+
+    fake = FakePipeline()
+    fake.model_id = model_id
+    app = create_app(Settings(warmup=False), pipeline=fake)
+    stops: list[bool] = []
+    app.state.service.on_failure = lambda: stops.append(True)
+    with TestClient(app) as client:
+        ready = wait_status(client, "failed")
+    assert stops == [True]
+    error = ready.json()["error"]
+    assert "control characters" in error and "\n" not in error and "\x1b" not in error

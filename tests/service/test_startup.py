@@ -4,6 +4,7 @@ or, with --keep-retrying, stays up answering 503 and loads once the folder is fi
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -26,9 +27,15 @@ def broken_copy(tiny_artifact: Path, tmp_path: Path) -> Path:
     return directory
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_xmc_serve_exits_1_when_the_model_cannot_load(
-    tiny_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_artifact: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    workers: str,
 ) -> None:
+    monkeypatch.setenv("XMC_WORKERS", workers)  # one process, or two HTTP workers and the engine
     directory = broken_copy(tiny_artifact, tmp_path)
     started = time.monotonic()
     assert cli.main(["--model", str(directory), "--port", "0", "--log-level", "warning"]) == 1
@@ -61,3 +68,17 @@ def test_without_keep_retrying_a_failure_asks_to_stop(tiny_artifact: Path, tmp_p
         wait_status(client, "failed")
         assert stops == [True]
         assert client.get("/health/ready").json()["status"] == "failed"
+
+
+def test_the_server_says_what_it_does_while_it_loads(
+    tiny_artifact: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(model_dir=str(tiny_artifact), max_batch_images=2, device="cpu")
+    with caplog.at_level(logging.INFO, logger="xmc_service"):
+        with TestClient(create_app(settings)) as client:
+            wait_status(client, "ready")
+    said = [record.getMessage() for record in caplog.records]
+    steps = ["starting the model process", "warm-up forward at batch 1", "warm-up forward at "
+             "batch 2", "ready: "]  # fmt: skip
+    positions = [next(i for i, line in enumerate(said) if line.startswith(s)) for s in steps]
+    assert positions == sorted(positions), said

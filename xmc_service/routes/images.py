@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import time
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from xmc_service.deps import BatcherDep, StateDep, require_api_key
+from xmc_service.deps import StateDep
 from xmc_service.errors import APIError
 from xmc_service.imaging import MEDIA_TYPES, to_base64
 from xmc_service.routes._generation import (
+    Receive,
     check_model,
     encode_all,
     generate_or_drop,
     random_seeds,
+    ready_batcher,
 )
-from xmc_service.schemas import ErrorResponse, ImageData, ImageGenerationRequest, ImagesResponse
+from xmc_service.schemas import ErrorResponse, ImageGenerationRequest, ImagesResponse
+from xmc_service.state import ServiceState
 
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 503)}
 
@@ -40,18 +44,12 @@ def check_size(size: str | None, resolution: int) -> None:
     )
 
 
-@router.post(
-    "/generations",
-    response_model=ImagesResponse,
-    response_model_exclude_none=True,
-    responses=ERRORS,
-    dependencies=[Depends(require_api_key)],
-)
-async def create_images(
-    body: ImageGenerationRequest, request: Request, batcher: BatcherDep, state: StateDep
-) -> ImagesResponse:
-    """Draw `n` images of `prompt` (the OpenAI Images API, plus `seed` and `truncation`)."""
+async def images_answer(
+    body: ImageGenerationRequest, receive: Receive, state: ServiceState
+) -> bytes:
+    """The JSON of an ImagesResponse for `body` (validated)."""
     started = time.perf_counter()
+    batcher = ready_batcher(state)
     check_model(body.model, batcher)
     check_size(body.size, batcher.model.resolution)
     if body.stream:
@@ -64,7 +62,7 @@ async def create_images(
     )
     if seeds[-1] >= 2**63:
         raise APIError(400, "Invalid 'seed': seed + n - 1 must be below 2**63.", param="seed")
-    images = await generate_or_drop(request, batcher, [body.prompt] * count, seeds, body.truncation)
+    images = await generate_or_drop(receive, batcher, [body.prompt] * count, seeds, body.truncation)
     output_format = body.output_format or "png"
     files = await encode_all(images, output_format)
     data = []
@@ -72,14 +70,22 @@ async def create_images(
         if body.response_format == "url":
             image_id = state.images.put(file, output_format)
             url = file_url(state.settings.public_url, image_id)
-            data.append(ImageData(url=url, revised_prompt=body.prompt, seed=image.seed))
+            data.append({"url": url, "revised_prompt": body.prompt, "seed": image.seed})
         else:
-            data.append(
-                ImageData(b64_json=to_base64(file), revised_prompt=body.prompt, seed=image.seed)
-            )
+            encoded = to_base64(file)
+            data.append({"b64_json": encoded, "revised_prompt": body.prompt, "seed": image.seed})
     state.metrics.images_generated.inc(len(images))
     state.metrics.request_seconds.labels(endpoint="images").observe(time.perf_counter() - started)
-    return ImagesResponse(created=int(time.time()), data=data)
+    return json.dumps({"created": int(time.time()), "data": data}).encode()
+
+
+@router.post("/generations", response_model=ImagesResponse, responses=ERRORS)
+async def create_images(
+    body: ImageGenerationRequest, request: Request, state: StateDep
+) -> Response:
+    """Draw `n` images of `prompt` (the OpenAI Images API, plus `seed` and `truncation`)."""
+    content = await images_answer(body, request.receive, state)
+    return Response(content, media_type="application/json")
 
 
 @router.get(

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import Response
 
-from xmc_service.batcher import QueueFull
-from xmc_service.deps import BatcherDep, StateDep, require_api_key
+from xmc_service.deps import BatcherDep, StateDep
 from xmc_service.errors import APIError
 from xmc_service.imaging import ANIMATION_TYPES, encode_animation
 from xmc_service.routes._generation import check_model, random_seeds
@@ -29,7 +28,6 @@ router = APIRouter(prefix="/v1", tags=["interpolations"])
         },
         **ERRORS,
     },
-    dependencies=[Depends(require_api_key)],
 )
 async def interpolate(body: InterpolationRequest, batcher: BatcherDep, state: StateDep) -> Response:
     """Frame k of N shows t = k / (N - 1) of the way: text features lerped, z slerped. The
@@ -47,16 +45,7 @@ async def interpolate(body: InterpolationRequest, batcher: BatcherDep, state: St
             param="seeds",
             code="invalid_value",
         )
-    try:
-        frames = await batcher.interpolate(captions, seeds, body.frames, body.truncation)
-    except QueueFull as full:
-        raise APIError(
-            429,
-            f"The server is busy; retry after {full.retry_after_s} s.",
-            kind="rate_limit_error",
-            code="queue_full",
-            headers={"Retry-After": str(full.retry_after_s)},
-        ) from None
+    frames = await batcher.interpolate(captions, seeds, body.frames, body.truncation)
     data = await asyncio.to_thread(encode_animation, frames, body.output_format, body.frame_ms)
     state.metrics.images_generated.inc(len(frames))
     state.metrics.request_seconds.labels(endpoint="interpolations").observe(

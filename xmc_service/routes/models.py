@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from xmc_service.deps import BatcherDep, StateDep, require_api_key
+from xmc_service.deps import BatcherDep, StateDep
 from xmc_service.schemas import ModelCard, ModelList
 
-router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["models"])
 
 
 @router.get("/models", response_model=ModelList)

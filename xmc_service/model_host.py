@@ -1,8 +1,9 @@
 """Where the model runs: in a process of its own (`ProcessHost`, what xmc-serve does), or on a
 thread of the server's process (`ThreadHost`: a pipeline handed to `create_app`, the tests).
 
-Both take the batcher's calls as `submit(op, *args) -> Future`, run one at a time in order;
-`op` names a method of `LocalModel`, which holds the pipeline and its text-feature cache.
+Both take the batcher's calls as typed methods (`generate`, `interpolate`, `warm`, `set_threads`,
+`ping`) that return futures and run one at a time in order, each a method of `LocalModel`, which
+holds the pipeline and its text-feature cache.
 
 Why a process: a model thread shares the server's GIL with the event loop. Each torch operator
 around the generator (a latent per seed, the text features' rows, the uint8 conversion: about a
@@ -19,9 +20,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
+import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
@@ -51,14 +54,57 @@ class Pipeline(Protocol):
 
 
 class ModelHost(Protocol):
-    """The model, wherever it runs: `submit` one `LocalModel` call, get its future."""
+    """The model, wherever it runs: each call returns a future, run after those before it."""
 
     model_id: str
     resolution: int
+    device_type: str  # "cpu" or "cuda": the batching window depends on it
 
-    def submit(self, op: str, *args: Any) -> Future[Any]: ...
+    def generate(
+        self, captions: list[str], seeds: list[int], truncation: float, attention: bool
+    ) -> Future[Generated]: ...
+
+    def interpolate(
+        self, captions: tuple[str, str], seeds: tuple[int, int], frames: int, truncation: float
+    ) -> Future[np.ndarray]: ...
+
+    def warm(self, size: int) -> Future[None]: ...
+
+    def set_threads(self, threads: int | None) -> Future[None]: ...
+
+    def ping(self) -> Future[None]: ...
+
+    def oldest_call_s(self) -> float:
+        """How long the oldest unanswered call has waited (0 when none)."""
+        ...
 
     def close(self) -> None: ...
+
+
+class _TypedCalls:
+    """The typed calls of `ModelHost`, each one `_submit(<LocalModel method>, *args)`."""
+
+    def _submit(self, op: str, *args: Any) -> Future[Any]:
+        raise NotImplementedError
+
+    def generate(
+        self, captions: list[str], seeds: list[int], truncation: float, attention: bool
+    ) -> Future[Generated]:
+        return self._submit("generate", captions, seeds, truncation, attention)
+
+    def interpolate(
+        self, captions: tuple[str, str], seeds: tuple[int, int], frames: int, truncation: float
+    ) -> Future[np.ndarray]:
+        return self._submit("interpolate", captions, seeds, frames, truncation)
+
+    def warm(self, size: int) -> Future[None]:
+        return self._submit("warm", size)
+
+    def set_threads(self, threads: int | None) -> Future[None]:
+        return self._submit("set_threads", threads)
+
+    def ping(self) -> Future[None]:
+        return self._submit("ping")
 
 
 class ModelError(RuntimeError):
@@ -71,6 +117,56 @@ class ModelLoadError(RuntimeError):
 
 class ModelProcessExited(RuntimeError):
     """The model's process is gone (killed, out of memory, crashed)."""
+
+
+class ModelStalled(RuntimeError):
+    """The model has not answered a call within the deadline (a stopped or hung process)."""
+
+
+def check_model_id(model_id: str) -> str:
+    """A served model id goes into logs, /v1/models and errors: no control characters."""
+    bad = [c for c in model_id if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
+    if bad or not model_id.strip():
+        raise ModelLoadError(
+            f"the model's id {model_id!r} is empty or has control characters; "
+            "set a printable model_id in its config.json"
+        )
+    return model_id
+
+
+def set_process_name(name: str) -> None:
+    """Name this process in /proc (ps, top, the HTTP-side benchmark's CPU counters)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(name[:15])
+
+
+def resolve_device(requested: str) -> str:
+    """'auto' -> 'cuda' when a GPU is present, else 'cpu'; 'cuda' without a GPU is an error
+    (models.runtime.pick_device, the project's one device choice)."""
+    from models import DeviceError, pick_device
+
+    try:
+        return str(pick_device(requested))
+    except DeviceError:
+        raise RuntimeError("XMC_DEVICE=cuda but no CUDA GPU is visible to torch") from None
+
+
+def load_pipeline(settings: Any) -> Pipeline:
+    """Load the artifact named by the settings (None: the bundled default) on its device."""
+    from models import XMCGANPipeline  # the service reaches `models` only through the pipeline
+
+    device = resolve_device(settings.device)
+    where = settings.model_dir or "the bundled default artifact"
+    logger.info("loading %s on %s (text encoder, generator, engine) ...", where, device)
+    pipeline = XMCGANPipeline.from_pretrained(
+        settings.model_dir, device=device, backend=settings.backend
+    )
+    if device == "cpu":
+        logger.warning("no GPU in use: serving %s on the CPU (slower)", where)
+    else:
+        logger.info("serving %s on %s", where, device)
+    return pipeline
 
 
 def describe_failure(error: BaseException) -> str:
@@ -157,14 +253,17 @@ class LocalModel:
     def __init__(self, pipeline: Pipeline, text_cache_size: int) -> None:
         self.pipeline = pipeline
         self.cache = TextFeatureCache(pipeline, text_cache_size)
-        self.model_id, self.resolution = pipeline.model_id, pipeline.resolution
+        self.model_id, self.resolution = check_model_id(pipeline.model_id), pipeline.resolution
+        device = getattr(pipeline, "device", None)
+        self.device_type = str(getattr(device, "type", device or "cpu"))
+
+    def ping(self) -> None:
+        """Nothing: answered in order after the calls before it, it shows the model is alive."""
 
     def default_threads(self) -> int | None:
         """On the CPU, one model thread per core but one, which the HTTP side keeps: on 2
         cores two model threads spin against the event loop (measured 2.5x slower per forward
         under load, docs/service.md). None (torch's default) on a GPU."""
-        import os
-
         device = getattr(self.pipeline, "device", None)
         if device is None or getattr(device, "type", str(device)) != "cpu":
             return None
@@ -224,26 +323,35 @@ class LocalModel:
             return to_pixels(self.pipeline.interpolate(feats, seeds, frames, truncation))
 
 
-class ThreadHost:
+class ThreadHost(_TypedCalls):
     """The model on one thread of this process."""
 
     def __init__(self, model: LocalModel) -> None:
         self._model = model
         self.model_id, self.resolution = model.model_id, model.resolution
+        self.device_type = model.device_type
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="xmc-model")
+        self._submitted: deque[tuple[float, Future[Any]]] = deque()
 
     @classmethod
     def around(cls, pipeline: Pipeline, text_cache_size: int) -> ThreadHost:
         return cls(LocalModel(pipeline, text_cache_size))
 
-    def submit(self, op: str, *args: Any) -> Future[Any]:
-        return self._executor.submit(getattr(self._model, op), *args)
+    def _submit(self, op: str, *args: Any) -> Future[Any]:
+        future = self._executor.submit(getattr(self._model, op), *args)
+        self._submitted.append((time.monotonic(), future))
+        return future
+
+    def oldest_call_s(self) -> float:
+        while self._submitted and self._submitted[0][1].done():
+            self._submitted.popleft()
+        return time.monotonic() - self._submitted[0][0] if self._submitted else 0.0
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-class ProcessHost:
+class ProcessHost(_TypedCalls):
     """The model in a child process (spawned: a fresh interpreter, no inherited threads).
 
     Calls go down a pipe as (op, args) and come back in order; a reader thread resolves their
@@ -265,13 +373,14 @@ class ProcessHost:
         child_end.close()
         self._on_exit = on_exit
         self._pending: deque[Future[Any]] = deque()
+        self._sent_at: deque[float] = deque()  # when each pending call went down the pipe
         self._lock = threading.Lock()
         # Two threads waiting for one child race: the one that loses sees no child and reports
         # it alive (multiprocessing's Popen.poll); so the waits take turns.
         self._reaping = threading.Lock()
         self._gone: str | None = None
         self._started = self._closing = False
-        self.model_id, self.resolution = "", 0
+        self.model_id, self.resolution, self.device_type = "", 0, "cpu"
 
     @property
     def pid(self) -> int | None:
@@ -285,11 +394,15 @@ class ProcessHost:
         if message[0] != "ready":
             self.close()
             raise ModelLoadError(message[1])
-        _, self.model_id, self.resolution = message
+        _, self.model_id, self.resolution, self.device_type = message
         self._started = True
         threading.Thread(target=self._read, name="xmc-model-reader", daemon=True).start()
 
-    def submit(self, op: str, *args: Any) -> Future[Any]:
+    def oldest_call_s(self) -> float:
+        with self._lock:
+            return time.monotonic() - self._sent_at[0] if self._sent_at else 0.0
+
+    def _submit(self, op: str, *args: Any) -> Future[Any]:
         future: Future[Any] = Future()
         with self._lock:
             if self._gone is None:
@@ -299,6 +412,7 @@ class ProcessHost:
                     self._gone = "the model process exited"
                 else:
                     self._pending.append(future)
+                    self._sent_at.append(time.monotonic())
                     return future
         future.set_exception(ModelProcessExited(self._gone))
         return future
@@ -311,11 +425,13 @@ class ProcessHost:
                 break
             with self._lock:
                 future = self._pending.popleft()
+                self._sent_at.popleft()
             _settle(future, value if status == "ok" else ModelError(value))
         reason = f"the model process exited with code {self._exit_code()}"
         with self._lock:
             self._gone, pending = reason, list(self._pending)
             self._pending.clear()
+            self._sent_at.clear()
         for future in pending:
             _settle(future, ModelProcessExited(reason))
         if not self._closing and self._on_exit is not None:
@@ -358,15 +474,15 @@ def _child_main(conn: Any, settings: Any, log_level: int) -> None:
     """The model's process: load, say ready (or why not), then answer calls until told to go."""
     # Ctrl+C reaches the whole process group: the server stops, then closes this process.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    set_process_name("xmc-model")
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        from xmc_service.state import load_pipeline
-
+        # a module global, looked up at the call: the HTTP-side benchmark stands in a model
         model = LocalModel(load_pipeline(settings), settings.text_cache_size)
     except Exception as error:
         conn.send(("failed", describe_failure(error)))
         return
-    conn.send(("ready", model.model_id, model.resolution))
+    conn.send(("ready", model.model_id, model.resolution, model.device_type))
     while True:
         try:
             message = conn.recv()

@@ -1,0 +1,468 @@
+"""Benchmark: the service's HTTP side alone, per image, from the server processes' CPU counters.
+
+    python -m benchmarks.http_side [--seconds 4] [--old-tree DIR] [--workers 1,2]
+
+Runs the real service (routes, batcher, model host, encoding) with a stand-in model that
+answers precomputed pixels at once (`benchmarks/standin_server.py`; `--batch-ms` makes it sleep
+per batch, as a GPU would take), under closed-loop keep-alive clients at 64 and 256
+connections, n = 1 and 4 images per request, 32 and 256 px. For each cell it reports the
+server's CPU time per request and per image (utime + stime of the server's process tree, from
+/proc, before and after; steadier on a shared machine than img/s), img/s, p50/p99 latency and
+the load client's own CPU (it runs in a process of its own, so it is seen to not be the limit).
+
+`--old-tree DIR` (a `git archive` of an earlier commit) runs that tree's service beside this
+one in the same run, with the same stand-in and the same clients, so the CPU per image of
+today and of the old path are compared in one run. `--workers 1,2` runs this tree with 1 and
+then 2 HTTP worker processes (XMC_WORKERS).
+
+The HTTP side's ceiling per core is 1 / (HTTP-process CPU seconds per image); the predicted
+service rate on a GPU is min(the model's rate, cores x that ceiling), printed for
+`--gpu-rates` (img/s of the model alone at each resolution, e.g. 10583 at 32 px measured
+in-process on an H200, docs/gpu.md) and `--gpu-cores` HTTP cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+TREE = HERE.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CAPTIONS = [f"a {c} {s} on the {w}" for c in ("red", "blue") for s in ("circle", "star")
+            for w in ("left", "right")]  # fmt: skip
+
+
+# ---------------------------------------------------------------- process CPU counters
+
+
+def _stat(pid: int) -> tuple[str, int, float] | None:
+    """(comm, ppid, utime + stime in seconds) of one process, None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    comm = text[text.index("(") + 1 : text.rindex(")")]
+    fields = text[text.rindex(")") + 2 :].split()
+    return comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def process_tree_cpu(root: int) -> dict[int, tuple[str, float]]:
+    """{pid: (name, CPU seconds)} of `root` and all its descendants."""
+    table: dict[int, tuple[str, int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := _stat(int(entry))) is not None:
+            table[int(entry)] = stat
+    tree, frontier = {}, [root]
+    while frontier:
+        pid = frontier.pop()
+        if pid in table:
+            tree[pid] = (table[pid][0], table[pid][2])
+            frontier += [child for child, (_, ppid, _) in table.items() if ppid == pid]
+    return tree
+
+
+# ---------------------------------------------------------------- the load client (own process)
+
+
+class _Client(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection: writes a request, reads a Content-Length answer."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.transport: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 or self.waiter is None:
+            return
+        head = bytes(self.buffer[:end]).lower()
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            if line.startswith(b"content-length:"):
+                length = int(line[15:])
+        if len(self.buffer) >= end + 4 + length:
+            status = int(head[9:12])
+            body = bytes(self.buffer[end + 4 : end + 4 + length])
+            del self.buffer[: end + 4 + length]
+            waiter, self.waiter = self.waiter, None
+            waiter.set_result((status, body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("the server closed the connection"))
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionError("the server closed the connection")
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(raw)
+        return await self.waiter
+
+
+async def _connect(port: int) -> _Client:
+    _, protocol = await asyncio.get_running_loop().create_connection(_Client, "127.0.0.1", port)
+    return protocol
+
+
+def _raw_request(path: str, body: dict, headers: str = "") -> bytes:
+    payload = json.dumps(body).encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n{headers}"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
+
+
+async def _load(port: int, clients: int, images: int, seconds: float, api: str) -> dict:
+    connections = [await _connect(port) for _ in range(clients)]
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    reconnects = 0
+
+    async def send(number: int, raw: bytes) -> tuple[int, bytes]:
+        """On the client's connection; a new one if the server closed it while the client
+        waited (an idle connection's timeout, during the warm-up's slowest answers)."""
+        nonlocal reconnects
+        try:
+            return await connections[number].request(raw)
+        except ConnectionError:
+            reconnects += 1
+            connections[number] = await _connect(port)
+            return await connections[number].request(raw)
+
+    def request(number: int, seed: int) -> bytes:
+        caption = CAPTIONS[seed % len(CAPTIONS)]
+        if api == "binary":
+            body = {"captions": [caption], "n": images, "seeds": list(range(seed, seed + images))}
+            return _raw_request("/v1/generate", body, "Accept: application/x-xmc-images\r\n")
+        return _raw_request(
+            "/v1/images/generations", {"prompt": caption, "n": images, "seed": seed}
+        )
+
+    async def one_client(number: int, deadline: float) -> None:
+        seed = number * 1_000_003
+        while time.perf_counter() < deadline:
+            tick = time.perf_counter()
+            status, _ = await send(number, request(number, seed))
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 200:
+                latencies.append(time.perf_counter() - tick)
+            seed += images
+
+    # one request each first: connections accepted, text features cached, kernels warm
+    await asyncio.gather(*(send(i, request(i, i)) for i in range(clients)))
+    warm_up_reconnects, reconnects = reconnects, 0
+    print("go", flush=True)
+    started_cpu, started = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(one_client(i, started + seconds) for i in range(clients)))
+    elapsed = time.perf_counter() - started
+    for connection in connections:
+        if connection.transport is not None:
+            connection.transport.close()
+    return {
+        "reconnects": reconnects,
+        "warm_up_reconnects": warm_up_reconnects,
+        "requests": len(latencies),
+        "images": len(latencies) * images,
+        "seconds": elapsed,
+        "client_cpu_s": time.process_time() - started_cpu,
+        "statuses": statuses,
+        "p50_ms": float(np.percentile(latencies, 50) * 1000) if latencies else float("nan"),
+        "p99_ms": float(np.percentile(latencies, 99) * 1000) if latencies else float("nan"),
+    }
+
+
+def client_main(argv: list[str]) -> int:
+    port, clients, images, seconds, api = argv
+    result = asyncio.run(_load(int(port), int(clients), int(images), float(seconds), api))
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------- the servers
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class StandInServer:
+    """The service of `tree` with the stand-in model, in a subprocess."""
+
+    def __init__(self, tree: Path, resolution: int, batch_ms: float, env: dict[str, str]) -> None:
+        self.port = _free_port()
+        site = env.pop("BENCH_EXTRA_PATH", "")
+        environment = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(p for p in (str(tree), site) if p),
+            "XMC_STANDIN_RESOLUTION": str(resolution),
+            "XMC_STANDIN_BATCH_MS": str(batch_ms),
+            "XMC_MAX_QUEUE_IMAGES": "8192",
+            "XMC_MAX_CONNECTIONS": "2048",
+            "XMC_API_KEYS": "",
+            "XMC_WARMUP": "false",
+            "OMP_NUM_THREADS": "1",
+            **env,
+        }
+        command = [sys.executable, str(HERE / "standin_server.py"), "--port", str(self.port)]
+        self.process = subprocess.Popen(
+            command + ["--log-level", "warning"], env=environment, cwd=tree
+        )
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with code {self.process.returncode}")
+            try:
+                url = f"http://127.0.0.1:{self.port}/health/ready"
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the server was not ready after {timeout_s:.0f} s")
+
+    def cpu(self) -> dict[int, tuple[str, float]]:
+        return process_tree_cpu(self.process.pid)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class Cell:
+    server: str
+    resolution: int
+    clients: int
+    images_per_request: int
+    api: str
+    result: dict
+    cpu_by_process: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def server_cpu_s(self) -> float:
+        return sum(self.cpu_by_process.values())
+
+    @property
+    def http_cpu_s(self) -> float:
+        return sum(s for name, s in self.cpu_by_process.items() if name.startswith("http"))
+
+    def per_image_ms(self, seconds: float) -> float:
+        return 1000 * seconds / max(1, self.result["images"])
+
+
+def _roles(before: dict[int, tuple[str, float]], root: int) -> dict[int, str]:
+    """A role per process: this tree names its processes (xmc-http-N, xmc-engine, xmc-model);
+    an older tree has the HTTP server as the root and its model process as a child."""
+    roles = {}
+    for pid, (name, _) in before.items():
+        if name.startswith("xmc-"):
+            roles[pid] = name.removeprefix("xmc-")
+        else:
+            roles[pid] = "http" if pid == root else f"model:{pid}"
+    return roles
+
+
+def measure_cell(
+    server: StandInServer, clients: int, images: int, seconds: float, api: str
+) -> tuple[dict, dict[str, float]]:
+    client = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.http_side", "--client",
+         str(server.port), str(clients), str(images), str(seconds), api],
+        stdout=subprocess.PIPE, text=True, cwd=TREE,
+        env={**os.environ, "PYTHONPATH": str(TREE)},
+    )  # fmt: skip
+    assert client.stdout is not None
+    line = client.stdout.readline()
+    if line.strip() != "go":
+        client.wait()
+        raise RuntimeError(f"the load client failed before it started: {line!r}")
+    before = server.cpu()
+    result = json.loads(client.stdout.readline())
+    after = server.cpu()
+    client.wait()
+    roles = _roles(before, server.process.pid)
+    by_role: dict[str, float] = {}
+    for pid, (_, seconds_before) in before.items():
+        if pid in after:
+            role = roles[pid].split(":")[0]
+            by_role[role] = by_role.get(role, 0.0) + after[pid][1] - seconds_before
+    return result, by_role
+
+
+def run_server_cells(
+    label: str, tree: Path, env: dict[str, str], args: argparse.Namespace
+) -> list[Cell]:
+    cells = []
+    for resolution in args.resolutions:
+        server = StandInServer(tree, resolution, args.batch_ms, dict(env))
+        try:
+            server.wait_ready()
+            for clients in args.clients:
+                for images in args.images:
+                    for api in args.apis:
+                        result, cpu = measure_cell(server, clients, images, args.seconds, api)
+                        cell = Cell(label, resolution, clients, images, api, result, cpu)
+                        cells.append(cell)
+                        print(_row(cell), flush=True)
+        finally:
+            server.stop()
+    return cells
+
+
+HEADER = (
+    f"{'server':<22}{'px':>4}{'cli':>5}{'n':>3}{'api':>7}{'img/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+    f"{'srv CPU ms/req':>15}{'ms/img':>8}{'HTTP ms/img':>12}{'client ms/img':>14}  non-200"
+)
+
+
+def _row(cell: Cell) -> str:
+    result = cell.result
+    requests = max(1, result["requests"])
+    bad = {k: v for k, v in result["statuses"].items() if k != "200"}
+    if result.get("reconnects"):
+        bad["reconnects"] = result["reconnects"]
+    return (
+        f"{cell.server:<22}{cell.resolution:>4}{cell.clients:>5}{cell.images_per_request:>3}"
+        f"{cell.api:>7}{result['images'] / result['seconds']:>9.1f}{result['p50_ms']:>9.1f}"
+        f"{result['p99_ms']:>9.1f}{1000 * cell.server_cpu_s / requests:>15.3f}"
+        f"{cell.per_image_ms(cell.server_cpu_s):>8.3f}{cell.per_image_ms(cell.http_cpu_s):>12.3f}"
+        f"{cell.per_image_ms(result['client_cpu_s']):>14.3f}  {bad or ''}"
+    )
+
+
+def _summary(cells: list[Cell], args: argparse.Namespace) -> list[str]:
+    lines = []
+
+    def find(server: str, px: int, clients: int, n: int, api: str = "json") -> Cell | None:
+        for cell in cells:
+            key = (cell.server, cell.resolution, cell.clients, cell.images_per_request, cell.api)
+            if key == (server, px, clients, n, api):
+                return cell
+        return None
+
+    new_one = f"this tree, {args.workers[0]} worker(s)"
+    old = find("old tree", 32, 64, 1)
+    new = find(new_one, 32, 64, 1)
+    if old and new:
+        old_ms = old.per_image_ms(old.server_cpu_s)
+        new_ms = new.per_image_ms(new.server_cpu_s)
+        lines.append(
+            f"server CPU per image, 64 clients, n=1, 32 px: old tree {old_ms:.3f} ms, this tree "
+            f"{new_ms:.3f} ms: {new_ms / old_ms:.2f} of the old (goal <= 0.33)"
+        )
+    if len(args.workers) > 1:
+        for px in args.resolutions:
+            one = find(new_one, px, 64, 1)
+            two = find(f"this tree, {args.workers[1]} worker(s)", px, 64, 1)
+            if one and two:
+                gain = (two.result["images"] / two.result["seconds"]) / (
+                    one.result["images"] / one.result["seconds"]
+                )
+                lines.append(
+                    f"{args.workers[1]} workers / {args.workers[0]} at 64 clients, n=1, {px} px: "
+                    f"{gain:.2f}x img/s (goal >= 1.7x)"
+                )
+    rates = dict(zip(args.resolutions, args.gpu_rates, strict=False))
+    for px in args.resolutions:
+        cell = find(new_one, px, 64, 1)
+        if cell is None:
+            continue
+        ceiling = 1 / (cell.http_cpu_s / max(1, cell.result["images"]))
+        line = (
+            f"{px} px: HTTP side {cell.per_image_ms(cell.http_cpu_s):.3f} ms CPU per image = "
+            f"{ceiling:,.0f} img/s per core"
+        )
+        if px in rates:
+            predicted = min(rates[px], ceiling * args.gpu_cores)
+            line += (
+                f"; with a model at {rates[px]:,.0f} img/s and {args.gpu_cores} HTTP cores the "
+                f"service is predicted at {predicted:,.0f} img/s = {predicted / rates[px]:.2f} "
+                "of the model"
+            )
+        lines.append(line)
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--client":
+        return client_main(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.http_side",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--seconds", type=float, default=4.0, help="per cell")
+    parser.add_argument("--old-tree", type=Path, help="an older tree's service, run beside")
+    parser.add_argument("--old-only", action="store_true", help="measure only --old-tree")
+    parser.add_argument("--old-extra-path", default="", help="added to the old tree's PYTHONPATH")
+    parser.add_argument("--workers", default="1", help="this tree's XMC_WORKERS, comma-separated")
+    parser.add_argument("--clients", default="64,256")
+    parser.add_argument("--images", default="1,4", help="images per request")
+    parser.add_argument("--resolutions", default="32,256")
+    parser.add_argument("--apis", default="json", help="json (OpenAI) and/or binary (native)")
+    parser.add_argument("--batch-ms", type=float, default=0.0, help="stand-in sleep per batch")
+    parser.add_argument("--gpu-rates", default="10583", help="model img/s per resolution")
+    parser.add_argument("--gpu-cores", type=int, default=15, help="HTTP cores on a GPU host")
+    parser.add_argument("--extra-path", default="", help="added to this tree's PYTHONPATH")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for this tree")
+    args = parser.parse_args(argv)
+    args.workers = [int(w) for w in args.workers.split(",")]
+    args.clients = [int(c) for c in args.clients.split(",")]
+    args.images = [int(n) for n in args.images.split(",")]
+    args.resolutions = [int(r) for r in args.resolutions.split(",")]
+    args.apis = args.apis.split(",")
+    args.gpu_rates = [float(r) for r in args.gpu_rates.split(",") if r]
+    print(
+        f"stand-in model, {args.batch_ms:g} ms per batch; {args.seconds:g} s per cell; "
+        f"{os.cpu_count()} cores; load average {os.getloadavg()}",
+        flush=True,
+    )
+    print(HEADER, flush=True)
+    cells: list[Cell] = []
+    if args.old_tree is not None:
+        old_args = argparse.Namespace(**{**vars(args), "apis": ["json"]})
+        old_env = {"BENCH_EXTRA_PATH": args.old_extra_path}
+        cells += run_server_cells("old tree", args.old_tree.resolve(), old_env, old_args)
+    if not args.old_only:
+        extra = dict(item.split("=", 1) for item in args.env)
+        for workers in args.workers:
+            env = {"XMC_WORKERS": str(workers), "BENCH_EXTRA_PATH": args.extra_path, **extra}
+            cells += run_server_cells(f"this tree, {workers} worker(s)", TREE, env, args)
+    for line in _summary(cells, args):
+        print(line)
+    print(f"load average at the end {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,413 @@
+"""Several HTTP worker processes in front of one engine, which batches across all of them.
+
+    xmc-serve (XMC_WORKERS=N >= 2)
+      ├─ xmc-http-0 … xmc-http-N-1   uvicorn + the app; each its own listening socket on the
+      │                               same port (SO_REUSEPORT: the kernel spreads connections)
+      └─ this process: xmc-engine     the one Batcher and the model's lifecycle
+           └─ xmc-model               the model (settings.model_process), as with one worker
+
+A worker's app holds a `RemoteBatcher` where a lone server holds its `Batcher`: the same calls
+(generate, interpolate, queued_images), sent down a pipe to the engine as (kind, id, ...)
+tuples, answered by id, so images from every worker share the engine's batches. The engine
+broadcasts its status (loading / ready / stalled / failed, queue depth) to every worker a few
+times a second; /health/ready and 503s in a worker follow it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import signal
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from xmc_service.batcher import GeneratedImage, QueueFull
+from xmc_service.model_host import (
+    ModelError,
+    ModelProcessExited,
+    ModelStalled,
+    describe_failure,
+    set_process_name,
+)
+from xmc_service.settings import Settings
+from xmc_service.state import ServiceState
+
+logger = logging.getLogger("xmc_service")
+
+STATUS_INTERVAL_S = 0.2
+
+
+@dataclass(frozen=True)
+class RemoteModel:
+    """What the routes read of the model (`Batcher.model`), as the engine reported it."""
+
+    model_id: str
+    resolution: int
+
+
+class RemoteBatcher:
+    """The engine's batcher, seen from an HTTP worker (the routes' `state.batcher`)."""
+
+    def __init__(self, state: ServiceState, conn: Any) -> None:
+        self._state = state
+        self._conn = conn
+        self._ids = itertools.count()
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._outbox = Outbox(conn, self._engine_gone)
+        self.model = RemoteModel("", 0)
+        self.max_queue_images = state.settings.max_queue_images
+        self.queued_images = 0
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        threading.Thread(target=self._read, name="xmc-engine-reader", daemon=True).start()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.close()
+
+    async def generate(
+        self,
+        captions: list[str],
+        seeds: list[int],
+        truncation: float = 1.0,
+        attention: bool = False,
+    ) -> list[GeneratedImage]:
+        rows = await self._call("generate", captions, seeds, truncation, attention)
+        return [GeneratedImage(*row) for row in rows]
+
+    async def interpolate(
+        self, captions: tuple[str, str], seeds: tuple[int, int], frames: int, truncation: float
+    ) -> np.ndarray:
+        return await self._call("interpolate", captions, seeds, frames, truncation)
+
+    async def _call(self, kind: str, *args: Any) -> Any:
+        number = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[number] = future
+        try:
+            self._outbox.send((kind, number, *args))
+            return await future
+        except asyncio.CancelledError:
+            self._outbox.send(("cancel", number))  # the engine drops its unstarted images
+            raise
+        finally:
+            self._waiting.pop(number, None)
+
+    def _read(self) -> None:
+        """On a thread of its own (uvloop would make the pipe non-blocking if the loop watched
+        it): each message, a list of answers, is handed to the loop in one wake-up."""
+        assert self._loop is not None
+        while True:
+            try:
+                messages = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                self._loop.call_soon_threadsafe(self._answer_all, messages)
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._engine_gone)
+
+    def _answer_all(self, messages: list[tuple[Any, ...]]) -> None:
+        for message in messages:
+            self._answer(message)
+
+    def _answer(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "status":
+            _, status, error, model_id, resolution, queued = message
+            self._state.status, self._state.error = status, error
+            self.model = RemoteModel(model_id, resolution)
+            self.queued_images = queued
+            return
+        future = self._waiting.get(message[1])
+        if future is None or future.done():
+            return
+        if kind == "ok":
+            future.set_result(message[2])
+        else:
+            future.set_exception(_error(kind, message[2]))
+
+    def _engine_gone(self) -> None:
+        self._state.status, self._state.error = "failed", "the engine process is gone"
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(ModelProcessExited("the engine process is gone"))
+
+
+def _rows(images: list[GeneratedImage]) -> list[tuple[Any, ...]]:
+    return [(image.pixels, image.seed, image.tokens, image.attention) for image in images]
+
+
+@dataclass(frozen=True)
+class _Cancel:
+    """A queued job's cancel(), as a task's: its unstarted images are dropped."""
+
+    batcher: Any
+    job: Any
+
+    def cancel(self) -> None:
+        self.batcher.drop(self.job)
+
+
+class Outbox:
+    """Messages to one pipe, sent together once per turn of the event loop: one pickle and one
+    write for every request (or answer) of that turn instead of one each."""
+
+    def __init__(self, conn: Any, on_broken: Any = None) -> None:
+        self._conn = conn
+        self._queued: list[tuple[Any, ...]] = []
+        self._on_broken = on_broken
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        if not self._queued:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._queued.append(message)
+
+    def _flush(self) -> None:
+        queued, self._queued = self._queued, []
+        try:
+            self._conn.send(queued)
+        except (OSError, ValueError):
+            if self._on_broken is not None:
+                self._on_broken()
+
+
+def _error(kind: str, detail: Any) -> Exception:
+    if kind == "full":
+        return QueueFull(detail)
+    if kind == "exited":
+        return ModelProcessExited(detail)
+    if kind == "stalled":
+        return ModelStalled(detail)
+    return ModelError(detail)
+
+
+def _outcome_of(error: BaseException) -> tuple[str, Any]:
+    if isinstance(error, QueueFull):
+        return "full", error.retry_after_s
+    if isinstance(error, ModelProcessExited):
+        return "exited", str(error)
+    if isinstance(error, ModelStalled):
+        return "stalled", str(error)
+    return "error", describe_failure(error)
+
+
+class Engine:
+    """The engine's side of the worker pipes: each call runs on the one batcher."""
+
+    def __init__(self, state: ServiceState, conns: list[Any]) -> None:
+        self.state = state
+        self.conns = conns
+        self._calls: dict[tuple[int, int], Any] = {}  # each with a cancel()
+        self._outboxes = [Outbox(conn) for conn in conns]
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for index, conn in enumerate(self.conns):
+            loop.add_reader(conn.fileno(), self._receive, index)
+
+    def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        for conn in self.conns:
+            with contextlib.suppress(OSError, ValueError):
+                loop.remove_reader(conn.fileno())
+        for task in self._calls.values():
+            task.cancel()
+
+    def _receive(self, index: int) -> None:
+        conn = self.conns[index]
+        try:
+            while conn.poll():
+                for message in conn.recv():
+                    self._start_call(index, message)
+        except (EOFError, OSError):  # that worker is gone
+            asyncio.get_running_loop().remove_reader(conn.fileno())
+
+    def _start_call(self, index: int, message: tuple[Any, ...]) -> None:
+        kind, number, args = message[0], message[1], message[2:]
+        key = (index, number)
+        if kind == "cancel":
+            call = self._calls.pop(key, None)
+            if call is not None:
+                call.cancel()
+            return
+        batcher = self.state.batcher
+        try:
+            if batcher is None or self.state.status != "ready":
+                raise ModelStalled(self.state.error or "the model is not ready")
+            if kind == "generate":
+                # no task per request: the job's future answers the worker when it resolves
+                job = batcher.submit(*args)
+                job.future.add_done_callback(lambda done: self._reply(key, done, _rows))
+                self._calls[key] = _Cancel(batcher, job)
+            else:
+                task = asyncio.get_running_loop().create_task(batcher.interpolate(*args))
+                task.add_done_callback(lambda done: self._reply(key, done, None))
+                self._calls[key] = task
+        except Exception as error:
+            outcome, detail = _outcome_of(error)
+            self._outboxes[index].send((outcome, number, detail))
+
+    def _reply(self, key: tuple[int, int], done: asyncio.Future[Any], convert: Any) -> None:
+        self._calls.pop(key, None)
+        if done.cancelled():
+            return
+        error = done.exception()
+        if error is None:
+            result = done.result()
+            reply: tuple[Any, ...] = ("ok", key[1], convert(result) if convert else result)
+        else:
+            outcome, detail = _outcome_of(error)
+            reply = (outcome, key[1], detail)
+        self._outboxes[key[0]].send(reply)
+
+    async def broadcast_status(self) -> None:
+        while True:
+            state, batcher = self.state, self.state.batcher
+            model = getattr(batcher, "model", None)
+            status = (
+                "status",
+                state.status,
+                state.error,
+                getattr(model, "model_id", ""),
+                getattr(model, "resolution", 0),
+                batcher.queued_images if batcher is not None else 0,
+            )
+            for outbox in self._outboxes:
+                outbox.send(status)
+            if batcher is not None:
+                state.metrics.queue_images.set(batcher.queued_images)
+            await asyncio.sleep(STATUS_INTERVAL_S)
+
+
+def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """`count` listening sockets on one port (SO_REUSEPORT), one per worker; port 0 picks a
+    free port for all of them."""
+    sockets: list[socket.socket] = []
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(count):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        port = sock.getsockname()[1]
+        sock.listen(2048)
+        sock.set_inheritable(True)
+        sockets.append(sock)
+    return sockets
+
+
+def _worker_main(
+    settings: Settings,
+    sock: socket.socket,
+    conn: Any,
+    index: int,
+    log_level: str,
+    images_folder: str,
+) -> None:
+    """One HTTP worker: uvicorn on its socket, the app's batcher a RemoteBatcher."""
+    set_process_name(f"xmc-http-{index}")
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    from xmc_service.app import create_app
+    from xmc_service.server import uvicorn_server
+
+    def remote(state: ServiceState) -> RemoteBatcher:
+        state.batcher = RemoteBatcher(state, conn)
+        return state.batcher
+
+    app = create_app(settings, engine=remote, images_folder=images_folder)
+    app.front.worker_header = [(b"x-xmc-worker", str(index).encode())]  # type: ignore[union-attr]
+    uvicorn_server(app, settings, log_level).run(sockets=[sock])
+
+
+def serve_workers(settings: Settings, log_level: str, images_folder: str) -> str | None:
+    """xmc-serve with settings.workers HTTP workers and this process as the engine, until a
+    signal (None) or a model that cannot load or stops (its one-line reason)."""
+    from xmc_service import lifecycle
+    from xmc_service.imaging import ImageStore
+    from xmc_service.metrics import make_metrics
+    from xmc_service.server import failure_line
+
+    set_process_name("xmc-engine")
+    context = multiprocessing.get_context("spawn")
+    sockets = bind_sockets(settings.host, settings.port, settings.workers)
+    logger.info(
+        "%d HTTP workers on http://%s:%d, one engine process",
+        settings.workers,
+        settings.host,
+        sockets[0].getsockname()[1],
+    )
+    pipes = [context.Pipe() for _ in range(settings.workers)]
+    workers = []
+    for index, (sock, (_, worker_end)) in enumerate(zip(sockets, pipes, strict=True)):
+        process = context.Process(
+            target=_worker_main,
+            args=(settings, sock, worker_end, index, log_level, images_folder),
+            name=f"xmc-http-{index}",
+            daemon=True,
+        )
+        process.start()
+        worker_end.close()
+        sock.close()  # the worker holds its own copy
+        workers.append(process)
+    state = ServiceState(settings=settings, metrics=make_metrics(), images=ImageStore(1.0, 1))
+    failures: list[str] = []
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+
+        def failed() -> None:
+            failures.append(failure_line(state))
+            stop.set()
+
+        state.on_failure = failed
+        engine = Engine(state, [end for end, _ in pipes])
+        engine.start()
+        tasks = [
+            loop.create_task(lifecycle.load_and_warm(state, None)),
+            loop.create_task(engine.broadcast_status()),
+            loop.create_task(_watch_workers(workers, stop, failures)),
+        ]
+        state.reload = lambda: tasks.append(loop.create_task(lifecycle.load_and_warm(state, None)))
+        await stop.wait()
+        engine.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if state.batcher is not None:
+            await state.batcher.stop()
+
+    try:
+        asyncio.run(run())
+    finally:
+        for process in workers:
+            if process.is_alive():
+                process.terminate()
+        for process in workers:
+            process.join(timeout=15)
+            if process.is_alive():
+                process.kill()
+    return failures[0] if failures else None
+
+
+async def _watch_workers(workers: list[Any], stop: asyncio.Event, failures: list[str]) -> None:
+    """A worker that dies stops the service (exit 1): an orchestrator restarts it whole."""
+    while True:
+        await asyncio.sleep(0.5)
+        for process in workers:
+            if not process.is_alive():
+                failures.append(f"HTTP worker {process.name} exited with code {process.exitcode}")
+                stop.set()
+                return

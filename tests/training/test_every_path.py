@@ -88,8 +88,9 @@ def test_a_shard_run_stopped_at_an_epoch_end_resumes_bit_exactly(shards, tmp_pat
 # ---------------------------------------------------------------------------- own data
 def test_the_own_data_flow_runs_at_the_default_shard_size_and_workers(shards, tmp_path, train):
     one = tmp_path / "one-shard"
-    assert prepare_main([str(shards.parent / "folder"), str(one), "--resolution", "32"]) == 0
+    assert prepare_main([str(shards.parent / "folder"), str(one), "--quiet"]) == 0  # no flags
     assert len(list(one.glob("*.tar"))) == 1  # 24 images, 10,000 a shard by default
+    assert json.loads((one / "prepare.json").read_text())["resolution"] == 256
     flags = _flags(one, 2)
     flags[flags.index("--num-workers") : flags.index("--num-workers") + 2] = []  # default: 2
     # before: "1 shard(s) cannot feed 1 rank(s) x 2 worker(s)", exit 1

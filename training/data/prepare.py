@@ -1,6 +1,6 @@
 """`xmc-prepare`: a COCO-layout root, an image + .txt folder or a JSONL manifest -> tar shards.
 
-    xmc-prepare SOURCE OUT --resolution 256 [--split train2014] [--workers 4]
+    xmc-prepare SOURCE OUT [--resolution 256] [--split train2014] [--workers 4]
 
 Every image is decoded once, resized to the training resolution exactly as the loader
 resizes (`coco.resize_image`: bilinear, the whole image unless --center-crop) and stored
@@ -163,7 +163,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xmc-prepare", description=__doc__.split("\n")[0])
     parser.add_argument("source", help="COCO root, image + .txt folder, or .jsonl manifest")
     parser.add_argument("out", type=Path, help="folder for the .tar shards")
-    parser.add_argument("--resolution", type=int, required=True, help="training resolution")
+    parser.add_argument(
+        "--resolution",
+        type=int,
+        default=256,
+        help="side the images are stored at: your training resolution stores the least "
+        "(default 256, the largest preset's; the loader resizes to the model's side anyway)",
+    )
     parser.add_argument("--split", default="train2014", help="COCO split (default train2014)")
     parser.add_argument("--center-crop", action="store_true", help="crop to a square first")
     parser.add_argument("--format", default="jpg", choices=("jpg", "png"))

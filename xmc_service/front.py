@@ -161,15 +161,19 @@ class Front:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
+    async def _receive_in_time(self, receive: Receive) -> dict[str, Any]:
+        """The next ASGI message of the request, or 408 when the body stalls."""
+        try:
+            return dict(await asyncio.wait_for(receive(), self.body_timeout_s))
+        except asyncio.TimeoutError:
+            raise APIError(
+                408, "The request body did not arrive in time.", code="timeout"
+            ) from None
+
     async def _read_body(self, receive: Receive) -> bytes:
         chunks, size = [], 0
         while True:
-            try:
-                message = await asyncio.wait_for(receive(), self.body_timeout_s)
-            except asyncio.TimeoutError:
-                raise APIError(
-                    408, "The request body did not arrive in time.", code="timeout"
-                ) from None
+            message = await self._receive_in_time(receive)
             if message["type"] == "http.disconnect":
                 raise APIError(499, "The client closed the request.", code="client_disconnected")
             chunk = message.get("body", b"")
@@ -186,12 +190,7 @@ class Front:
 
         async def bounded() -> dict[str, Any]:
             nonlocal size
-            try:
-                message = await asyncio.wait_for(receive(), self.body_timeout_s)
-            except asyncio.TimeoutError:
-                raise APIError(
-                    408, "The request body did not arrive in time.", code="timeout"
-                ) from None
+            message = await self._receive_in_time(receive)
             if message["type"] == "http.request":
                 size += len(message.get("body", b""))
                 if size > self.max_body:

@@ -38,6 +38,21 @@ def _require(name: str, negatives: torch.Tensor, shape: torch.Size, valid: torch
         )
 
 
+def _require_pairs(
+    image_features: torch.Tensor,
+    sentence_features: torch.Tensor,
+    negatives: torch.Tensor,
+    valid: torch.Tensor,
+) -> None:
+    """(B, d) image and sentence features, and one (B, d) negative per row with (B,) valid."""
+    if image_features.dim() != 2 or image_features.shape != sentence_features.shape:
+        raise ValueError(
+            "image_features and sentence_features must both have shape (B, d), got "
+            f"{tuple(image_features.shape)} and {tuple(sentence_features.shape)}"
+        )
+    _require("negatives", negatives, sentence_features.shape, valid)
+
+
 def _cross_entropy_with_negatives(
     logits: torch.Tensor, hard: torch.Tensor, valid: torch.Tensor
 ) -> torch.Tensor:
@@ -66,12 +81,7 @@ def sentence_contrastive_loss_with_negatives(
     Returns:
         scalar float32 loss.
     """
-    if image_features.dim() != 2 or image_features.shape != sentence_features.shape:
-        raise ValueError(
-            "image_features and sentence_features must both have shape (B, d), got "
-            f"{tuple(image_features.shape)} and {tuple(sentence_features.shape)}"
-        )
-    _require("negatives", negatives, sentence_features.shape, valid)
+    _require_pairs(image_features, sentence_features, negatives, valid)
     with _full_precision(image_features):
         image_hat = l2_normalize(image_features.float())  # (B, d)
         sentence_hat = l2_normalize(sentence_features.float())  # (B, d)
@@ -138,12 +148,7 @@ def swap_ranking_loss(
     Returns:
         scalar float32 loss; 0 (still on the graph) when no row is valid.
     """
-    if image_features.dim() != 2 or image_features.shape != sentence_features.shape:
-        raise ValueError(
-            "image_features and sentence_features must both have shape (B, d), got "
-            f"{tuple(image_features.shape)} and {tuple(sentence_features.shape)}"
-        )
-    _require("negatives", negatives, sentence_features.shape, valid)
+    _require_pairs(image_features, sentence_features, negatives, valid)
     with _full_precision(image_features):
         image_hat = l2_normalize(image_features.float())  # (B, d)
         positive = (image_hat * l2_normalize(sentence_features.float())).sum(1)  # (B,)

@@ -11,6 +11,11 @@ file, so the script can be run again as the arms go on; `table` prints them and 
     python -m benchmarks.arms score --data DATA --out arms.json head=RUN/head-milestones \\
         words=RUN/words-milestones control=RUN/control-milestones [--bundle]
     python -m benchmarks.arms table arms.json [--plot curve.png]
+    python -m benchmarks.arms save-state RUN/checkpoint-N.pt OUT   # what a restart needs
+
+`save-state` keeps an arm's EMA generator (an export) and its D (a Discriminator artifact) with
+the images they have seen, small enough to commit: `scripts/two_object_arms.sh` continues from
+them (INIT_G, INIT_D) on a new machine, with fresh optimisers.
 """
 
 from __future__ import annotations
@@ -119,6 +124,24 @@ def _f(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"  # None: no image had that case
 
 
+def save_state(checkpoint: Path, out: Path) -> dict:
+    """OUT/generator (the EMA, exported), OUT/discriminator and OUT/state.json."""
+    from models.config import DiscriminatorConfig, config_from_dict
+    from models.discriminator import Discriminator
+    from training.checkpoint import load_checkpoint
+    from training.cli import export_run
+
+    state = load_checkpoint(checkpoint)
+    export_run(checkpoint, out / "generator", weights="ema")
+    config = config_from_dict(DiscriminatorConfig, state["config"]["discriminator"])
+    discriminator = Discriminator(config)
+    discriminator.load_state_dict(state["discriminator"])
+    discriminator.save_pretrained(out / "discriminator")
+    record = {"checkpoint": checkpoint.name, "step": state["step"], "images": state["images_seen"]}
+    (out / "state.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
 def format_table(rows: Sequence[dict]) -> str:
     head = (
         "| arm | images | val: 2-obj whole | binding | rel. given found | named mean | "
@@ -185,10 +208,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     score.add_argument("--weights", choices=("ema", "generator"), default="ema")
     score.add_argument("--bundle", action="store_true", help="also score the bundled model")
     score.add_argument("--cache-dir", type=Path, help="where the shape classifier is cached")
+    keep = commands.add_parser("save-state", help="an arm's G (EMA) and D, to commit")
+    keep.add_argument("checkpoint", type=Path)
+    keep.add_argument("out", type=Path)
     table = commands.add_parser("table", help="print the results (and plot the curve)")
     table.add_argument("results", type=Path)
     table.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)
+    if args.command == "save-state":
+        print(json.dumps(save_state(args.checkpoint, args.out)))
+        return 0
     if args.command == "score":
         rows = score_arms(args)
     else:

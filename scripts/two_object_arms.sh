@@ -11,7 +11,9 @@
 # $CODE, a frozen copy (`git archive COMMIT | tar -x -C $CODE`), so work on the tree does not
 # change a run that lasts for days. Environment: ARMS (/var/tmp/xmc/arms), CODE
 # (/var/tmp/xmc/code), DATA (/var/tmp/xmc/shapes32, from `xmc-shapes make DATA --size 32
-# --seed 0`), THREADS (torch threads, 1), INIT_D (a saved D to start from, optional).
+# --seed 0`), THREADS (torch threads, 1); INIT_G and INIT_D (absolute paths) start a new run
+# from a saved generator and D instead of the bundle and a fresh D: an arm's committed state
+# (docs/experiments/two-objects-arms/NAME/{generator,discriminator}) after its machine is lost.
 set -u
 name=$1
 paths=${2:-}
@@ -32,7 +34,7 @@ for step in $(seq 6250 6250 62500); do
   else
     nice -n 5 python -m training.cli "$run" --preset shapes-32-cpu --data "$DATA" \
       --batch-size 16 --steps "$step" --num-workers 1 --set lr_g=0.0002 --set lr_d=0.0008 \
-      --set ema_decay=0.999 --set init_generator=models/bundled/default \
+      --set ema_decay=0.999 --set "init_generator=${INIT_G:-models/bundled/default}" \
       --set swap_negatives=true --set d_coords=true --set d_sentence_head=true \
       --set w_swap=4.0 --set "caption_paths=$paths" --set checkpoint_every=500 \
       "${init_d[@]}" || exit 1

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +50,16 @@ def test_an_arm_is_scored_checkpoint_by_checkpoint_and_only_once(
     assert printed.count("| tiny | ") == 4  # two rows, printed by each call
     with pytest.raises(SystemExit):
         main(["score", f"tiny={tmp_path / 'missing'}", "--data", str(data), "--out", str(out)])
+    # what a restart needs: G (EMA) and D, which a new run then starts from
+    from models.discriminator import Discriminator
+    from training.checkpoint import load_checkpoint
+
+    assert main(["save-state", str(run / "checkpoint-0000002.pt"), str(tmp_path / "state")]) == 0
+    assert json.loads((tmp_path / "state" / "state.json").read_text())["images"] == 8
+    saved = Discriminator.from_pretrained(tmp_path / "state" / "discriminator").state_dict()
+    trained = load_checkpoint(run / "checkpoint-0000002.pt")["discriminator"]
+    assert all(torch.equal(saved[k], trained[k]) for k in trained)
+    restart = [str(tmp_path / "again"), "--preset", "tiny", "--data", str(data)]
+    restart += ["--set", f"init_generator={tmp_path / 'state' / 'generator'}"]
+    restart += ["--set", f"init_discriminator={tmp_path / 'state' / 'discriminator'}"]
+    assert train_main([*restart, "--steps", "1", "--batch-size", "4", "--no-progress"]) == 0

@@ -39,6 +39,8 @@ for step in $(seq 6250 6250 62500); do
       --set w_swap=4.0 --set "caption_paths=$paths" --set checkpoint_every=500 \
       "${init_d[@]}" || exit 1
   fi
-  cp "$run/checkpoint-$(printf %07d "$step").pt" "$milestone"
-  cp "$run/checkpoint-$(printf %07d "$step").pt.sha256" "$milestone.sha256"
+  done_at=$run/checkpoint-$(printf %07d "$step").pt
+  [ -f "$done_at" ] || exit 0  # stopped before the milestone (Ctrl-C, SIGTERM): saved, resumable
+  cp "$done_at" "$milestone"
+  cp "$done_at.sha256" "$milestone.sha256"
 done

@@ -24,7 +24,6 @@ in-process on an H200, docs/gpu.md) and `--gpu-cores` HTTP cores.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import signal
@@ -34,15 +33,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 TREE = HERE.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-CAPTIONS = [f"a {c} {s} on the {w}" for c in ("red", "blue") for s in ("circle", "star")
-            for w in ("left", "right")]  # fmt: skip
 
 
 # ---------------------------------------------------------------- process CPU counters
@@ -72,129 +66,6 @@ def process_tree_cpu(root: int) -> dict[int, tuple[str, float]]:
             tree[pid] = (table[pid][0], table[pid][2])
             frontier += [child for child, (_, ppid, _) in table.items() if ppid == pid]
     return tree
-
-
-# ---------------------------------------------------------------- the load client (own process)
-
-
-class _Client(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection: writes a request, reads a Content-Length answer."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
-        self.transport: Any = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0 or self.waiter is None:
-            return
-        head = bytes(self.buffer[:end]).lower()
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            if line.startswith(b"content-length:"):
-                length = int(line[15:])
-        if len(self.buffer) >= end + 4 + length:
-            status = int(head[9:12])
-            body = bytes(self.buffer[end + 4 : end + 4 + length])
-            del self.buffer[: end + 4 + length]
-            waiter, self.waiter = self.waiter, None
-            waiter.set_result((status, body))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError("the server closed the connection"))
-
-    async def request(self, raw: bytes) -> tuple[int, bytes]:
-        if self.transport is None or self.transport.is_closing():
-            raise ConnectionError("the server closed the connection")
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(raw)
-        return await self.waiter
-
-
-async def _connect(port: int) -> _Client:
-    _, protocol = await asyncio.get_running_loop().create_connection(_Client, "127.0.0.1", port)
-    return protocol
-
-
-def _raw_request(path: str, body: dict, headers: str = "") -> bytes:
-    payload = json.dumps(body).encode()
-    return (
-        f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n{headers}"
-        f"Content-Length: {len(payload)}\r\n\r\n"
-    ).encode() + payload
-
-
-async def _load(port: int, clients: int, images: int, seconds: float, api: str) -> dict:
-    connections = [await _connect(port) for _ in range(clients)]
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    reconnects = 0
-
-    async def send(number: int, raw: bytes) -> tuple[int, bytes]:
-        """On the client's connection; a new one if the server closed it while the client
-        waited (an idle connection's timeout, during the warm-up's slowest answers)."""
-        nonlocal reconnects
-        try:
-            return await connections[number].request(raw)
-        except ConnectionError:
-            reconnects += 1
-            connections[number] = await _connect(port)
-            return await connections[number].request(raw)
-
-    def request(number: int, seed: int) -> bytes:
-        caption = CAPTIONS[seed % len(CAPTIONS)]
-        if api == "binary":
-            body = {"captions": [caption], "n": images, "seeds": list(range(seed, seed + images))}
-            return _raw_request("/v1/generate", body, "Accept: application/x-xmc-images\r\n")
-        return _raw_request(
-            "/v1/images/generations", {"prompt": caption, "n": images, "seed": seed}
-        )
-
-    async def one_client(number: int, deadline: float) -> None:
-        seed = number * 1_000_003
-        while time.perf_counter() < deadline:
-            tick = time.perf_counter()
-            status, _ = await send(number, request(number, seed))
-            statuses[status] = statuses.get(status, 0) + 1
-            if status == 200:
-                latencies.append(time.perf_counter() - tick)
-            seed += images
-
-    # one request each first: connections accepted, text features cached, kernels warm
-    await asyncio.gather(*(send(i, request(i, i)) for i in range(clients)))
-    warm_up_reconnects, reconnects = reconnects, 0
-    print("go", flush=True)
-    started_cpu, started = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(one_client(i, started + seconds) for i in range(clients)))
-    elapsed = time.perf_counter() - started
-    for connection in connections:
-        if connection.transport is not None:
-            connection.transport.close()
-    return {
-        "reconnects": reconnects,
-        "warm_up_reconnects": warm_up_reconnects,
-        "requests": len(latencies),
-        "images": len(latencies) * images,
-        "seconds": elapsed,
-        "client_cpu_s": time.process_time() - started_cpu,
-        "statuses": statuses,
-        "p50_ms": float(np.percentile(latencies, 50) * 1000) if latencies else float("nan"),
-        "p99_ms": float(np.percentile(latencies, 99) * 1000) if latencies else float("nan"),
-    }
-
-
-def client_main(argv: list[str]) -> int:
-    port, clients, images, seconds, api = argv
-    result = asyncio.run(_load(int(port), int(clients), int(images), float(seconds), api))
-    print(json.dumps(result), flush=True)
-    return 0
 
 
 # ---------------------------------------------------------------- the servers
@@ -295,7 +166,7 @@ def measure_cell(
     server: StandInServer, clients: int, images: int, seconds: float, api: str
 ) -> tuple[dict, dict[str, float]]:
     client = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.http_side", "--client",
+        [sys.executable, "-m", "benchmarks.http_side_client",
          str(server.port), str(clients), str(images), str(seconds), api],
         stdout=subprocess.PIPE, text=True, cwd=TREE,
         env={**os.environ, "PYTHONPATH": str(TREE)},
@@ -414,8 +285,6 @@ def _summary(cells: list[Cell], args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "--client":
-        return client_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.http_side",
         description=__doc__,

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             from prometheus_client import values
 
             values.ValueClass = values.get_value_class()  # here it may be imported already
-            from xmc_service.engine import serve_workers
+            from xmc_service.workers import serve_workers
 
             failure = serve_workers(settings, args.log_level, images_folder)
     else:

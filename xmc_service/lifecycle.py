@@ -19,11 +19,11 @@ from xmc_service.model_host import (
     ModelProcessExited,
     ModelStalled,
     Pipeline,
-    ProcessHost,
     ThreadHost,
     describe_failure,
     load_pipeline,
 )
+from xmc_service.model_process import ProcessHost
 from xmc_service.state import ServiceState
 
 logger = logging.getLogger("xmc_service")

@@ -1,4 +1,4 @@
-"""The model in a process of its own (xmc_service.model_host.ProcessHost, the default when the
+"""The model in a process of its own (xmc_service.model_process.ProcessHost, the default when the
 service loads a model folder): the same images as on a thread, and its death seen."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from PIL import Image
 from tests.service.conftest import wait_ready, wait_status
 from xmc_service import cli
 from xmc_service.app import create_app
-from xmc_service.model_host import ModelProcessExited, ProcessHost, ThreadHost
+from xmc_service.model_host import ModelProcessExited, ThreadHost
+from xmc_service.model_process import ProcessHost
 from xmc_service.settings import Settings
 
 

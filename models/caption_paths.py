@@ -20,6 +20,8 @@ trained without it and the first step draws what that model drew.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,7 +29,89 @@ from torch import nn
 from models.config import CAPTION_PATHS
 from models.layers import with_coordinates, word_attention
 
-__all__ = ["CAPTION_PATHS", "CoarseAttention", "CoordinateQuery", "SentenceHead", "TokenLayer"]
+if TYPE_CHECKING:
+    from models.generator import Generator
+
+__all__ = [
+    "CAPTION_PATHS",
+    "CoarseAttention",
+    "CoordinateQuery",
+    "SentenceHead",
+    "TokenLayer",
+    "add_paths",
+    "after_global_block",
+    "locate_queries",
+    "read_tokens",
+    "reset_identity",
+    "start",
+]
+
+# The generator meets the paths through the five functions below and nothing else: `add_paths`
+# builds the modules a GeneratorConfig asks for (as attributes of G, so their weights keep the
+# names `sentence_head.*`, `token_layer.*`, `word_coords.*`, `coarse_attention.*`), and each of
+# the other four is the identity when its path is off, so with every path off G is the paper's.
+
+
+def add_paths(generator: Generator, channels: list[int]) -> None:
+    """Give `generator` the modules of its config's caption paths (None where off)."""
+    c = generator.config
+    paths = c.caption_paths
+    generator.sentence_head = (
+        SentenceHead(c.sentence_dim, c.z_dim, channels[0]) if "sentence-head" in paths else None
+    )
+    generator.token_layer = TokenLayer(c.word_dim) if "token-layer" in paths else None
+    generator.word_coords = CoordinateQuery(c.word_dim) if "word-coords" in paths else None
+    generator.coarse_attention = (
+        CoarseAttention(channels[0], c.word_dim, c.rho0, "word-coords" in paths)
+        if "coarse-attention" in paths
+        else None
+    )
+
+
+def reset_identity(generator: Generator) -> None:
+    """Zero each path's last layer (after G's own initialisation): each starts as the identity."""
+    for name in ("sentence_head", "token_layer", "word_coords", "coarse_attention"):
+        path = getattr(generator, name)
+        if path is not None:
+            path.reset_identity()
+
+
+def read_tokens(
+    generator: Generator, words: torch.Tensor, mask: torch.Tensor, sentence: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """token-layer: words (B, T, D_w) re-read, and their mean change added to e_s (B, D_s)."""
+    if generator.token_layer is None:
+        return words, sentence
+    read = generator.token_layer(words, mask)  # (B, T, D_w)
+    valid = mask[:, :, None].to(read.dtype)
+    change = ((read - words) * valid).sum(1) / valid.sum(1)  # (B, D_w)
+    return read, sentence + change
+
+
+def start(
+    generator: Generator, sentence: torch.Tensor, projected: torch.Tensor, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """sentence-head: additions to W e_s (B, Z) and to the 4x4 stem (B, C, 4, 4)."""
+    if generator.sentence_head is None:
+        return projected, x
+    to_global, to_stem = generator.sentence_head(sentence)
+    return projected + to_global, x + to_stem
+
+
+def after_global_block(
+    generator: Generator, index: int, x: torch.Tensor, words: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """coarse-attention: after the first global block (8x8), its word context added to x."""
+    if index != 0 or generator.coarse_attention is None:
+        return x
+    return generator.coarse_attention(x, words, mask)
+
+
+def locate_queries(generator: Generator, queries: torch.Tensor) -> torch.Tensor:
+    """word-coords: coordinates added to the 16x16 word-attention queries (B, D_w, 16, 16)."""
+    if generator.word_coords is None:
+        return queries
+    return generator.word_coords(queries)
 
 
 def _zero(*layers: nn.Linear | nn.Conv2d) -> None:

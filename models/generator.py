@@ -3,8 +3,9 @@
 z -> 4x4 stem -> GenBlocks conditioned on g = [W e_s, z] up to 16x16 -> word attention over the
 16x16 regions -> m = [context, g] conditions the remaining GenSpatialBlocks through local
 conditional BN -> CBN-ReLU-conv3x3-tanh, mapped to [0, 1]. No spectral norm in G (official).
-GeneratorConfig.caption_paths adds readings of the caption that are not in the paper
-(models/caption_paths.py); every preset leaves them off.
+GeneratorConfig.caption_paths adds readings of the caption that are not in the paper; G meets
+them only through the `caption_paths` functions, each the identity when its path is off, as
+every preset leaves them (models/caption_paths.py).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import caption_paths
 from models.artifacts import ArtifactMixin
-from models.caption_paths import CoarseAttention, CoordinateQuery, SentenceHead, TokenLayer
 from models.config import GeneratorConfig, get_preset
 from models.layers import GenBlock, LocalConditionalBatchNorm, init_glorot, word_attention
 
@@ -33,6 +34,11 @@ class GeneratorOutput(NamedTuple):
 class Generator(nn.Module, ArtifactMixin):
     config_class = GeneratorConfig
     artifact_kind = "generator"
+    # the caption paths (models/caption_paths.py), None where off and always in the paper's G
+    sentence_head: caption_paths.SentenceHead | None
+    token_layer: caption_paths.TokenLayer | None
+    word_coords: caption_paths.CoordinateQuery | None
+    coarse_attention: caption_paths.CoarseAttention | None
 
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
@@ -57,21 +63,9 @@ class Generator(nn.Module, ArtifactMixin):
         )
         self.head_norm = LocalConditionalBatchNorm(channels[-1], spatial_dim, **bn)
         self.head_conv = nn.Conv2d(channels[-1], 3, 3, padding=1)
-        paths = c.caption_paths
-        self.sentence_head = (
-            SentenceHead(c.sentence_dim, c.z_dim, channels[0]) if "sentence-head" in paths else None
-        )
-        self.token_layer = TokenLayer(c.word_dim) if "token-layer" in paths else None
-        self.word_coords = CoordinateQuery(c.word_dim) if "word-coords" in paths else None
-        self.coarse_attention = (
-            CoarseAttention(channels[0], c.word_dim, c.rho0, "word-coords" in paths)
-            if "coarse-attention" in paths
-            else None
-        )
+        caption_paths.add_paths(self, channels)  # none in the paper's G
         init_glorot(self)
-        for path in (self.sentence_head, self.token_layer, self.word_coords, self.coarse_attention):
-            if path is not None:
-                path.reset_identity()  # each caption path starts as the identity
+        caption_paths.reset_identity(self)
 
     @classmethod
     def from_preset(cls, name: str) -> Generator:
@@ -114,25 +108,17 @@ class Generator(nn.Module, ArtifactMixin):
         c = self.config
         batch = z.shape[0]
         self._check_inputs(z, sentence, words, word_mask)
-        if self.token_layer is not None:
-            read = self.token_layer(words, word_mask)  # (B, T, D_w)
-            valid = word_mask[:, :, None].to(read.dtype)
-            change = ((read - words) * valid).sum(1) / valid.sum(1)  # (B, D_w)
-            words, sentence = read, sentence + change
+        words, sentence = caption_paths.read_tokens(self, words, word_mask, sentence)
         projected = self.sentence_projection(sentence)  # (B, Z)
         x = self.stem(z).view(batch, -1, 4, 4)
-        if self.sentence_head is not None:
-            to_global, to_stem = self.sentence_head(sentence)
-            projected, x = projected + to_global, x + to_stem
+        projected, x = caption_paths.start(self, sentence, projected, x)
         g = torch.cat([projected, z], dim=1)  # (B, 2Z)
         for i, block in enumerate(self.global_blocks):
             x = block(x, g)  # -> (B, C, 16, 16)
-            if i == 0 and self.coarse_attention is not None:
-                x = self.coarse_attention(x, words, word_mask)  # at 8x8
+            x = caption_paths.after_global_block(self, i, x, words, word_mask)
         side = c.attention_resolution
         queries = self.word_projection(x)  # (B, D_w, 16, 16)
-        if self.word_coords is not None:
-            queries = self.word_coords(queries)
+        queries = caption_paths.locate_queries(self, queries)
         regions = queries.flatten(2).transpose(1, 2)  # (B, 256, D_w)
         context, attention = word_attention(regions, words, word_mask, c.rho0)
         context = context.to(x.dtype).transpose(1, 2).reshape(batch, c.word_dim, side, side)

@@ -69,8 +69,33 @@ def test_experiment_switches_are_read_in_their_room_alone() -> None:
 
 def test_d_variants_are_read_by_their_module_alone() -> None:
     for path in (ROOT / "models").rglob("*.py"):
-        if path.name in ("discriminator_variants.py", "generator.py", "caption_paths.py"):
-            continue  # G's own caption paths have a `sentence_head` of their own
+        if path.name in ("discriminator_variants.py", "caption_paths.py"):
+            continue
         tree = ast.parse(path.read_text())
         read = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
         assert not read & {"coords", "sentence_head"}, f"{path.relative_to(ROOT)}"
+
+
+def test_g_meets_its_caption_paths_through_their_functions_alone() -> None:
+    """models/generator.py never names a path's module: it calls the `caption_paths` functions,
+    each the identity when its path is off (models/caption_paths.py)."""
+    tree = ast.parse((ROOT / "models" / "generator.py").read_text())
+    modules = {"sentence_head", "token_layer", "word_coords", "coarse_attention"}
+    read = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    assert not read & modules, f"models/generator.py reads {sorted(read & modules)}"
+    called = {
+        n.func.attr
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and isinstance(n.func.value, ast.Name)
+        and n.func.value.id == "caption_paths"
+    }
+    assert called == {
+        "add_paths",
+        "reset_identity",
+        "read_tokens",
+        "start",
+        "after_global_block",
+        "locate_queries",
+    }

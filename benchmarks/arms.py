@@ -73,6 +73,23 @@ def score_model(
     return scores
 
 
+def d_probe(checkpoint: Path, data: str | Path, num: int = 1000) -> dict[str, float]:
+    """What the arm's D tells apart on real val two-object scenes (`benchmarks.caption_probe`):
+    the share whose true caption outscores its relation-reversed and its colour-exchanged
+    edit, by D's sentence score. With G's own figures it says which side limits: a D at
+    chance cannot teach G the relation; a D that knows it while G's drawings do not follow
+    puts the limit in G."""
+    from benchmarks.caption_probe import probe
+
+    edits = probe(checkpoint, data, "val", num=num)["edits"]
+    return {
+        "relation": edits["relation"]["trained"]["sentence"],
+        "binding": edits["binding"]["trained"]["sentence"],
+        "relation_word": edits["relation"]["trained"]["word"],
+        "binding_word": edits["binding"]["trained"]["word"],
+    }
+
+
 def checkpoints(directory: Path) -> list[Path]:
     return sorted(directory.glob("checkpoint-*.pt"))
 
@@ -103,6 +120,7 @@ def score_arms(args: argparse.Namespace) -> list[dict]:
         for path in checkpoints(directory):
             step = int(re.findall(r"\d+", path.stem)[-1])
             if (arm, step, args.weights) in done:
+                _add_d_probe(rows, arm, step, path, args)
                 continue
             state = load_checkpoint(path)
             images = int(state["images_seen"])
@@ -114,10 +132,19 @@ def score_arms(args: argparse.Namespace) -> list[dict]:
                 {
                     **row,
                     **scores,
+                    "d_probe": d_probe(path, args.data),
                     "caption_paths": state["config"]["generator"].get("caption_paths", []),
                 }
             )
     return rows
+
+
+def _add_d_probe(rows: list[dict], arm: str, step: int, path: Path, args: Any) -> None:
+    """Probe the D of a row scored before `d_probe` existed, and save the file again."""
+    for row in rows:
+        if (row["arm"], row["step"]) == (arm, step) and "d_probe" not in row:
+            row["d_probe"] = d_probe(path, args.data)
+            args.out.write_text(json.dumps(rows, indent=1) + "\n")
 
 
 def _f(value: float | None) -> str:
@@ -146,9 +173,9 @@ def format_table(rows: Sequence[dict]) -> str:
     head = (
         "| arm | images | val: 2-obj whole | binding | rel. given found | named mean | "
         "held-out: 2-obj whole | binding | named mean | 1-obj whole (val) | shape (val) | "
-        "flip follows | headline /16 |"
+        "flip follows | headline /16 | D on real: relation | binding |"
     )
-    lines = [head, "|" + "---|" * 13]
+    lines = [head, "|" + "---|" * 15]
     for r in rows:
         v, h = r["val"], r["test_heldout"]
         figures = [
@@ -164,7 +191,11 @@ def format_table(rows: Sequence[dict]) -> str:
             r["relation_flip_follows"],
         ]
         cells = " | ".join(_f(x) for x in figures)
-        lines.append(f"| {r['arm']} | {r['images']:,} | {cells} | {r['headline_right']} |")
+        probe = r.get("d_probe", {})  # none for the bundle, whose D is not kept
+        d_cells = f"{_f(probe.get('relation'))} | {_f(probe.get('binding'))}"
+        lines.append(
+            f"| {r['arm']} | {r['images']:,} | {cells} | {r['headline_right']} | {d_cells} |"
+        )
     return "\n".join(lines)
 
 

@@ -42,12 +42,26 @@ def test_an_arm_is_scored_checkpoint_by_checkpoint_and_only_once(
         for split in ("val", "test_heldout"):
             assert all(v is None or 0.0 <= v <= 1.0 for v in row[split].values()), row[split]
         assert 0 <= row["headline_right"] <= 16
+        assert set(row["d_probe"]) == {"relation", "binding", "relation_word", "binding_word"}
+        assert all(0.0 <= v <= 1.0 for v in row["d_probe"].values()), row["d_probe"]
     capsys.readouterr()
     assert main(score) == 0  # nothing new: nothing scored again
     assert json.loads(out.read_text()) == rows
+    older = [{k: v for k, v in r.items() if k != "d_probe"} for r in rows]
+    out.write_text(json.dumps(older))  # rows scored before D was probed get the probe added
+    assert main(score) == 0
+    assert json.loads(out.read_text()) == rows
+    capsys.readouterr()
     assert main(["table", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("| tiny | ") == 4  # two rows, printed by each call
+    assert printed.count("| tiny | ") == 2  # the two rows
+    assert "D on real: relation" in printed
+    for line in printed.splitlines():
+        if line.startswith("| tiny"):  # D's relation and binding, as probed, end the row
+            assert [float(c) for c in line.strip("| ").split(" | ")[-2:]] == pytest.approx(
+                [rows[0 if "| 4 |" in line else 1]["d_probe"][k] for k in ("relation", "binding")],
+                abs=5e-4,
+            )
     with pytest.raises(SystemExit):
         main(["score", f"tiny={tmp_path / 'missing'}", "--data", str(data), "--out", str(out)])
     # what a restart needs: G (EMA) and D, which a new run then starts from

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from models.images import image_grid
-from training.data.coco import DatasetError
+from training.data.base import DatasetError
 from training.metrics import clip_score
 from training.metrics import fid as metrics
 from training.metrics.sampling import (  # noqa: F401  (part of this module's API)

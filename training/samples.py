@@ -21,7 +21,8 @@ def sample_captions(c: TrainConfig, dataset: Any, count: int = 16) -> list[str]:
     """The fixed captions of the sample grids: the sample split's first, else the dataset's."""
     from pathlib import Path
 
-    from training.data.coco import DatasetError, load_captions_file
+    from training.data.base import DatasetError
+    from training.data.coco import load_captions_file
 
     split = c.sample_split or c.train_split
     root = Path(c.data)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from training.data.coco import DatasetError
+from training.data.base import DatasetError
 
 
 def source_kind(spec: str | Path) -> str:

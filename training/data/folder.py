@@ -13,12 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from training.data.coco import CaptionedImage, DatasetError
+from training.data.base import CaptionedImage, DatasetError, ItemOptions
 from training.data.records import (
     IMAGE_EXTENSIONS,
     BadRecords,
     CaptionedImages,
-    ItemOptions,
     caption_lines,
     keep_captioned,
 )

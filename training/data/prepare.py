@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.data.coco import CaptionedImage, DatasetError, load_rgb, resize_image
+from training.data.base import CaptionedImage, DatasetError, load_rgb, resize_image
 from training.data.records import BadRecords, keep_captioned
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
-from training.data.records import unit_float
+from training.data.base import unit_float
 from training.distributed import DistInfo
 from training.faults import RunError, ignore_interrupt, warn
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.data.coco import CaptionedImage, load_rgb, resize_image
+from training.data.base import CaptionedImage, load_rgb, resize_image
 from training.metrics.fid import MetricInputError
 from training.metrics.sampling import EvaluationError, load_split, pick_captions
 

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from models.images import to_uint8
-from training.data.coco import CaptionedImage, load_captions_file, load_rgb
+from training.data.base import CaptionedImage, load_rgb
+from training.data.coco import load_captions_file
 
 
 class EvaluationError(ValueError):

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from training.data.coco import CaptionedImage
+from training.data.base import CaptionedImage
 from training.metrics.sampling import EvaluationError, load_split
 from training.shapes.scenes import (
     _MAX_PER_SPLIT,

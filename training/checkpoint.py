@@ -48,8 +48,12 @@ def sidecar(path: Path) -> Path:
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """The run's checkpoints, oldest first (by step)."""
-    found = [p for p in Path(run_dir).glob("checkpoint-*.pt") if PATTERN.match(p.name)]
-    return sorted(found, key=lambda p: int(PATTERN.match(p.name).group(1)))
+    found = []
+    for path in Path(run_dir).glob("checkpoint-*.pt"):
+        match = PATTERN.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
 
 
 def rng_state() -> dict[str, Any]:
@@ -185,7 +189,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
     def write(file: BinaryIO) -> None:
         writers.append(_HashingWriter(file))
-        torch.save(state, writers[0])
+        # torch's stubs ask for an IO[bytes]; it only calls write and flush
+        torch.save(state, writers[0])  # type: ignore[arg-type]
         digests.append(writers[0].hash.hexdigest())
 
     try:

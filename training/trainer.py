@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,7 +197,7 @@ class Trainer(StopHandling, TrainerProgress):
         return str(found[-1]) if found else "none (no checkpoint written yet)"
 
     # ------------------------------------------------------------------ data
-    def batches(self) -> Iterator[dict[str, Any]]:
+    def batches(self) -> Generator[dict[str, Any], None, None]:
         """This rank's batches, from the saved position on, epoch after epoch."""
         return self.data.batches()
 
@@ -293,7 +293,8 @@ class Trainer(StopHandling, TrainerProgress):
                 stats.update(self.discriminator_step(sub))
             stats.update(self.joint_step(last))
         except NonFiniteStep as skipped:
-            return self._skip(skipped)
+            self._skip(skipped)
+            return None
         self._update_ema()
         self.step += 1
         self.bad_in_row = 0
@@ -309,7 +310,6 @@ class Trainer(StopHandling, TrainerProgress):
                 f"at step {self.step + 1}: {skipped}; stopped, the last good checkpoint "
                 f"{self._last_checkpoint()} is untouched"
             )
-        return None
 
     @torch.no_grad()
     def _update_ema(self) -> None:

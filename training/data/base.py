@@ -48,6 +48,12 @@ class CaptionedImage:
     # The shapes benchmark's scene attributes; None for COCO.
     attributes: dict[str, Any] | None = None
 
+    def scene(self) -> dict[str, Any]:
+        """The shapes benchmark's scene attributes; DatasetError for a record without any."""
+        if self.attributes is None:
+            raise DatasetError(f"{self.path}: no scene attributes (not a shapes benchmark split)")
+        return self.attributes
+
 
 def load_rgb(path: Path) -> Image.Image:
     """Decode an image as RGB or raise DatasetError naming the file."""

@@ -38,7 +38,7 @@ def scan_folder(root: str | Path, bad: BadRecords) -> list[CaptionedImage]:
         for path in root.rglob("*")
         if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
     )
-    records = []
+    records: list[CaptionedImage] = []
     for path in images:
         text_path = path.with_suffix(".txt")
         if not text_path.is_file():

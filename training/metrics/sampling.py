@@ -74,11 +74,7 @@ def complete_captions(records: Sequence[CaptionedImage], seed: int) -> list[str]
 
     chosen = []
     for record in records:
-        full = [
-            c
-            for c in all_captions(record.attributes)
-            if names_every_attribute(c, record.attributes)
-        ]
+        full = [c for c in all_captions(record.scene()) if names_every_attribute(c, record.scene())]
         chosen.append(random.Random(f"xmc-eval/{seed}/{record.image_id}").choice(full))
     return chosen
 

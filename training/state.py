@@ -52,13 +52,23 @@ class TrainerState:
     """Everything checkpointing, logging and sampling read or restore of a trainer."""
 
     networks: Networks  # G, D, the EMA of G, both Adams (and the forwards, maybe compiled)
-    data: DataStream  # the data position: epoch, image within it, items of each shard stream
+    # the data position (epoch, image within it, items of each shard stream), this process's
+    # batch and its place among the processes
+    data: DataStream
     text_encoder: TextEncoding
-    info: DistInfo  # this process's rank and the world size
     device: torch.device
-    batch_size: int  # images per step on this process
     autocast_dtype: torch.dtype | None  # None: full precision
     progress: Progress = field(default_factory=Progress)
+
+    @property
+    def info(self) -> DistInfo:
+        """This process's rank and the world size."""
+        return self.data.info
+
+    @property
+    def batch_size(self) -> int:
+        """Images per step on this process."""
+        return self.data.batch
 
     def autocast(self) -> AbstractContextManager[Any]:
         """The forward passes' precision context (bfloat16 autocast, or nothing)."""

@@ -111,13 +111,7 @@ class Trainer(StopHandling, TrainerProgress):
         loader = {"num_workers": c.num_workers, "pin_memory": self.device.type == "cuda"}
         self.data = DataStream(self.dataset, self.batch_size, c.seed, self.info, **loader)
         self.state = TrainerState(
-            networks=nets,
-            data=self.data,
-            text_encoder=self.text_encoder,
-            info=self.info,
-            device=self.device,
-            batch_size=self.batch_size,
-            autocast_dtype=self.autocast_dtype,
+            nets, self.data, self.text_encoder, self.device, self.autocast_dtype
         )
         # the one hook of the project's own experiments: the paper's objective unless one is on
         self.objective = experiments.objective(

@@ -123,7 +123,7 @@ def test_corrupt_image_is_skipped_and_counted_by_default(data_copy, tmp_path):
     assert code == 0, err
     assert (
         "1 bad records skipped" in err
-        and f"skipping a bad record: cannot decode image {bad}" in err
+        and f"skipped a bad record (undecodable_image, 1 so far): cannot decode image {bad}" in err
     )
     records = _strict_records(run_dir / "stats.jsonl")
     assert [r["step"] for r in records] == [1, 2, 3] and records[-1]["bad_records"] == 1

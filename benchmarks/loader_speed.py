@@ -62,7 +62,7 @@ def images_per_second(
 ) -> float:
     """(B, 3, 256, 256) batches delivered to this process, per second: as they come out of the
     DataLoader, or (`convert`) made float in [0, 1] here, on the CPU, by `float_images`."""
-    from training.data.records import float_images
+    from training.data.base import float_images
 
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=workers, shuffle=shuffle, drop_last=True

@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
-    from training.data.coco import DatasetError
+    from training.data.base import DatasetError
     from training.metrics.sampling import EvaluationError
 
     try:

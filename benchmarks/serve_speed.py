@@ -164,8 +164,9 @@ async def _measure(base: str, clients: int, seconds: float) -> Level:
         while time.perf_counter() - started < seconds or not done:
             await asyncio.sleep(0.05)
             for task in tasks:
-                if task.done() and task.exception():
-                    raise task.exception()
+                error = task.exception() if task.done() else None
+                if error is not None:
+                    raise error
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -63,7 +63,8 @@ SPEED_CASES: list[tuple[str, str, dict[str, Any], bool]] = [  # label, preset, o
 
 def train_captions(data: Path) -> list[str]:
     """Every caption a training batch can hold: the train captions and their flipped twins."""
-    from training.data.coco import load_captions_file, swap_left_right
+    from training.data.base import swap_left_right
+    from training.data.coco import load_captions_file
 
     records = load_captions_file(data / "annotations" / "captions_train.json", data / "train")
     captions = [c for r in records for c in r.captions]

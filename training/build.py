@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +28,8 @@ class Networks:
     ema: Generator  # the EMA of G's parameters (BN buffers copied): what is exported
     opt_g: torch.optim.Adam
     opt_d: torch.optim.Adam
-    g_forward: nn.Module  # G itself, or its torch.compile'd wrapper
-    d_forward: nn.Module
+    g_forward: Callable[..., Any]  # G itself, or its torch.compile'd wrapper
+    d_forward: Callable[..., Any]
 
 
 def networks(
@@ -39,16 +40,17 @@ def networks(
     generator = Generator(models.generator).to(device)
     discriminator = Discriminator(models.discriminator).to(device)
     if channels_last:
-        generator.to(memory_format=torch.channels_last)
-        discriminator.to(memory_format=torch.channels_last)
+        # torch's stubs for Module.to omit memory_format, which it takes (and documents)
+        generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        discriminator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     broadcast_module(generator, info)
     broadcast_module(discriminator, info)
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
     betas = (c.beta1, c.beta2)
     opt_g = torch.optim.Adam(generator.parameters(), c.lr_g, betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), c.lr_d, betas)
-    g_forward: nn.Module = torch.compile(generator) if c.compile else generator
-    d_forward: nn.Module = torch.compile(discriminator) if c.compile else discriminator
+    g_forward: Callable[..., Any] = torch.compile(generator) if c.compile else generator
+    d_forward: Callable[..., Any] = torch.compile(discriminator) if c.compile else discriminator
     return Networks(generator, discriminator, ema, opt_g, opt_d, g_forward, d_forward)
 
 

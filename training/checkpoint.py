@@ -9,16 +9,24 @@ The newest `keep` checkpoints are kept, so a damaged newest one falls back to th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import re
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import torch
+from torch import nn
 
 from models.artifacts import atomic_write
 from models.artifacts import file_sha256 as _file_sha256
+from training.state import Progress
+
+if TYPE_CHECKING:
+    from training.build import Networks
+    from training.config import TrainConfig
+    from training.state import TrainerState
 
 PATTERN = re.compile(r"^checkpoint-(\d{7,})\.pt$")
 TRAINED = ("generator", "discriminator", "ema", "opt_g", "opt_d")  # state_dict()s
@@ -40,8 +48,12 @@ def sidecar(path: Path) -> Path:
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """The run's checkpoints, oldest first (by step)."""
-    found = [p for p in Path(run_dir).glob("checkpoint-*.pt") if PATTERN.match(p.name)]
-    return sorted(found, key=lambda p: int(PATTERN.match(p.name).group(1)))
+    found = []
+    for path in Path(run_dir).glob("checkpoint-*.pt"):
+        match = PATTERN.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
 
 
 def rng_state() -> dict[str, Any]:
@@ -63,61 +75,90 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def trainer_state(trainer: Any, stream_positions: list[list[int]] | None = None) -> dict[str, Any]:
+def trained(networks: Networks) -> dict[str, nn.Module | torch.optim.Optimizer]:
+    """What training changes, by checkpoint key (`TRAINED`): each has a state_dict()."""
+    return {
+        "generator": networks.generator,
+        "discriminator": networks.discriminator,
+        "ema": networks.ema,
+        "opt_g": networks.opt_g,
+        "opt_d": networks.opt_d,
+    }
+
+
+def trainer_state(
+    state: TrainerState, config: TrainConfig, stream_positions: list[list[int]] | None = None
+) -> dict[str, Any]:
     """A trainer's checkpoint: G, D, EMA, both optimisers, the position (steps and images
     seen, epoch and image within it, and for shards the items consumed from each loader
     stream of each rank: `stream_positions`, gathered from every rank), fault counts, RNG
     states and the full resolved config (`describe()`), so the checkpoint alone rebuilds
     any of its networks."""
+    from training.config import describe
+
     if stream_positions is None:
-        stream_positions = [list(trainer.data.stream_positions)]
+        stream_positions = [list(state.data.stream_positions)]
     return {
-        **{name: getattr(trainer, name).state_dict() for name in TRAINED},
-        **{name: getattr(trainer, name) for name in COUNTERS},
-        "epoch": trainer.data.epoch,
-        "image_in_epoch": trainer.data.image_in_epoch,
+        **{key: module.state_dict() for key, module in trained(state.networks).items()},
+        **dataclasses.asdict(state.progress),  # the COUNTERS
+        "epoch": state.data.epoch,
+        "image_in_epoch": state.data.image_in_epoch,
         "stream_positions": stream_positions,
-        "batch_size": trainer.batch_size,
+        "batch_size": state.batch_size,
         "rng": rng_state(),
-        "world_size": trainer.info.world_size,
-        "config": trainer.described,
+        "world_size": state.info.world_size,
+        "config": describe(config),
     }
 
 
-def restore_trainer(trainer: Any, state: dict[str, Any], path: Path) -> None:
+def restore_trainer(state: TrainerState, saved: dict[str, Any], path: Path) -> None:
+    """Load a checkpoint (`trainer_state`'s dict, from any version of this trainer) into
+    `state`: weights and optimisers in place, the progress, the data position, the RNGs."""
     from training.faults import RunError, one_line
 
-    if state["world_size"] != trainer.info.world_size:
+    info = state.info
+    if saved["world_size"] != info.world_size:
         raise RunError(
-            f"{path} was written by {state['world_size']} processes; resume it with the "
-            f"same number (got {trainer.info.world_size}) so the data order stays the same"
+            f"{path} was written by {saved['world_size']} processes; resume it with the "
+            f"same number (got {info.world_size}) so the data order stays the same"
         )
     try:
-        for name in TRAINED:
-            getattr(trainer, name).load_state_dict(state[name])
+        for key, module in trained(state.networks).items():
+            module.load_state_dict(saved[key])
     except (RuntimeError, ValueError, KeyError) as error:
         reason = one_line(error)
         raise RunError(f"{path}: does not fit this run's networks ({reason})") from None
-    for name in COUNTERS:
-        setattr(trainer, name, int(state[name]))
-    data = trainer.data
-    data.epoch, data.image_in_epoch = state["epoch"], state["image_in_epoch"]
-    positions = state.get("stream_positions")
+    state.progress = Progress(
+        step=int(saved["step"]),
+        images_seen=int(saved["images_seen"]),
+        skipped_steps=int(saved["skipped_steps"]),
+        bad_in_row=int(saved["bad_in_row"]),
+        bad_images=int(saved["bad_images"]),
+    )
+    _restore_position(state, saved, path)
+    set_rng_state(saved["rng"])
+
+
+def _restore_position(state: TrainerState, saved: dict[str, Any], path: Path) -> None:
+    from training.faults import RunError
+
+    data = state.data
+    data.epoch, data.image_in_epoch = saved["epoch"], saved["image_in_epoch"]
+    positions = saved.get("stream_positions")
     if positions is None:  # a checkpoint from before they were kept
-        batch = int(state.get("batch_size", trainer.batch_size))
+        batch = int(saved.get("batch_size", state.batch_size))
         data.stream_positions = data.positions_after(data.image_in_epoch, batch)
-    else:
-        mine = [int(p) for p in positions[trainer.info.rank]]
-        if len(mine) != len(data.stream_positions) and hasattr(data.dataset, "resume_at"):
-            raise RunError(
-                f"{path} was written reading the shards with {len(mine)} DataLoader stream(s), "
-                f"this run has {len(data.stream_positions)}: resume with --num-workers "
-                f"{len(mine)} (each worker reads its own shards)"
-            )
-        data.stream_positions = (
-            mine if len(mine) == len(data.stream_positions) else [0] * len(data.stream_positions)
+        return
+    mine = [int(p) for p in positions[state.info.rank]]
+    if len(mine) != len(data.stream_positions) and hasattr(data.dataset, "resume_at"):
+        raise RunError(
+            f"{path} was written reading the shards with {len(mine)} DataLoader stream(s), "
+            f"this run has {len(data.stream_positions)}: resume with --num-workers "
+            f"{len(mine)} (each worker reads its own shards)"
         )
-    set_rng_state(state["rng"])
+    data.stream_positions = (
+        mine if len(mine) == len(data.stream_positions) else [0] * len(data.stream_positions)
+    )
 
 
 class _HashingWriter:
@@ -148,7 +189,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
     def write(file: BinaryIO) -> None:
         writers.append(_HashingWriter(file))
-        torch.save(state, writers[0])
+        # torch's stubs ask for an IO[bytes]; it only calls write and flush
+        torch.save(state, writers[0])  # type: ignore[arg-type]
         digests.append(writers[0].hash.hexdigest())
 
     try:

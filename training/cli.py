@@ -185,7 +185,7 @@ def train_main(argv: Sequence[str] | None = None, *, text_encoder: Any = None) -
 
     if args.dry_run:
         return _dry_run(args, config)
-    from training.data.coco import DatasetError
+    from training.data.base import DatasetError
     from training.faults import RunError, one_line
     from training.trainer import Trainer
 

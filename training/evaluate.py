@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from models.images import image_grid
-from training.data.coco import DatasetError
+from training.data.base import DatasetError
 from training.metrics import clip_score
 from training.metrics import fid as metrics
 from training.metrics.sampling import (  # noqa: F401  (part of this module's API)
@@ -105,7 +105,7 @@ def faithfulness(
     size = pipeline.resolution
     records, fresh_real = scene_records(data_root, split, num, source, size)
     classifier = load_or_train(size, cache_dir=cache_dir, data_root=data_root, progress=progress)
-    attributes = [record.attributes for record in records]
+    attributes = [record.scene() for record in records]
     if captions not in ("random", "complete"):
         raise EvaluationError(f"--captions must be random or complete, got {captions!r}")
     texts = (complete_captions if captions == "complete" else pick_captions)(records, seed)

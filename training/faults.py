@@ -7,11 +7,16 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Any
 
 import torch
 
 from models.artifacts import one_line  # noqa: F401  (its home is models; training imports it here)
+
+# what signal.signal takes and returns
+SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 class RunError(RuntimeError):
@@ -58,7 +63,7 @@ class StopSignals:
     def __init__(self) -> None:
         self.requested = False
         self.child_exited = False
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, SignalHandler] = {}
 
     def _handle(self, signum, frame) -> None:
         self.requested = True

@@ -8,10 +8,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models.artifacts import atomic_write
 from training.faults import RunError
+
+if TYPE_CHECKING:  # run_dir imports this module (append_line)
+    from training.run_dir import RunDir
+    from training.state import TrainerState
 
 
 def finite_or_none(record: dict[str, Any]) -> dict[str, Any]:
@@ -108,8 +112,10 @@ class ProgressBar:
 class TrainLogs:
     """stats.jsonl + TensorBoard + (optionally) a progress bar, on the main process only."""
 
-    def __init__(self, run_dir, *, step: int, images: tuple[int, int], main: bool, bar: bool):
-        self.sinks: list[Any] = []
+    def __init__(
+        self, run_dir: RunDir, *, step: int, images: tuple[int, int], main: bool, bar: bool
+    ) -> None:
+        self.sinks: list[StatsLog | TensorBoardLog | ProgressBar] = []
         self.bar: ProgressBar | None = None
         if main:
             stats = StatsLog(run_dir.stats_path)
@@ -120,31 +126,33 @@ class TrainLogs:
             self.sinks.append(self.bar)
 
     @classmethod
-    def for_trainer(cls, trainer) -> TrainLogs:
-        """The sinks of a trainer's fit(): the bar runs from its images seen to its last step."""
-        per_step = trainer.batch_size * trainer.info.world_size
-        left = max(trainer.config.steps - trainer.step, 0) * per_step
+    def for_run(cls, state: TrainerState, run_dir: RunDir, *, steps: int, bar: bool) -> TrainLogs:
+        """The sinks of a trainer's fit() to `steps`: the bar runs from the images seen to the
+        last step's."""
+        progress = state.progress
+        left = max(steps - progress.step, 0) * state.images_per_step
         return cls(
-            trainer.run,
-            step=trainer.step,
-            images=(trainer.images_seen, trainer.images_seen + left),
-            main=trainer.info.is_main,
-            bar=trainer.progress,
+            run_dir,
+            step=progress.step,
+            images=(progress.images_seen, progress.images_seen + left),
+            main=state.info.is_main,
+            bar=bar,
         )
 
     @staticmethod
-    def record(trainer, sums: dict[str, float], count: int, seconds: float) -> dict[str, Any]:
+    def record(
+        state: TrainerState, sums: dict[str, float], count: int, seconds: float
+    ) -> dict[str, Any]:
         """The mean losses of the last `count` steps, with the position and the fault counts."""
-        per_step = trainer.batch_size * trainer.info.world_size
         record: dict[str, Any] = {k: v / count for k, v in sums.items()}
         record.update(
-            step=trainer.step,
-            images=trainer.images_seen,
-            epoch=trainer.data.epoch,
-            batch=per_step,
-            img_per_s=count * per_step / seconds,
-            skipped_steps=trainer.skipped_steps,
-            bad_records=trainer.bad_records,
+            step=state.progress.step,
+            images=state.progress.images_seen,
+            epoch=state.data.epoch,
+            batch=state.images_per_step,
+            img_per_s=count * state.images_per_step / seconds,
+            skipped_steps=state.progress.skipped_steps,
+            bad_records=state.bad_records,
         )
         return record
 
@@ -158,5 +166,5 @@ class TrainLogs:
 
     def close(self) -> None:
         for sink in self.sinks:
-            if hasattr(sink, "close"):
+            if not isinstance(sink, StatsLog):  # appends a line at a time: nothing to close
                 sink.close()

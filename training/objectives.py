@@ -96,11 +96,12 @@ def gather(x: torch.Tensor, enabled: bool) -> torch.Tensor:
 def split_real_fake(out: DiscriminatorOutput) -> tuple[DiscriminatorOutput, DiscriminatorOutput]:
     """The [real; fake] D output -> (real, fake)."""
 
-    def half(t: torch.Tensor | None, first: bool) -> torch.Tensor | None:
-        if t is None:
-            return None
+    def half(t: torch.Tensor, first: bool) -> torch.Tensor:
         n = t.shape[0] // 2
         return t[:n] if first else t[n:]
+
+    def maybe_half(t: torch.Tensor | None, first: bool) -> torch.Tensor | None:
+        return None if t is None else half(t, first)
 
     parts = []
     for first in (True, False):
@@ -110,11 +111,18 @@ def split_real_fake(out: DiscriminatorOutput) -> tuple[DiscriminatorOutput, Disc
                 features=half(out.features, first),
                 sentence=out.sentence,
                 regions=half(out.regions, first),
-                infomax_local=half(out.infomax_local, first),
-                infomax_global=half(out.infomax_global, first),
+                infomax_local=maybe_half(out.infomax_local, first),
+                infomax_global=maybe_half(out.infomax_global, first),
             )
         )
     return parts[0], parts[1]
+
+
+def _infomax(out: DiscriminatorOutput) -> torch.Tensor:
+    """InfoMax's term of one half of D's output (its heads exist when D's `infomax` is on)."""
+    if out.infomax_local is None or out.infomax_global is None:
+        raise ValueError("an InfoMax weight is on but the discriminator has no InfoMax heads")
+    return infomax_loss(out.infomax_local, out.infomax_global)
 
 
 class Objective:
@@ -176,7 +184,7 @@ class Objective:
             adversarial = dual_contrastive_d_loss(real.logits, fake.logits)
         total, terms = self._adversarial_and_text(adversarial, real, sub)
         if w.infomax_d:
-            terms["infomax"] = infomax_loss(real.infomax_local, real.infomax_global)
+            terms["infomax"] = _infomax(real)
             total = total + w.infomax_d * terms["infomax"]
         return total, terms
 
@@ -206,7 +214,7 @@ class Objective:
             )
             total = total + w.img_cnn * terms["img_cnn"]
         if w.infomax_g:
-            terms["infomax"] = infomax_loss(fake.infomax_local, fake.infomax_global)
+            terms["infomax"] = _infomax(fake)
             total = total + w.infomax_g * terms["infomax"]
         return total, terms
 

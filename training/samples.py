@@ -4,7 +4,7 @@ grids of successive steps are comparable."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -12,12 +12,17 @@ from models.images import image_grid
 from models.runtime import sample_z
 from training.config import TrainConfig
 
+if TYPE_CHECKING:
+    from training.run_dir import RunDir
+    from training.state import TrainerState
+
 
 def sample_captions(c: TrainConfig, dataset: Any, count: int = 16) -> list[str]:
     """The fixed captions of the sample grids: the sample split's first, else the dataset's."""
     from pathlib import Path
 
-    from training.data.coco import DatasetError, load_captions_file
+    from training.data.base import DatasetError
+    from training.data.coco import load_captions_file
 
     split = c.sample_split or c.train_split
     root = Path(c.data)
@@ -30,14 +35,14 @@ def sample_captions(c: TrainConfig, dataset: Any, count: int = 16) -> list[str]:
 
 
 @torch.no_grad()
-def write_samples(trainer: Any, captions: list[str]) -> Path:
+def write_samples(state: TrainerState, run_dir: RunDir, captions: list[str]) -> Path:
     """samples/step_NNNNNNN.png: one image per caption (z seeded by its position), 8 a row."""
-    text = trainer.text_encoder.encode(captions, trainer.device)
-    z_dim = trainer.model_configs.generator.z_dim
-    z = sample_z(list(range(len(captions))), z_dim).to(trainer.device)  # (N, Z)
-    with trainer._autocast():
-        images = trainer.ema(z, text.sentence, text.words, text.mask).float().cpu()
-    path = trainer.run.sample_path(trainer.step)
+    ema = state.networks.ema
+    text = state.text_encoder.encode(captions, state.device)
+    z = sample_z(list(range(len(captions))), ema.config.z_dim).to(state.device)  # (N, Z)
+    with state.autocast():
+        images = ema(z, text.sentence, text.words, text.mask).float().cpu()  # (N, 3, R, R)
+    path = run_dir.sample_path(state.progress.step)
     image_grid(images, columns=min(8, len(captions))).save(path)
-    (trainer.run.samples / "captions.txt").write_text("\n".join(captions) + "\n")
+    (run_dir.samples / "captions.txt").write_text("\n".join(captions) + "\n")
     return path

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.runtime import autocast, autocast_dtype
+from models.runtime import autocast_dtype
 from training import build, experiments
 from training.checkpoint import (
     CheckpointError,
@@ -47,6 +47,7 @@ from training.logs import TrainLogs
 from training.objectives import BatchNormStatsFrozen, LossWeights
 from training.run_dir import RunDir
 from training.samples import sample_captions, write_samples
+from training.state import TrainerProgress, TrainerState
 from training.stops import StopHandling
 
 __all__ = ["NonFiniteError", "RunError", "SubBatch", "Trainer"]
@@ -64,7 +65,7 @@ class SubBatch:
     extra: Any = None  # what the objective prepared for it (`Objective.prepare`; None: paper)
 
 
-class Trainer(StopHandling):
+class Trainer(StopHandling, TrainerProgress):
     """Handed its text encoder and dataset (or building them from the config); any object with
     `.config` (a TextEncoderConfig) and `.encode(captions, device) -> TextFeatures` will do."""
 
@@ -97,7 +98,6 @@ class Trainer(StopHandling):
         self.g_forward, self.d_forward = nets.g_forward, nets.d_forward
         self.image_encoder = build.image_encoder(c, self.device)
         self.weights = LossWeights.from_config(c)
-        self.step = self.images_seen = self.skipped_steps = self.bad_in_row = self.bad_images = 0
         resolution = self.model_configs.generator.resolution
         if dataset is None:
             self._status(f"reading the data index of {c.data}")
@@ -110,6 +110,9 @@ class Trainer(StopHandling):
         self.text_encoder = build.cached_text_encoder(c, encoder, self.dataset, self.progress)
         loader = {"num_workers": c.num_workers, "pin_memory": self.device.type == "cuda"}
         self.data = DataStream(self.dataset, self.batch_size, c.seed, self.info, **loader)
+        self.state = TrainerState(
+            nets, self.data, self.text_encoder, self.device, self.autocast_dtype
+        )
         # the one hook of the project's own experiments: the paper's objective unless one is on
         self.objective = experiments.objective(
             c,
@@ -118,7 +121,7 @@ class Trainer(StopHandling):
             text_encoder=self.text_encoder,
             discriminator=self.discriminator,
             device=self.device,
-            autocast=self._autocast,
+            autocast=self.state.autocast,
         )
         self.resumed_from: Path | None = None
         self._saved_images = -1
@@ -159,10 +162,10 @@ class Trainer(StopHandling):
     # ------------------------------------------------------------------ state
     def state_dict(self, stream_positions: list[list[int]] | None = None) -> dict[str, Any]:
         """Everything a resume needs, as tensors and primitives (see training.checkpoint)."""
-        return trainer_state(self, stream_positions)
+        return trainer_state(self.state, self.config, stream_positions)
 
     def load_state(self, state: dict[str, Any], path: Path) -> None:
-        restore_trainer(self, state, path)
+        restore_trainer(self.state, state, path)
 
     def save(self) -> Path | None:
         """Checkpoint (main process), then keep the newest `keep_checkpoints`. Non-finite
@@ -188,15 +191,9 @@ class Trainer(StopHandling):
         return str(found[-1]) if found else "none (no checkpoint written yet)"
 
     # ------------------------------------------------------------------ data
-    def batches(self) -> Iterator[dict[str, Any]]:
+    def batches(self) -> Generator[dict[str, Any], None, None]:
         """This rank's batches, from the saved position on, epoch after epoch."""
         return self.data.batches()
-
-    @property
-    def bad_records(self) -> int:
-        """Bad records passed over in this run's batches plus those its source dropped at load
-        (empty captions, missing files, malformed lines: `load_skipped`)."""
-        return self.bad_images + getattr(self.dataset, "load_skipped", 0)
 
     def _noise(self, n: int, sub: int) -> torch.Tensor:
         c = self.config
@@ -217,9 +214,6 @@ class Trainer(StopHandling):
         ]
 
     # ------------------------------------------------------------------ the two phases
-    def _autocast(self):
-        return autocast(self.device, self.autocast_dtype)
-
     def _check(self, phase: str, losses: dict[str, torch.Tensor], modules: list[nn.Module]):
         """Raise NonFiniteStep (on every rank alike) if a loss or an averaged gradient is not
         finite; the caller then skips the optimiser steps."""
@@ -233,7 +227,7 @@ class Trainer(StopHandling):
     def discriminator_step(self, sub: SubBatch) -> dict[str, float]:
         """Update D alone on one sub-batch (official `train_d`): G makes the fakes without a
         graph and its BN running statistics are left as they were."""
-        with self._autocast():
+        with self.state.autocast():
             with torch.no_grad(), BatchNormStatsFrozen(self.generator):
                 fake = self.g_forward(sub.z, sub.sentence, sub.words, sub.mask)  # (n, 3, R, R)
             out = self.d_forward(torch.cat([sub.real, fake]), sub.sentence)
@@ -249,13 +243,13 @@ class Trainer(StopHandling):
         """Update D and G together from one forward (official `train_g_d`, its two VJPs): each
         network from its own loss, through `backward(inputs=...)`."""
         bn_before = BatchNormStatsFrozen(self.generator).save()  # put back if skipped
-        with self._autocast():
+        with self.state.autocast():
             fake = self.g_forward(sub.z, sub.sentence, sub.words, sub.mask)  # (n, 3, R, R)
             out = self.d_forward(torch.cat([sub.real, fake]), sub.sentence)
         d_loss, d_terms = self.objective.discriminator_loss(out, sub)
         cnn_real = cnn_fake = None
         if self.image_encoder is not None:
-            with self._autocast():
+            with self.state.autocast():
                 with torch.no_grad():
                     cnn_real = self.image_encoder(sub.real)
                 cnn_fake = self.image_encoder(fake)
@@ -293,7 +287,8 @@ class Trainer(StopHandling):
                 stats.update(self.discriminator_step(sub))
             stats.update(self.joint_step(last))
         except NonFiniteStep as skipped:
-            return self._skip(skipped)
+            self._skip(skipped)
+            return None
         self._update_ema()
         self.step += 1
         self.bad_in_row = 0
@@ -309,7 +304,6 @@ class Trainer(StopHandling):
                 f"at step {self.step + 1}: {skipped}; stopped, the last good checkpoint "
                 f"{self._last_checkpoint()} is untouched"
             )
-        return None
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -320,7 +314,7 @@ class Trainer(StopHandling):
 
     # ------------------------------------------------------------------ samples
     def write_samples(self, captions: list[str]) -> Path:
-        return write_samples(self, captions)
+        return write_samples(self.state, self.run, captions)
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
@@ -329,7 +323,7 @@ class Trainer(StopHandling):
         error between two steps (one process only); never after a failed step."""
         c, world = self.config, self.info.world_size
         self._status("opening the logs (stats.jsonl, TensorBoard)")
-        logs = TrainLogs.for_trainer(self)
+        logs = TrainLogs.for_run(self.state, self.run, steps=c.steps, bar=self.progress)
         captions = sample_captions(c, self.dataset) if self.info.is_main else []
         batches = self.batches()
         sums: dict[str, float] = defaultdict(float)
@@ -354,7 +348,7 @@ class Trainer(StopHandling):
                         sums[k] += v
                     count += 1
                     if self.step % c.log_every == 0 or self.step == c.steps:
-                        logs.write(logs.record(self, sums, count, time.perf_counter() - tick))
+                        logs.write(logs.record(self.state, sums, count, time.perf_counter() - tick))
                         sums.clear()
                         count, tick = 0, time.perf_counter()
                     if self.info.is_main and (

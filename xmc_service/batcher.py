@@ -284,7 +284,9 @@ class Batcher:
         self._metrics.text_cache.labels(result="hit").inc(generated.cache_hits)
         self._metrics.text_cache.labels(result="miss").inc(generated.cache_misses)
         self._seconds_per_image = 0.8 * self._seconds_per_image + 0.2 * elapsed / len(batch)
-        maps = generated.attention or [None] * len(batch)
+        maps: list[np.ndarray | None] = [None] * len(batch)
+        if generated.attention:
+            maps = list(generated.attention)
         for row, item in enumerate(batch):
             image = GeneratedImage(
                 generated.pixels[row], seeds[row], generated.tokens[row], maps[row]

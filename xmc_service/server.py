@@ -3,6 +3,7 @@ when installed), and the line xmc-serve says when the model ends it."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from xmc_service.settings import Settings
@@ -13,10 +14,15 @@ def server_options(settings: Settings) -> dict[str, object]:
     uvloop when installed, the front's guarded connections (xmc_service.front)."""
     from xmc_service.front import guarded_protocol
 
+    base: type[asyncio.Protocol]
     try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        base = HttpToolsProtocol
     except ImportError:  # httptools is not installed
-        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        base = H11Protocol
     return {
         "http": guarded_protocol(base, settings.idle_timeout_s, settings.max_connections),
         "limit_concurrency": None,  # the guard answers 429; uvicorn's would be a plain 503

@@ -53,8 +53,11 @@ def _worker_main(
     from xmc_service.server import uvicorn_server
 
     def remote(state: ServiceState) -> RemoteBatcher:
-        state.batcher = RemoteBatcher(state, conn)
-        return state.batcher
+        batcher = RemoteBatcher(state, conn)
+        # it stands for the engine's Batcher in the routes (generate, interpolate, model, the
+        # queue counts); the lifecycle that calls the rest never runs in an HTTP worker
+        state.batcher = batcher  # type: ignore[assignment]
+        return batcher
 
     app = create_app(settings, engine=remote, images_folder=images_folder)
     app.front.worker_header = [(b"x-xmc-worker", str(index).encode())]  # type: ignore[union-attr]

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from training.data.coco import CocoCaptions, DatasetError, load_captions_file, swap_left_right
+from training.data.base import DatasetError, swap_left_right
+from training.data.coco import CocoCaptions, load_captions_file
 from training.shapes.scenes import make_benchmark
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)

@@ -123,7 +123,7 @@ def test_corrupt_image_is_skipped_and_counted_by_default(data_copy, tmp_path):
     assert code == 0, err
     assert (
         "1 bad records skipped" in err
-        and f"skipping a bad record: cannot decode image {bad}" in err
+        and f"skipped a bad record (undecodable_image, 1 so far): cannot decode image {bad}" in err
     )
     records = _strict_records(run_dir / "stats.jsonl")
     assert [r["step"] for r in records] == [1, 2, 3] and records[-1]["bad_records"] == 1
@@ -372,7 +372,8 @@ def _with_caption(root: Path, caption: str, file_name: str | None = None) -> Non
 
 
 def test_empty_captions_are_skipped_and_counted_or_fatal_when_strict(data_copy):
-    from training.data.coco import CocoCaptions, DatasetError
+    from training.data.base import DatasetError
+    from training.data.coco import CocoCaptions
 
     _with_caption(data_copy, "   ")
     dataset = CocoCaptions(data_copy, "train", 32, skip_bad=True)
@@ -385,7 +386,8 @@ def test_empty_captions_are_skipped_and_counted_or_fatal_when_strict(data_copy):
 
 @pytest.mark.parametrize("name", ["../val/000000000001.png", "/etc/passwd", "a/../../b.png"])
 def test_a_file_name_leaving_the_data_root_is_refused(name, data_copy):
-    from training.data.coco import CocoCaptions, DatasetError
+    from training.data.base import DatasetError
+    from training.data.coco import CocoCaptions
 
     _with_caption(data_copy, "a red circle", file_name=name)
     with pytest.raises(DatasetError, match="leaves the image folder") as error:

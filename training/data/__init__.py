@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from training.data.coco import DatasetError
+from training.data.base import DatasetError
 
 
 def source_kind(spec: str | Path) -> str:
@@ -62,7 +62,7 @@ def open_source(
     (`float_images` or `stream.device_images` give the float batch).
     """
     kind = source_kind(spec)
-    common = {
+    common: dict[str, Any] = {
         "center_crop": center_crop,
         "random_flip": random_flip,
         "swap_left_right_on_flip": swap_left_right_on_flip,

@@ -19,21 +19,13 @@ import logging
 import os
 import posixpath
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from PIL import Image
-from torch.utils.data import Dataset
+from training.data.base import CaptionedImage, DatasetError, ItemOptions
+from training.data.records import BadRecords, CaptionedImages
 
 log = logging.getLogger(__name__)
-
-
-class DatasetError(ValueError):
-    """An annotations file, image folder or image that cannot be used, naming the file."""
 
 
 def _inside(file_name: str) -> bool:
@@ -42,17 +34,6 @@ def _inside(file_name: str) -> bool:
         return False
     normal = posixpath.normpath(file_name.replace("\\", "/"))
     return normal != ".." and not normal.startswith("../")
-
-
-@dataclass(frozen=True)
-class CaptionedImage:
-    """One image of a captions file with all of its captions."""
-
-    image_id: int
-    path: Path
-    captions: tuple[str, ...]
-    # The shapes benchmark's scene attributes; None for COCO.
-    attributes: dict[str, Any] | None = None
 
 
 def _require(condition: bool, path: Path, message: str) -> None:
@@ -146,154 +127,17 @@ def missing_files(records: list[CaptionedImage], folder: Path) -> list[Path]:
     return [path for path in missing if not path.is_file()]
 
 
-_LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)
+class CocoCaptions(CaptionedImages):
+    """Images of a COCO-layout split, each with one of its captions drawn per access (the
+    items and the seeded epochs of `CaptionedImages`).
 
-
-def swap_left_right(caption: str) -> str:
-    """Swap the words "left" and "right" (keeping their case), for mirrored images."""
-
-    def swap(match: re.Match[str]) -> str:
-        word = match.group(0)
-        other = "right" if word.lower() == "left" else "left"
-        if word.isupper():
-            return other.upper()
-        return other.capitalize() if word[0].isupper() else other
-
-    return _LEFT_RIGHT.sub(swap, caption)
-
-
-def load_rgb(path: Path) -> Image.Image:
-    """Decode an image as RGB or raise DatasetError naming the file."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise DatasetError(f"cannot decode image {path}: {error}") from None
-
-
-def resize_image(image: Image.Image, resolution: int, center_crop: bool) -> Image.Image:
-    """Bilinear resize to resolution x resolution, the whole image unless center_crop."""
-    if center_crop:
-        width, height = image.size
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        image = image.crop((left, top, left + side, top + side))
-    if image.size != (resolution, resolution):
-        image = image.resize((resolution, resolution), Image.Resampling.BILINEAR)
-    return image
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """PIL RGB -> float tensor (3, H, W) in [0, 1]."""
-    array = np.asarray(image, dtype=np.uint8)  # (H, W, 3)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
-
-
-def check_pixels(pixels: str) -> str:
-    if pixels not in ("float", "uint8"):
-        raise DatasetError(f"pixels must be 'float' or 'uint8', got {pixels!r}")
-    return pixels
-
-
-def pixel_tensor(image: Image.Image, pixels: str) -> torch.Tensor:
-    """PIL RGB -> (3, H, W): uint8 as stored, or float in [0, 1] (`to_tensor`)."""
-    if pixels == "uint8":
-        return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
-    return to_tensor(image)
-
-
-def next_good_item(
-    dataset: Any, index: int, on_bad: Callable[[DatasetError], None], name: str
-) -> dict[str, Any]:
-    """dataset[index] through `dataset._load(i, skipped)`, or when that record's image cannot
-    be decoded the next good one after it (wrapping round); `skipped` counts the bad records
-    passed over to reach it. Each newly found bad record goes to `on_bad` (which raises to
-    make it fatal) and is remembered in `dataset._bad`."""
-    if not -len(dataset) <= index < len(dataset):
-        raise IndexError(f"index {index} out of range for {len(dataset)} images")
-    index %= len(dataset)
-    passed = 0
-    for offset in range(len(dataset)):
-        candidate = (index + offset) % len(dataset)
-        if candidate not in dataset._bad:
-            try:
-                return dataset._load(candidate, passed)
-            except DatasetError as error:
-                on_bad(error)
-                dataset._bad.add(candidate)
-        passed += 1
-    raise DatasetError(f"no decodable image left in {name}")
-
-
-class ItemOptions:
-    """How a decoded record becomes an item (`CocoCaptions` and the other datasets)."""
-
-    def __init__(
-        self,
-        resolution: int,
-        *,
-        center_crop: bool = False,
-        random_flip: bool = True,
-        swap_left_right_on_flip: bool = True,
-        seed: int = 0,
-        pixels: str = "float",
-    ) -> None:
-        check_pixels(pixels)
-        if resolution < 1:
-            raise DatasetError(f"resolution must be a positive integer, got {resolution}")
-        if seed < 0:
-            raise DatasetError(f"seed must be >= 0, got {seed}")
-        self.resolution, self.center_crop, self.random_flip = resolution, center_crop, random_flip
-        self.swap_left_right_on_flip, self.seed = swap_left_right_on_flip, seed
-        # "uint8": items carry (3, R, R) uint8, a quarter of the bytes between processes;
-        # `float_images` restores the float interface on the batch (module doc)
-        self.pixels = pixels
-
-
-def make_item(
-    image: Image.Image,
-    captions: Sequence[str],
-    rng: np.random.Generator,
-    options: ItemOptions,
-    image_id: int,
-    index: int,
-    skipped: int = 0,
-) -> dict[str, Any]:
-    """Resize, maybe flip (with the caption's left/right swapped), draw one caption.
-
-    `skipped` is how many bad records were passed over to reach this one: the trainer sums
-    it over each batch, as it does for `CocoCaptions` items."""
-    caption = captions[int(rng.integers(len(captions)))]
-    flip = options.random_flip and bool(rng.random() < 0.5)
-    image = resize_image(image, options.resolution, options.center_crop)
-    if flip:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        if options.swap_left_right_on_flip:
-            caption = swap_left_right(caption)
-    return {
-        "image": pixel_tensor(image, options.pixels),
-        "caption": caption,
-        "image_id": image_id,
-        "index": index,
-        "skipped": skipped,
-    }
-
-
-class CocoCaptions(Dataset):
-    """Images of a COCO-layout split, each with one of its captions drawn per access.
-
-    Items are dicts: image (3, R, R) float in [0, 1], caption str, image_id int, index int.
-    The caption and the horizontal flip come from an RNG seeded by (seed, epoch, index):
-    call `set_epoch` before building each epoch's DataLoader iterator (workers copy the
-    dataset when the iterator is created). With `swap_left_right_on_flip` the words "left"
-    and "right" of a flipped image's caption are swapped so that it stays true (needed for
-    the shapes benchmark's relations). With `skip_bad`, an undecodable image is replaced
-    by the next good one, counted in `skipped` (per process when using workers) and in the
-    item's `skipped` field (how many bad records were passed over to reach it: the trainer
-    sums these across workers), empty captions are dropped at load (counted in
-    `empty_captions`; an image left with none is dropped too), and so are images listed in
-    the annotations but missing from the folder (`missing_images`). Without it, any of
-    these is a DatasetError naming the file.
+    With `swap_left_right_on_flip` the words "left" and "right" of a flipped image's caption
+    are swapped so that it stays true (needed for the shapes benchmark's relations). With
+    `skip_bad`, an undecodable image is replaced by the next good one and counted in
+    `skipped` (shared by the DataLoader workers) and in the item's `skipped` field, empty
+    captions are dropped at load (counted in `empty_captions`, one by one; an image left with
+    none is dropped too), and so are images listed in the annotations but missing from the
+    folder (`missing_images`). Without it, any of these is a DatasetError naming the file.
     """
 
     def __init__(
@@ -309,7 +153,7 @@ class CocoCaptions(Dataset):
         seed: int = 0,
         pixels: str = "float",
     ) -> None:
-        self.options = ItemOptions(
+        options = ItemOptions(
             resolution,
             center_crop=center_crop,
             random_flip=random_flip,
@@ -317,7 +161,7 @@ class CocoCaptions(Dataset):
             seed=seed,
             pixels=pixels,
         )
-        self.root, self.split, self.resolution = Path(root), split, resolution
+        self.root, self.split = Path(root), split
         self.skip_bad, self.seed = skip_bad, seed
         self.annotations_path = self.root / "annotations" / f"captions_{split}.json"
         self.image_folder = self.root / split
@@ -327,11 +171,10 @@ class CocoCaptions(Dataset):
         self.missing_images = self._drop_missing_files()
         if not self.records:
             raise DatasetError(f"{self.annotations_path}: no captioned images")
+        bad = BadRecords(fatal=not skip_bad)
+        super().__init__(self.records, options, bad, str(self.image_folder))
         # dropped before training; the trainer adds them to the bad records of its batches
         self.load_skipped = self.empty_captions + self.missing_images
-        self.epoch = 0
-        self.skipped = 0
-        self._bad: set[int] = set()
 
     def _drop_missing_files(self) -> int:
         """Leave out (and count) the records whose image file is not there: skipped like any
@@ -369,30 +212,3 @@ class CocoCaptions(Dataset):
         if empty:
             log.warning("%s: skipped %d empty caption(s)", self.annotations_path, empty)
         return kept, empty
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = epoch
-
-    def item_rng(self, index: int) -> np.random.Generator:
-        """The reproducible RNG of one (seed, epoch, index) draw."""
-        return np.random.default_rng((self.seed, self.epoch, index))
-
-    def _load(self, index: int, skipped: int) -> dict[str, Any]:
-        record = self.records[index]
-        image = load_rgb(record.path)
-        rng = self.item_rng(index)
-        return make_item(image, record.captions, rng, self.options, record.image_id, index, skipped)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return next_good_item(self, index, self._on_bad, str(self.image_folder))
-
-    def _on_bad(self, error: DatasetError) -> None:
-        if not self.skip_bad:
-            raise error
-        log.warning("skipping a bad record: %s", error)
-        self.skipped += 1

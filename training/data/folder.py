@@ -13,12 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from training.data.coco import CaptionedImage, DatasetError
+from training.data.base import CaptionedImage, DatasetError, ItemOptions
 from training.data.records import (
     IMAGE_EXTENSIONS,
     BadRecords,
     CaptionedImages,
-    ItemOptions,
     caption_lines,
     keep_captioned,
 )
@@ -39,7 +38,7 @@ def scan_folder(root: str | Path, bad: BadRecords) -> list[CaptionedImage]:
         for path in root.rglob("*")
         if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
     )
-    records = []
+    records: list[CaptionedImage] = []
     for path in images:
         text_path = path.with_suffix(".txt")
         if not text_path.is_file():

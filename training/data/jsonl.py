@@ -7,25 +7,28 @@ Image paths are relative to the manifest's folder (or to `root` when given); a p
 leads out of that root, absolute or through `..` or a symlink, is refused (skipped and
 counted). `id` (an integer) becomes `image_id`; without it the line number (from 0) does.
 A malformed line, a missing image key, or a caption list with no non-empty text is skipped
-and counted.
+and counted; an empty text beside non-empty ones is dropped and counted (`empty_caption`),
+as COCO does, and fatal with strict_data.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
-from training.data.coco import CaptionedImage, DatasetError
-from training.data.records import BadRecords, CaptionedImages, ItemOptions, keep_captioned
+from training.data.base import CaptionedImage, DatasetError, ItemOptions
+from training.data.records import BadRecords, CaptionedImages, keep_captioned
 
 
 def _captions(value: Any) -> tuple[str, ...] | None:
-    """A caption or list of captions -> stripped non-empty texts; None if of the wrong type."""
+    """A caption or list of captions -> stripped texts (empty ones too: `read_manifest` counts
+    them); None if of the wrong type."""
     texts = [value] if isinstance(value, str) else value
     if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
         return None
-    return tuple(text.strip() for text in texts if text.strip())
+    return tuple(text.strip() for text in texts)
 
 
 def _record(line: str, number: int, base: Path, where: str) -> CaptionedImage | str:
@@ -61,8 +64,13 @@ def read_manifest(
             record = _record(line, number, base, f"{path}:{number + 1}")
             if isinstance(record, str):
                 bad.add("malformed_record", record)
-            else:
-                records.append(record)
+                continue
+            kept = tuple(caption for caption in record.captions if caption)
+            if kept and len(kept) < len(record.captions):  # none left: keep_captioned counts it
+                # as COCO does: dropped and counted, fatal with strict_data (`bad.fatal`)
+                where = f"{path}:{number + 1}: {record.path.name}"
+                bad.add("empty_caption", f"{where} has an empty caption among its captions")
+            records.append(dataclasses.replace(record, captions=kept))
     return keep_captioned(records, bad, base)
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.data.coco import CaptionedImage, DatasetError, load_rgb, resize_image
+from training.data.base import CaptionedImage, DatasetError, load_rgb, resize_image
 from training.data.records import BadRecords, keep_captioned
 
 
@@ -102,7 +102,7 @@ def prepare_shards(
     shard_size: int = 10_000,
     workers: int = 1,
     progress: bool = True,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Write the shards; returns (and writes to OUT/prepare.json) what was done."""
     import webdataset as wds
     from tqdm import tqdm
@@ -132,7 +132,7 @@ def prepare_shards(
             written += 1
             name = Path(writer.fname).name
             per_shard[name] = per_shard.get(name, 0) + 1
-    summary: dict[str, object] = {
+    summary: dict[str, Any] = {
         "source": str(source),
         "resolution": options.resolution,
         "center_crop": options.center_crop,
@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DatasetError, OSError) as error:
         print(f"xmc-prepare: error: {error}", file=sys.stderr)
         return 2
-    skipped = sum(summary["skipped"].values())  # type: ignore[union-attr]
+    skipped = sum(summary["skipped"].values())
     print(
         f"wrote {summary['samples']} samples in {len(summary['shards'])} shard(s) to "
         f"{args.out} ({skipped} bad record(s) skipped: see prepare.json)"

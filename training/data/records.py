@@ -1,8 +1,6 @@
-"""What every training source shares: the item dict, bad-record counting, root confinement.
-
-Every source yields the items of `CocoCaptions`, so the trainer can swap them:
-
-    {"image": (3, R, R) float32 in [0, 1], "caption": str, "image_id": int, "index": int}
+"""What every training source shares past its items (`training.data.base`): bad-record
+counting, root confinement, caption text, and `CaptionedImages`, the map-style dataset over
+records that the COCO, folder and JSONL sources are.
 
 A bad record (an image that does not decode, an empty caption, a missing image or caption
 file, a path outside the root, a malformed manifest line, an unreadable shard member or the
@@ -10,17 +8,10 @@ samples a truncated shard lost) is skipped, counted in a `BadRecords` under one 
 and logged (the first 10 of each reason, then every 1000th): never silent. With
 `BadRecords(fatal=True)` (the trainer's `strict_data`) the first one is a DatasetError
 naming the file instead, for every source alike.
-
-Moving a float image between a DataLoader worker and the trainer copies 4 bytes a pixel,
-which caps a 2-worker loader near 500 images/s at 256 px on this machine; with
-`pixels="uint8"` (every source takes it; the trainer asks for it) items carry uint8 and
-`float_images` converts the batch after the DataLoader, to exactly the same values; the trainer
-does so on its device, after the transfer (`training.data.stream.device_images`).
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import multiprocessing
 from collections.abc import Iterable
@@ -28,18 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from training.data.coco import (
-    CaptionedImage,
-    DatasetError,
-    ItemOptions,
-    load_rgb,
-    make_item,
-    next_good_item,
-)
+from training.data.base import CaptionedImage, DatasetError, ItemOptions, load_rgb, make_item
 
 LOG = logging.getLogger("training.data")
 
@@ -102,30 +84,6 @@ def caption_lines(text: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
-def decode_image_bytes(data: bytes) -> Image.Image:
-    """Encoded image bytes -> RGB (grayscale, CMYK, palette and alpha images included)."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise DatasetError(f"cannot decode image: {error}") from None
-
-
-def float_images(batch: dict[str, Any]) -> dict[str, Any]:
-    """A batch of uint8 items -> the float interface: image (B, 3, R, R) in [0, 1].
-
-    Exactly `to_tensor`'s values. Run it after the DataLoader (on the GPU, after moving
-    the uint8 batch there, it is nearly free); float batches pass through unchanged.
-    """
-    batch["image"] = unit_float(batch["image"])
-    return batch
-
-
-def unit_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float in [0, 1], exactly `to_tensor`'s values; float ones as they are."""
-    return images.float().div_(255.0) if images.dtype == torch.uint8 else images
-
-
 def keep_captioned(
     records: Iterable[CaptionedImage], bad: BadRecords, root: Path
 ) -> list[CaptionedImage]:
@@ -142,7 +100,7 @@ def keep_captioned(
 
 
 class CaptionedImages(Dataset):
-    """A map-style dataset over `CaptionedImage` records, item for item like `CocoCaptions`.
+    """A map-style dataset over `CaptionedImage` records (COCO, folder and JSONL are ones).
 
     The caption and the flip come from an RNG seeded by (seed, epoch, index): call
     `set_epoch` before building each epoch's DataLoader iterator, and a resumed run sees
@@ -168,7 +126,7 @@ class CaptionedImages(Dataset):
 
     @property
     def skipped(self) -> int:
-        """Records skipped so far, for every reason (the `CocoCaptions.skipped` counterpart)."""
+        """Records skipped so far, for every reason counted in `bad`."""
         return self.bad.total
 
     def set_epoch(self, epoch: int) -> None:
@@ -186,7 +144,21 @@ class CaptionedImages(Dataset):
         return make_item(image, record.captions, rng, self.options, record.image_id, index, skipped)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return next_good_item(self, index, self._on_bad, self.name)
-
-    def _on_bad(self, error: DatasetError) -> None:
-        self.bad.add("undecodable_image", str(error))
+        """Record `index`'s item or, when its image cannot be decoded, the next good one after
+        it (wrapping round), its `skipped` the bad records passed over to reach it. Each newly
+        found bad image is counted in `bad` (a DatasetError there when fatal) and remembered
+        in `_bad`, never decoded again."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        index %= len(self)
+        passed = 0
+        for offset in range(len(self)):
+            candidate = (index + offset) % len(self)
+            if candidate not in self._bad:
+                try:
+                    return self._load(candidate, passed)
+                except DatasetError as error:
+                    self.bad.add("undecodable_image", str(error))
+                    self._bad.add(candidate)
+            passed += 1
+        raise DatasetError(f"no decodable image left in {self.name}")

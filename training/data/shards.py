@@ -50,14 +50,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
-from training.data.coco import DatasetError
-from training.data.records import (
-    BadRecords,
-    ItemOptions,
-    caption_lines,
-    decode_image_bytes,
-    make_item,
-)
+from training.data.base import DatasetError, ItemOptions, decode_image_bytes, make_item
+from training.data.records import BadRecords, caption_lines
 from training.faults import one_line
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")

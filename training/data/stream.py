@@ -11,16 +11,24 @@ skips nothing (training.data.shards says exactly what it does).
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Generator, Iterator, Sequence, Sized
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
-from training.data.records import unit_float
+from training.data.base import unit_float
 from training.distributed import DistInfo
 from training.faults import RunError, ignore_interrupt, warn
+
+
+@runtime_checkable
+class ResumableStream(Protocol):
+    """An iterable dataset that restarts an epoch after the items of each stream consumed
+    (`training.data.shards.ShardCaptions`)."""
+
+    def resume_at(self, epoch: int, positions: Sequence[int], first: int = 0) -> None: ...
 
 
 def derived_seed(*parts: int) -> int:
@@ -113,14 +121,17 @@ class DataStream:
     def _loader(self) -> DataLoader:
         if isinstance(self.dataset, IterableDataset):
             return self._stream_loader()
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(self.epoch)
+        dataset = self.dataset
+        if not isinstance(dataset, Sized):
+            raise RunError(f"{type(dataset).__name__}: a map-style training dataset needs a len()")
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.epoch)
         sampler = EpochSampler(
-            len(self.dataset), self.batch, self.seed, self.epoch, self.image_in_epoch, self.info
+            len(dataset), self.batch, self.seed, self.epoch, self.image_in_epoch, self.info
         )
-        if len(self.dataset) // self.info.world_size < self.batch:
+        if len(dataset) // self.info.world_size < self.batch:
             raise RunError(
-                f"{len(self.dataset)} images cannot fill one batch of {self.batch} per process"
+                f"{len(dataset)} images cannot fill one batch of {self.batch} per process"
             )
         return DataLoader(
             self.dataset,
@@ -136,7 +147,10 @@ class DataStream:
     def _stream_loader(self) -> DataLoader:
         """Shards: the dataset splits itself across ranks and workers; a resumed epoch restarts
         after the batches already consumed (training.data.shards says what repeats)."""
-        self.dataset.resume_at(self.epoch, self.stream_positions, self.image_in_epoch // self.batch)
+        if not isinstance(self.dataset, ResumableStream):
+            raise RunError(f"{type(self.dataset).__name__}: an iterable dataset needs resume_at()")
+        first = self.image_in_epoch // self.batch
+        self.dataset.resume_at(self.epoch, self.stream_positions, first)
         return DataLoader(
             self.dataset,
             batch_size=self.batch,
@@ -170,7 +184,7 @@ class DataStream:
             self.epoch, self.image_in_epoch, self.stream_positions = self._before
             self._before = None
 
-    def batches(self) -> Iterator[dict[str, Any]]:
+    def batches(self) -> Generator[dict[str, Any], None, None]:
         """The position moves past a batch when it is handed out; closing the generator (or an
         error inside it) shuts the workers down at once. A resumed epoch that has nothing
         left (stopped at its end) moves on to the next."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,11 +65,12 @@ def clip_encoders(
 
     if not Path(path).is_dir():
         raise MetricInputError(f"CLIP checkpoint folder not found: {path}")
-    model = CLIPModel.from_pretrained(str(path)).to(device).eval()
+    # transformers' stubs type `to` (wrapped by a decorator) as taking the model itself
+    model = CLIPModel.from_pretrained(str(path)).to(device).eval()  # type: ignore[arg-type]
     processor = CLIPProcessor.from_pretrained(str(path))
     max_length = model.config.text_config.max_position_embeddings  # 77 for OpenAI's CLIP
 
-    def pooled(output: object) -> torch.Tensor:
+    def pooled(output: Any) -> torch.Tensor:
         # transformers >= 5 returns a model output whose pooler_output is the projection
         return output if isinstance(output, torch.Tensor) else output.pooler_output
 

@@ -7,11 +7,15 @@ compare with papers, a tiny random network in tests).
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from models.images import to_uint8
+
+if TYPE_CHECKING:
+    from torchmetrics import Metric
 
 
 class MetricInputError(ValueError):
@@ -24,7 +28,7 @@ def _device(feature: nn.Module) -> torch.device:
 
 
 def _update(
-    metric: nn.Module, images: torch.Tensor, real: bool, batch_size: int, device: torch.device
+    metric: Metric, images: torch.Tensor, real: bool, batch_size: int, device: torch.device
 ) -> None:
     for batch in to_uint8(images).split(batch_size):
         metric.update(batch.to(device), real=real)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,7 @@ class InceptionWeightsError(ValueError):
 
 
 class BasicConv2d(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, **conv: object) -> None:
+    def __init__(self, in_channels: int, out_channels: int, **conv: Any) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, bias=False, **conv)
         self.bn = nn.BatchNorm2d(out_channels, eps=0.001)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.data.coco import CaptionedImage, load_rgb, resize_image
+from training.data.base import CaptionedImage, load_rgb, resize_image
 from training.metrics.fid import MetricInputError
 from training.metrics.sampling import EvaluationError, load_split, pick_captions
 
@@ -226,6 +226,7 @@ def evaluate_protocol(
         fake_rows.append(_features(feature, images))
         if clip is not None:
             clip_rows.append(_clip_score(*clip, images, list(chunk)))
+    assert first is not None  # protocol_records returns 2 or more records
     fake = torch.cat(fake_rows)
     kid_mean, kid_std = kernel_distance_from_features(
         real, fake, config.kid_subsets, config.kid_subset_size, config.seed
@@ -241,7 +242,7 @@ def evaluate_protocol(
         "reference_was_cached": cached,
         "images": {"real": real_batch(records[:8], resolution), "generated": first[:8]},
     }
-    if clip_rows:
+    if clip_rows and clip_path is not None:
         result["clip_score"] = float(torch.cat(clip_rows).mean())
         result["clip_checkpoint"] = Path(clip_path).name
     return result

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from models.images import to_uint8
-from training.data.coco import CaptionedImage, load_captions_file, load_rgb
+from training.data.base import CaptionedImage, load_rgb
+from training.data.coco import load_captions_file
 
 
 class EvaluationError(ValueError):
@@ -73,11 +74,7 @@ def complete_captions(records: Sequence[CaptionedImage], seed: int) -> list[str]
 
     chosen = []
     for record in records:
-        full = [
-            c
-            for c in all_captions(record.attributes)
-            if names_every_attribute(c, record.attributes)
-        ]
+        full = [c for c in all_captions(record.scene()) if names_every_attribute(c, record.scene())]
         chosen.append(random.Random(f"xmc-eval/{seed}/{record.image_id}").choice(full))
     return chosen
 

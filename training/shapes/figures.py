@@ -228,7 +228,7 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _caption_rows(result: dict[str, Any], columns: list[str], width: int) -> list[str]:
+def _caption_rows(result: dict[str, Any], columns: Sequence[str], width: int) -> list[str]:
     """The whole-caption figures, one row each; "-" where a row has no image."""
     if "whole_caption" not in result[columns[0]]:
         return []

@@ -337,7 +337,8 @@ def make_benchmark(
             folder = root / split
             folder.mkdir()
             jobs = [(split, index, seed, size, str(folder)) for index in range(count)]
-            images, annotations = [], []
+            images: list[dict[str, Any]] = []
+            annotations: list[dict[str, Any]] = []
             for record, captions in _results(jobs, workers, bar):
                 images.append(record)
                 for caption in captions:

@@ -140,7 +140,9 @@ def match_objects(
     if not found:
         return [None, None], False
     # The order the relation's halves suggest: the first object where the relation puts it.
-    spatial = list(found)
+    if relation is None:
+        raise ValueError("two expected objects need the caption's relation")
+    spatial: list[FoundObject | None] = list(found)
     if len(found) == 2 and not relation_holds(relation, found[0], found[1]):
         spatial.reverse()
     if len(found) == 1:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from training.data.coco import CaptionedImage
+from training.data.base import CaptionedImage
 from training.metrics.sampling import EvaluationError, load_split
 from training.shapes.scenes import (
     _MAX_PER_SPLIT,
@@ -79,7 +79,7 @@ def scene_records(
     if source.fresh_seed is None:
         records = load_split(data_root, split, None if source.objects else num, True)
         if source.objects:
-            records = [r for r in records if len(r.attributes["objects"]) == source.objects]
+            records = [r for r in records if len(r.scene()["objects"]) == source.objects]
             records = records[:num] if num is not None else records
             if not records:
                 raise EvaluationError(f"split {split!r} holds no {source.objects}-object scene")

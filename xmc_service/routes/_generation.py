@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from xmc_service.batcher import Batcher, GeneratedImage
@@ -14,7 +14,7 @@ from xmc_service.errors import APIError
 from xmc_service.imaging import encode_image
 from xmc_service.state import ServiceState
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]  # starlette's (ASGI) receive
 
 
 def ready_batcher(state: ServiceState) -> Batcher:

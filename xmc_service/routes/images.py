@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -22,7 +23,9 @@ from xmc_service.routes._generation import (
 from xmc_service.schemas import ErrorResponse, ImageGenerationRequest, ImagesResponse
 from xmc_service.state import ServiceState
 
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 503)
+}
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 

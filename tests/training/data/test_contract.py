@@ -13,7 +13,7 @@ from torch.utils.data import IterableDataset
 
 from tests.training.data.conftest import GOOD
 from training.data import open_source
-from training.data.coco import DatasetError
+from training.data.base import DatasetError
 from training.data.prepare import main as prepare_main
 
 

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from tests.training.data.conftest import GOOD
 from training.data import open_source
-from training.data.coco import DatasetError
+from training.data.base import DatasetError
 from training.data.prepare import main as prepare_main
 from training.data.shards import ShardCaptions, expand_shards
 
@@ -208,7 +208,7 @@ def test_rank_and_world_come_from_torchrun_environment(
 
 
 def test_uint8_items_become_the_float_batch_exactly(tmp_path: Path) -> None:
-    from training.data.records import float_images
+    from training.data.base import float_images
 
     folder = _write_shards(tmp_path / "s", shards=2, per_shard=4)
     options = {"shuffle_buffer": 0, "seed": 1}

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from tests.training.data.conftest import GOOD
 from training.data import open_source, source_kind
-from training.data.coco import DatasetError
+from training.data.base import DatasetError
 
 ITEM_KEYS = {"image", "caption", "image_id", "index", "skipped"}
 

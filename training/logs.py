@@ -123,7 +123,7 @@ class TrainLogs:
     def for_trainer(cls, trainer) -> TrainLogs:
         """The sinks of a trainer's fit(): the bar runs from its images seen to its last step."""
         per_step = trainer.batch_size * trainer.info.world_size
-        left = max(trainer.config.steps - trainer.step, 0) * per_step
+        left = max(trainer.config.optim.steps - trainer.step, 0) * per_step
         return cls(
             trainer.run,
             step=trainer.step,

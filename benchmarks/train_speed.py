@@ -127,7 +127,7 @@ def make_trainer(case: Case, data: Path, work: Path, extra: dict[str, Any], note
         "d_steps": 2,
         "num_workers": 0,
         "image_encoder": "",
-        "text_cache": "off",  # a step encodes its captions; --set text_cache=memory caches
+        "text_cache": "off",  # a step encodes its captions; --set data.text_cache=memory caches
         "steps": 10**6,
         **case.overrides,
         **extra,
@@ -294,7 +294,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a TrainConfig override for every case, e.g. --set channels_last=on",
+        help="a TrainConfig override for every case, e.g. --set run.channels_last=on",
     )
     return p
 

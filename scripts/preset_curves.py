@@ -5,7 +5,7 @@ thread.
     python scripts/preset_curves.py cache DATA CACHE_DIR
     python scripts/preset_curves.py speed DATA --cache CACHE_DIR
     python scripts/preset_curves.py curve DATA OUT_JSON --cache CACHE_DIR --minutes 8 \
-        --points 4 --preset shapes-32-cpu --set batch_size=32 --set lr_g=2e-4
+        --points 4 --preset shapes-32-cpu --set optim.batch_size=32 --set optim.lr_g=2e-4
     python scripts/preset_curves.py rescore DATA OUT_JSON RUN_DIR...
     python scripts/preset_curves.py plot OUT_PNG RESULT_JSON...
 

@@ -248,7 +248,10 @@ def _network(name: str, base: Any, changed: dict[str, Any]) -> Any:
     unknown = sorted(set(changed) - set(names))
     if unknown:
         raise ValueError(f"{name} has no field {unknown[0]}; valid: {', '.join(names)}")
-    return config_from_dict(type(base), {**dataclasses.asdict(base), **changed})
+    try:
+        return config_from_dict(type(base), {**dataclasses.asdict(base), **changed})
+    except ValueError as error:  # say which of the run's networks it is
+        raise ValueError(f"{name}: {error}") from None
 
 
 def _hidden_size(name_or_path: str) -> int:

@@ -164,3 +164,14 @@ def apply_overrides(train: dict[str, Any], overrides: dict[str, Any]) -> dict[st
 def override(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     """`config` with {"section.field": value} changes (tests, benchmarks, scripts)."""
     return train_config(apply_overrides(dataclasses.asdict(config), overrides))
+
+
+def dotted(train: dict[str, Any]) -> dict[str, Any]:
+    """A nested "train" object as {"section.field": value} ("preset" stays as it is)."""
+    flat: dict[str, Any] = {}
+    for key, value in train.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{name}": item for name, item in value.items()})
+        else:
+            flat[key] = value
+    return flat

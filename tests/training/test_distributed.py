@@ -132,7 +132,7 @@ def test_two_ranks_train_as_one_process_at_the_same_global_batch(one_and_two):
 def test_a_fault_on_one_rank_ends_every_rank_in_bounded_time(shapes_root, tmp_path, fault, code):
     run_dir = tmp_path / "run"
     flags = ["--preset", "tiny", "--data", str(shapes_root), "--steps", "6", "--batch-size", "8"]
-    flags += ["--num-workers", "0", "--no-progress", "--set", "checkpoint_every=1"]
+    flags += ["--num-workers", "0", "--no-progress", "--set", "run.checkpoint_every=1"]
     start = time.monotonic()
     result = subprocess.run(
         [*_torchrun(), str(FAULTS), str(run_dir), *flags],

@@ -39,11 +39,11 @@ def _flags(data: Path, steps: int, *extra: str) -> list[str]:
         "2",
         "--no-progress",
         "--set",
-        "log_every=1",
+        "run.log_every=1",
         "--set",
-        "sample_every=1000",
+        "run.sample_every=1000",
         "--set",
-        "checkpoint_every=1",
+        "run.checkpoint_every=1",
         *extra,
     ]
 

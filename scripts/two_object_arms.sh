@@ -33,10 +33,12 @@ for step in $(seq 6250 6250 62500); do
     nice -n 5 python -m training.cli "$run" --steps "$step" --num-workers 1 || exit 1
   else
     nice -n 5 python -m training.cli "$run" --preset shapes-32-cpu --data "$DATA" \
-      --batch-size 16 --steps "$step" --num-workers 1 --set optim.lr_g=0.0002 --set optim.lr_d=0.0008 \
-      --set optim.ema_decay=0.999 --set "run.init_generator=${INIT_G:-models/bundled/default}" \
-      --set experiments.swap_negatives=true --set experiments.d_coords=true --set experiments.d_sentence_head=true \
-      --set experiments.w_swap=4.0 --set "experiments.caption_paths=$paths" --set run.checkpoint_every=500 \
+      --batch-size 16 --steps "$step" --num-workers 1 \
+      --set optim.lr_g=0.0002 --set optim.lr_d=0.0008 --set optim.ema_decay=0.999 \
+      --set "run.init_generator=${INIT_G:-models/bundled/default}" \
+      --set experiments.swap_negatives=true --set experiments.d_coords=true \
+      --set experiments.d_sentence_head=true --set experiments.w_swap=4.0 \
+      --set "experiments.caption_paths=$paths" --set run.checkpoint_every=500 \
       "${init_d[@]}" || exit 1
   fi
   done_at=$run/checkpoint-$(printf %07d "$step").pt

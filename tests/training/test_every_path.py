@@ -211,9 +211,8 @@ def test_a_non_finite_checkpoint_is_never_resumed_or_exported(
     from training.cli import export_main
 
     run_dir = tmp_path / "run"
-    assert (
-        train([str(run_dir), *_flags(small_shapes_root, 2, "--set", "run.checkpoint_every=1")])[0] == 0
-    )
+    flags = _flags(small_shapes_root, 2, "--set", "run.checkpoint_every=1")
+    assert train([str(run_dir), *flags])[0] == 0
     newest = run_dir / "checkpoint-0000002.pt"
     state = load_checkpoint(newest)
     state["generator"] = {k: v.clone() for k, v in state["generator"].items()}

@@ -1,4 +1,4 @@
-"""Swap negatives (TrainConfig.swap_negatives): the edits, and their way into the losses."""
+"""Swap negatives (experiments.swap_negatives): the edits, and their way into the losses."""
 
 from __future__ import annotations
 

@@ -141,7 +141,7 @@ def _dry_run(args: argparse.Namespace, config: TrainConfig) -> int:
             file=sys.stderr,
         )
     try:
-        print(json.dumps(describe(config), indent=2, sort_keys=True))
+        print(json.dumps(describe(config), indent=2))  # train (preset, sections), then networks
         world = launch_env().world_size
         per_process = config.optim.process_batch(world)
     except (TextEncoderLoadError, ValueError) as e:

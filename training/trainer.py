@@ -81,9 +81,7 @@ class Trainer(StopHandling):
         self.info = init_distributed()
         self.device = self.info.device()
         self.progress = progress and self.info.is_main
-        self.batch_size = c.optim.process_batch(
-            self.info.world_size
-        )  # images per step, this process
+        self.batch_size = c.optim.process_batch(self.info.world_size)  # this process's, a step
         self.autocast_dtype = autocast_dtype(c.run.amp, self.device)
         self.channels_last = c.run.channels_last == "on" or (
             c.run.channels_last == "auto" and self.device.type == "cuda"
@@ -114,10 +112,8 @@ class Trainer(StopHandling):
         self.data = DataStream(self.dataset, self.batch_size, c.run.seed, self.info, **loader)
         # the one hook of the project's own experiments: the paper's objective unless one is on
         self.objective = experiments.objective(
-            c.experiments,
+            c,
             self.weights,
-            gather_negatives=c.objective.gather_negatives,
-            seed=c.run.seed,
             rank=self.info.rank,
             text_encoder=self.text_encoder,
             discriminator=self.discriminator,
@@ -149,11 +145,10 @@ class Trainer(StopHandling):
             raise RunError(str(error)) from None
         if latest is None:  # a fresh run: from scratch, or G (and D) from saved ones
             self._saved_images = 0
-            start = self.config.run
-            if start.init_generator:
-                build.initial_generator(self.generator, self.ema, start.init_generator)
-            if start.init_discriminator:
-                build.initial_discriminator(self.discriminator, start.init_discriminator)
+            if self.config.run.init_generator:
+                build.initial_generator(self.generator, self.ema, self.config.run.init_generator)
+            if self.config.run.init_discriminator:
+                build.initial_discriminator(self.discriminator, self.config.run.init_discriminator)
             return
         path, state, warnings = latest
         for warning in warnings:
@@ -204,10 +199,8 @@ class Trainer(StopHandling):
         return self.bad_images + getattr(self.dataset, "load_skipped", 0)
 
     def _noise(self, n: int, sub: int) -> torch.Tensor:
-        c = self.config
-        rng = torch.Generator().manual_seed(
-            derived_seed(c.run.seed, self.step, self.info.rank, sub)
-        )
+        seed = derived_seed(self.config.run.seed, self.step, self.info.rank, sub)
+        rng = torch.Generator().manual_seed(seed)
         return torch.randn(n, self.model_configs.generator.z_dim, generator=rng).to(self.device)
 
     def sub_batches(self, batch: dict[str, Any]) -> list[SubBatch]:

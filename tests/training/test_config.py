@@ -215,3 +215,18 @@ def test_torchruns_environment_is_read_in_one_place() -> None:
         if 'environ.get("WORLD_SIZE"' in path.read_text() or "environ['WORLD" in path.read_text()
     ]
     assert readers == ["training/distributed.py"]
+
+
+def test_the_experiments_section_is_read_by_its_hook_and_the_network_configs_alone() -> None:
+    """`config.experiments` is read by the trainer's one hook and `model_configs` alone."""
+    import ast
+
+    readers = set()
+    for package in ("training", "models", "xmc_service"):
+        for path in (ROOT / package).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            if any(
+                isinstance(n, ast.Attribute) and n.attr == "experiments" for n in ast.walk(tree)
+            ):
+                readers.add(path.relative_to(ROOT).as_posix())
+    assert readers == {"training/config.py", "training/experiments/__init__.py"}

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import torch
 
     from models.discriminator import Discriminator
+    from training.config import TrainConfig
     from training.objectives import LossWeights, Objective
 
 __all__ = ["ExperimentsConfig", "network_configs", "objective"]
@@ -97,30 +98,30 @@ def network_configs(
 
 
 def objective(
-    config: ExperimentsConfig,
+    config: TrainConfig,
     weights: LossWeights,
     *,
-    gather_negatives: bool,
-    seed: int,
     rank: int,
     text_encoder: Any,
     discriminator: Discriminator,
     device: torch.device,
     autocast: Callable[[], AbstractContextManager[Any]],
 ) -> Objective:
-    """The objective the trainer's phases call: the paper's, or the swap-negative one."""
+    """The objective the trainer's phases call: the paper's, or the swap-negative one (as
+    `config.experiments` asks)."""
     from training.objectives import Objective
 
-    if not config.swap_negatives:
+    switches, gather_negatives = config.experiments, config.objective.gather_negatives
+    if not switches.swap_negatives:
         return Objective(weights, gather_negatives)
     from training.experiments.swap import SwapNegativesObjective
 
     return SwapNegativesObjective(
         weights,
         gather_negatives,
-        config.w_swap,
-        w_mismatch=config.w_mismatch,
-        seed=seed,
+        switches.w_swap,
+        w_mismatch=switches.w_mismatch,
+        seed=config.run.seed,
         rank=rank,
         text_encoder=text_encoder,
         discriminator=discriminator,

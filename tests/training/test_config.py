@@ -230,3 +230,24 @@ def test_the_experiments_section_is_read_by_its_hook_and_the_network_configs_alo
             ):
                 readers.add(path.relative_to(ROOT).as_posix())
     assert readers == {"training/config.py", "training/experiments/__init__.py"}
+
+
+def test_every_set_in_the_docs_and_scripts_names_a_field() -> None:
+    """The README's, the docs' and the scripts' `--set KEY=...` use today's names (the logs of
+    past runs under docs/experiments/gpu-runs/ keep the commands they ran)."""
+    import re
+
+    from training.config import NETWORKS, SECTIONS
+
+    fields = {"preset"}
+    for section, kind in {**SECTIONS, **NETWORKS}.items():
+        fields |= {f"{section}.{f.name}" for f in dataclasses.fields(kind)}
+    texts = [ROOT / "README.md", ROOT / "models/bundled/default/MODEL_CARD.md"]
+    texts += [p for p in (ROOT / "docs").rglob("*.md") if "gpu-runs" not in p.parts]
+    texts += sorted((ROOT / "scripts").glob("*.sh"))
+    found = 0
+    for path in texts:
+        for key in re.findall(r"--set[\s\"']+([a-z_.0-9]+)=", path.read_text()):
+            found += 1
+            assert key in fields, f"{path.relative_to(ROOT)}: --set {key}"
+    assert found > 20  # the pattern does find them

@@ -137,7 +137,7 @@ def test_run_directory_describes_itself(straight_run):
     described = json.loads((straight_run / "config.json").read_text())
     assert set(described) == {"train", "generator", "discriminator", "text_encoder"}
     # every record is strict JSON (no NaN) and carries the position in images and fault counts
-    assert described["train"]["preset"] == "tiny" and described["train"]["steps"] == 4
+    assert described["train"]["preset"] == "tiny" and described["train"]["optim"]["steps"] == 4
     assert described["generator"]["gf_dim"] == 4 and described["generator"]["resolution"] == 32
     assert described["text_encoder"]["hidden_size"] == described["generator"]["word_dim"] == 384
     records = _stats(straight_run)

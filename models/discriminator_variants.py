@@ -1,5 +1,5 @@
 """Discriminator variants that are not in the paper (DiscriminatorConfig.coords, .sentence_head;
-set from TrainConfig.d_coords / d_sentence_head by `training/experiments`).
+set from experiments.d_coords / d_sentence_head by `training/experiments`).
 
 - coords (CoordConv, Liu et al. 2018): x and y coordinate channels in [-1, 1] joined to the
   image before the stem and to the 16x16 region map before its projection, so that phi(x) and

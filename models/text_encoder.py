@@ -89,8 +89,7 @@ class TextEncoder(nn.Module):
         self.config = config
         self.bert = bert
         self.tokenizer = tokenizer
-        if config.frozen:
-            self.bert.requires_grad_(False)
+        self.bert.requires_grad_(False)  # frozen, as the official recipe keeps it
         self.bert.eval()
 
     @classmethod
@@ -128,8 +127,7 @@ class TextEncoder(nn.Module):
 
     def train(self, mode: bool = True) -> TextEncoder:
         super().train(mode)
-        if self.config.frozen:
-            self.bert.eval()  # a frozen BERT never runs dropout
+        self.bert.eval()  # a frozen BERT never runs dropout
         return self
 
     def tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
@@ -146,7 +144,7 @@ class TextEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """input_ids, attention_mask (B, T) -> words (B, T, D), mask (B, T) bool and
         sentence (B, D)."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.frozen):
+        with torch.no_grad():  # frozen: no graph through BERT
             words = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.bool()
         words = words.float()

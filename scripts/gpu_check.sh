@@ -36,8 +36,9 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 # The ablation's recipe (docs/experiments/ablation.md), exactly: fp32, no channels_last, batch 16.
 recipe=(--preset shapes-32-cpu --data "$data" --batch-size 16 --steps 1000000 --no-progress
-        --set lr_g=0.0002 --set lr_d=0.0008 --set ema_decay=0.999 --set amp=off
-        --set channels_last=off --set log_every=20 --set checkpoint_every=100000)
+        --set optim.lr_g=0.0002 --set optim.lr_d=0.0008 --set optim.ema_decay=0.999
+        --set run.amp=off --set run.channels_last=off --set run.log_every=20
+        --set run.checkpoint_every=100000)
 
 step() {  # step TITLE SECONDS COMMAND...: run it within its limit and the deadline, keep its tail
     local title=$1 limit=$2 left=$((deadline - SECONDS))
@@ -97,8 +98,9 @@ recipe_runs() {  # recipe_runs N: N processes of the ablation's recipe for recip
     step "every caption reads kept MiniLM rows" 60 python3 scripts/gpu_minilm.py check "$data"
     step "train $preset for ${train_s} s (bf16 on a GPU)" "$((train_s + 60))" \
         timeout --signal=TERM "$train_s" python3 -m training.cli "$work/run" --preset "$preset" \
-        --data "$data" --steps 1000000 --no-progress --set lr_g=0.0002 --set lr_d=0.0008 \
-        --set ema_decay=0.999 --set log_every=100
+        --data "$data" --steps 1000000 --no-progress \
+        --set optim.lr_g=0.0002 --set optim.lr_d=0.0008 --set optim.ema_decay=0.999 \
+        --set run.log_every=100
     tail -n 2 "$work/run/stats.jsonl" 2>/dev/null
     step "export" 60 python3 -c "import sys; from training.cli import export_main; sys.exit(export_main(sys.argv[1:]))" \
         "$work/run" "$work/export"

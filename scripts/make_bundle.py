@@ -15,6 +15,7 @@ from models import XMCGANPipeline
 from models.hub import write_model_card
 from training.cli import export_run
 from training.config import TrainConfig
+from training.config_io import dotted, upgrade
 from training.evaluate import faithfulness, format_table
 
 
@@ -60,25 +61,35 @@ def history_summary(run_dir: Path) -> str:
 
 # TrainConfig fields that say where and how a run was kept, not what it learned
 _BOOKKEEPING = {
-    "data", "steps", "preset", "batch_size", "init_generator", "checkpoint_every",
-    "keep_checkpoints", "log_every", "sample_every", "sample_split", "num_workers",
-    "text_cache", "strict_data", "max_bad_steps", "amp", "channels_last", "compile",
+    "data.source", "optim.steps", "preset", "optim.batch_size", "run.init_generator",
+    "run.checkpoint_every", "run.keep_checkpoints", "run.log_every", "run.sample_every",
+    "data.sample_split", "run.num_workers", "data.text_cache", "data.strict_data",
+    "run.max_bad_steps", "run.amp", "run.channels_last", "run.compile",
 }  # fmt: skip
-_ALWAYS = ("lr_g", "lr_d", "ema_decay")  # the recipe's own rates, named on every card
-_NAMED_IN_RECIPE_ROW = ("beta1", "beta2", "d_steps", "losses", "adversarial")
+# the recipe's own rates, named on every card
+_ALWAYS = ("optim.lr_g", "optim.lr_d", "optim.ema_decay")
+_NAMED_IN_RECIPE_ROW = (
+    "optim.beta1", "optim.beta2", "optim.d_steps", "objective.losses", "objective.adversarial",
+)  # fmt: skip
+
+
+def run_train(described: dict) -> dict:
+    """A run's recorded configuration (config.json) as {"section.field": value}, an older
+    run's flat one upgraded."""
+    return dotted(upgrade(described)["train"])
 
 
 def recipe_switches(train: dict) -> dict:
     """The run's training choices that differ from TrainConfig's defaults (beyond _ALWAYS), e.g.
-    swap_negatives, d_coords, w_swap: what the card's recipe and reproduce line must name."""
-    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+    experiments.swap_negatives, generator.gf_dim: what the card's recipe and reproduce line
+    must name (a network field a run sets always differs from the preset's)."""
+    defaults = dotted(json.loads(json.dumps(dataclasses.asdict(TrainConfig()))))
     return {
         key: value
         for key, value in train.items()
-        if key in defaults
-        and key not in _BOOKKEEPING
+        if key not in _BOOKKEEPING
         and key not in _ALWAYS
-        and value != defaults[key]
+        and (key not in defaults or value != defaults[key])
     }
 
 
@@ -106,23 +117,25 @@ def reproduce_command(train: dict, steps: int) -> str:
     flags = [
         f"--preset {train['preset']}",
         "--data data/shapes32",
-        f"--batch-size {train['batch_size']}",
+        f"--batch-size {train['optim.batch_size']}",
         f"--steps {steps}",
     ]
     switches = {key: train[key] for key in _ALWAYS} | recipe_switches(train)
     flags += [f"--set {key}={_set_value(value)}" for key, value in switches.items()]
-    if train.get("init_generator"):
-        flags.append("--set init_generator=PREVIOUS_BUNDLE")
+    if train.get("run.init_generator"):
+        flags.append("--set run.init_generator=PREVIOUS_BUNDLE")
     return "xmc-train runs/shapes32 " + " \\\n    ".join(flags)
 
 
 def prior_training(train: dict, prior_hours: float) -> dict:
-    """What the run's G had seen before it (TrainConfig.init_generator): the images and wall
+    """What the run's G had seen before it (TrainConfig.run.init_generator): the images and wall
     hours that the exported model it started from records (a bundle written by this script), or
     `prior_hours` where it records none. Zero for a run from scratch."""
-    if not train.get("init_generator"):
+    if not train.get("run.init_generator"):
         return {"images": 0, "hours": 0.0}
-    recorded = json.loads((Path(train["init_generator"]) / "config.json").read_text())["training"]
+    recorded = json.loads((Path(train["run.init_generator"]) / "config.json").read_text())[
+        "training"
+    ]
     images = recorded.get("images_total", recorded["images"])
     return {"images": images, "hours": recorded.get("wall_hours_total", prior_hours)}
 
@@ -131,7 +144,7 @@ def model_card(args: argparse.Namespace, pipe: XMCGANPipeline, results: dict, ru
     config, train, scores = run["config"], run["train"], run["scores"]
     ratio = {s: scores[s]["generated"]["mean"] / scores[s]["real"]["mean"] for s in scores}
     g_params = sum(p.numel() for p in pipe.generator.parameters())
-    losses = ", ".join(train["losses"]) or "none"
+    losses = ", ".join(train["objective.losses"]) or "none"
     return f"""# {args.model_id}: the bundled default model
 
 XMC-GAN (Zhang et al., CVPR 2021) trained by this project's own trainer on the shapes captions
@@ -144,7 +157,7 @@ circles, squares and triangles on a plain background from captions such as
 |---|---|
 | data | `xmc-shapes make DATA --size 32 --seed 0` (20,000 train images, 5 captions each) |
 | preset | `{train["preset"]}` (G {g_params:,} parameters), text encoder `{config["text_encoder"]["name_or_path"]}` (frozen) |
-| recipe | Adam ({train["beta1"]}, {train["beta2"]}), lr G {train["lr_g"]:g} / D {train["lr_d"]:g}, {train["d_steps"]} D steps per G step, batch {train["batch_size"]}, losses {losses} + {train["adversarial"]}, EMA decay {train["ema_decay"]}{switches_text(train)} |
+| recipe | Adam ({train["optim.beta1"]}, {train["optim.beta2"]}), lr G {train["optim.lr_g"]:g} / D {train["optim.lr_d"]:g}, {train["optim.d_steps"]} D steps per G step, batch {train["optim.batch_size"]}, losses {losses} + {train["objective.adversarial"]}, EMA decay {train["optim.ema_decay"]}{switches_text(train)} |
 | trained | {trained_line(config["training"], run["prior"])}; weights: {"EMA of G" if args.weights == "ema" else "the live G (it scored above the EMA)"} |
 | wall time | {wall_line(run["seconds"], run["prior"])} |
 | hardware | {platform.machine()} CPU (2 cores, {hardware_threads(args.torch_threads)}); no GPU |
@@ -187,7 +200,7 @@ text encoder holds which way round a relation is, but weakly in the form D reads
 benchmarks.relation_text_probe`: 0.62 linearly from e_s, 0.95 with an MLP). A D trained on
 nothing else learns it only slowly (`python -m benchmarks.relation_capacity`), and inside the
 GAN its other terms drown it. Weighting the relation's hard negatives on their own (`--set
-w_swap=4`, with `d_coords`, `d_sentence_head` and `swap_negatives`) makes D learn it (0.92 of
+experiments.w_swap=4`, with `d_coords`, `d_sentence_head` and `swap_negatives`) makes D learn it (0.92 of
 val scenes after 400k images), but the generator follows only a little (relation 0.47 on val,
 against 0.40, with shape falling to 0.66): G's side is the next limit.
 
@@ -309,7 +322,7 @@ def main() -> None:
     args = _parser().parse_args()
 
     export_run(args.run_dir, args.out, model_id=args.model_id, weights=args.weights)
-    train = json.loads((args.run_dir / "config.json").read_text())["train"]
+    train = run_train(json.loads((args.run_dir / "config.json").read_text()))
     write_bundle_readme(args.out, args.model_id, train["preset"])
     pipe = XMCGANPipeline.from_pretrained(args.out, device="cpu")
     results = {

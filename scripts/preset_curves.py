@@ -5,7 +5,7 @@ thread.
     python scripts/preset_curves.py cache DATA CACHE_DIR
     python scripts/preset_curves.py speed DATA --cache CACHE_DIR
     python scripts/preset_curves.py curve DATA OUT_JSON --cache CACHE_DIR --minutes 8 \
-        --points 4 --preset shapes-32-cpu --set batch_size=32 --set lr_g=2e-4
+        --points 4 --preset shapes-32-cpu --set optim.batch_size=32 --set optim.lr_g=2e-4
     python scripts/preset_curves.py rescore DATA OUT_JSON RUN_DIR...
     python scripts/preset_curves.py plot OUT_PNG RESULT_JSON...
 
@@ -27,37 +27,87 @@ from typing import Any
 import torch
 
 from models.generator import Generator
-from training.config import TrainConfig
+from training.config_io import apply_overrides, train_config
 
 SPEED_CASES: list[tuple[str, str, dict[str, Any], bool]] = [  # label, preset, overrides, cache
-    ("shapes-32 b16", "shapes-32", {"batch_size": 16}, False),
-    ("shapes-32 b16 +cache", "shapes-32", {"batch_size": 16}, True),
-    ("shapes-32 b32 +cache", "shapes-32", {"batch_size": 32}, True),
-    ("gf6/df8 b32 +cache", "shapes-32", {"batch_size": 32, "gf_dim": 6, "df_dim": 8}, True),
-    ("gf4/df6 b32", "shapes-32", {"batch_size": 32, "gf_dim": 4, "df_dim": 6}, False),
-    ("gf4/df6 b32 +cache", "shapes-32", {"batch_size": 32, "gf_dim": 4, "df_dim": 6}, True),
-    ("gf4/df6 b64 +cache", "shapes-32", {"batch_size": 64, "gf_dim": 4, "df_dim": 6}, True),
-    ("gf4/df4 b32 +cache", "shapes-32", {"batch_size": 32, "gf_dim": 4, "df_dim": 4}, True),
-    ("gf4/df6 b16 +cache", "shapes-32", {"batch_size": 16, "gf_dim": 4, "df_dim": 6}, True),
+    ("shapes-32 b16", "shapes-32", {"optim.batch_size": 16}, False),
+    ("shapes-32 b16 +cache", "shapes-32", {"optim.batch_size": 16}, True),
+    ("shapes-32 b32 +cache", "shapes-32", {"optim.batch_size": 32}, True),
+    (
+        "gf6/df8 b32 +cache",
+        "shapes-32",
+        {"optim.batch_size": 32, "generator.gf_dim": 6, "discriminator.df_dim": 8},
+        True,
+    ),
+    (
+        "gf4/df6 b32",
+        "shapes-32",
+        {"optim.batch_size": 32, "generator.gf_dim": 4, "discriminator.df_dim": 6},
+        False,
+    ),
+    (
+        "gf4/df6 b32 +cache",
+        "shapes-32",
+        {"optim.batch_size": 32, "generator.gf_dim": 4, "discriminator.df_dim": 6},
+        True,
+    ),
+    (
+        "gf4/df6 b64 +cache",
+        "shapes-32",
+        {"optim.batch_size": 64, "generator.gf_dim": 4, "discriminator.df_dim": 6},
+        True,
+    ),
+    (
+        "gf4/df4 b32 +cache",
+        "shapes-32",
+        {"optim.batch_size": 32, "generator.gf_dim": 4, "discriminator.df_dim": 4},
+        True,
+    ),
+    (
+        "gf4/df6 b16 +cache",
+        "shapes-32",
+        {"optim.batch_size": 16, "generator.gf_dim": 4, "discriminator.df_dim": 6},
+        True,
+    ),
     (
         "gf4/df6 b32 +cache channels_last",
         "shapes-32",
-        {"batch_size": 32, "gf_dim": 4, "df_dim": 6, "channels_last": "on"},
+        {
+            "optim.batch_size": 32,
+            "generator.gf_dim": 4,
+            "discriminator.df_dim": 6,
+            "run.channels_last": "on",
+        },
         True,
     ),
     (
         "gf4/df6 b32 +cache compile",
         "shapes-32",
-        {"batch_size": 32, "gf_dim": 4, "df_dim": 6, "compile": True},
+        {
+            "optim.batch_size": 32,
+            "generator.gf_dim": 4,
+            "discriminator.df_dim": 6,
+            "run.compile": True,
+        },
         True,
     ),
     (
         "gf4/df6 b16 +cache compile",
         "shapes-32",
-        {"batch_size": 16, "gf_dim": 4, "df_dim": 6, "compile": True},
+        {
+            "optim.batch_size": 16,
+            "generator.gf_dim": 4,
+            "discriminator.df_dim": 6,
+            "run.compile": True,
+        },
         True,
     ),
-    ("shapes-32 b16 +cache compile", "shapes-32", {"batch_size": 16, "compile": True}, True),
+    (
+        "shapes-32 b16 +cache compile",
+        "shapes-32",
+        {"optim.batch_size": 16, "run.compile": True},
+        True,
+    ),
 ]
 
 
@@ -79,15 +129,15 @@ def make_trainer(
 
     values: dict[str, Any] = {
         "preset": preset,
-        "data": str(data),
-        "num_workers": 0,
-        "steps": 10**9,
-        "log_every": 10**9,
-        "sample_every": 10**9,
-        "checkpoint_every": 10**9,
+        "data.source": str(data),
+        "run.num_workers": 0,
+        "optim.steps": 10**9,
+        "run.log_every": 10**9,
+        "run.sample_every": 10**9,
+        "run.checkpoint_every": 10**9,
     }
     values.update(overrides)
-    trainer = Trainer(TrainConfig(**values), run_dir, progress=False)
+    trainer = Trainer(train_config(apply_overrides({}, values)), run_dir, progress=False)
     if cache is not None:
         trainer.text_encoder = DiskTextCache(cache, trainer.text_encoder)
     return trainer
@@ -113,7 +163,7 @@ def speed(args: argparse.Namespace) -> None:
                 t1 = time.perf_counter()
                 trainer.train_step(batch)
                 data_s, step_s = data_s + t1 - t0, step_s + time.perf_counter() - t1
-            images = args.steps * trainer.config.batch_size
+            images = args.steps * trainer.config.optim.batch_size
             g = sum(p.numel() for p in trainer.generator.parameters())
             d = sum(p.numel() for p in trainer.discriminator.parameters())
             rows.append(
@@ -142,7 +192,7 @@ def score(generator: Generator, text_encoder, data: Path, num: int) -> dict[str,
 
 def curve(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
-    from training.cli import parse_overrides
+    from training.config_io import parse_overrides
 
     overrides = parse_overrides(args.set)
     run_dir = args.work / args.out.stem
@@ -159,7 +209,7 @@ def curve(args: argparse.Namespace) -> None:
         point = {
             "train_s": trained,
             "step": trainer.step,
-            "images": trainer.step * trainer.config.batch_size,
+            "images": trainer.step * trainer.config.optim.batch_size,
             "ema": score(trainer.ema, encoder, args.data, args.num),
             "raw": score(trainer.generator, encoder, args.data, args.num),
         }

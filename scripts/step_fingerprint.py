@@ -22,10 +22,19 @@ import torch
 
 ARMS: dict[str, dict[str, Any]] = {
     "paper": {},
-    "swap": {"swap_negatives": True},
-    "swap-wswap": {"swap_negatives": True, "w_swap": 2.0},
-    "all-d": {"swap_negatives": True, "w_swap": 4.0, "d_coords": True, "d_sentence_head": True},
-    "infomax-dual": {"infomax": True, "adversarial": "dual-contrastive", "losses": ("sent", "img")},
+    "swap": {"experiments.swap_negatives": True},
+    "swap-wswap": {"experiments.swap_negatives": True, "experiments.w_swap": 2.0},
+    "all-d": {
+        "experiments.swap_negatives": True,
+        "experiments.w_swap": 4.0,
+        "experiments.d_coords": True,
+        "experiments.d_sentence_head": True,
+    },
+    "infomax-dual": {
+        "discriminator.infomax": True,
+        "objective.adversarial": "dual-contrastive",
+        "objective.losses": ("sent", "img"),
+    },
 }
 
 
@@ -38,20 +47,21 @@ def digest(module: torch.nn.Module) -> str:
 
 
 def fingerprint(data: Path, options: dict[str, Any], steps: int, run_dir: Path) -> dict[str, Any]:
-    from training.config import TrainConfig
+    from training.config_io import apply_overrides, train_config
     from training.trainer import Trainer
 
-    config = TrainConfig(
-        preset="tiny",
-        data=str(data),
-        steps=steps,
-        batch_size=8,
-        num_workers=0,
-        log_every=1,
-        sample_every=10**6,
-        checkpoint_every=10**6,
+    values = {
+        "preset": "tiny",
+        "data.source": str(data),
+        "optim.steps": steps,
+        "optim.batch_size": 8,
+        "run.num_workers": 0,
+        "run.log_every": 1,
+        "run.sample_every": 10**6,
+        "run.checkpoint_every": 10**6,
         **options,
-    )
+    }
+    config = train_config(apply_overrides({}, values))
     trainer = Trainer(config, run_dir, progress=False)
     batches = trainer.batches()
     stats = [trainer.train_step(next(batches)) or {} for _ in range(steps)]

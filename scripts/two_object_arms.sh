@@ -25,7 +25,7 @@ run=$ARMS/$name
 mkdir -p "$run-milestones"
 cd "$CODE" || exit 1
 init_d=()
-[ -n "${INIT_D:-}" ] && init_d=(--set "init_discriminator=$INIT_D")
+[ -n "${INIT_D:-}" ] && init_d=(--set "run.init_discriminator=$INIT_D")
 for step in $(seq 6250 6250 62500); do
   milestone=$run-milestones/checkpoint-$(printf %07d "$step").pt
   [ -f "$milestone" ] && continue
@@ -33,10 +33,12 @@ for step in $(seq 6250 6250 62500); do
     nice -n 5 python -m training.cli "$run" --steps "$step" --num-workers 1 || exit 1
   else
     nice -n 5 python -m training.cli "$run" --preset shapes-32-cpu --data "$DATA" \
-      --batch-size 16 --steps "$step" --num-workers 1 --set lr_g=0.0002 --set lr_d=0.0008 \
-      --set ema_decay=0.999 --set "init_generator=${INIT_G:-models/bundled/default}" \
-      --set swap_negatives=true --set d_coords=true --set d_sentence_head=true \
-      --set w_swap=4.0 --set "caption_paths=$paths" --set checkpoint_every=500 \
+      --batch-size 16 --steps "$step" --num-workers 1 \
+      --set optim.lr_g=0.0002 --set optim.lr_d=0.0008 --set optim.ema_decay=0.999 \
+      --set "run.init_generator=${INIT_G:-models/bundled/default}" \
+      --set experiments.swap_negatives=true --set experiments.d_coords=true \
+      --set experiments.d_sentence_head=true --set experiments.w_swap=4.0 \
+      --set "experiments.caption_paths=$paths" --set run.checkpoint_every=500 \
       "${init_d[@]}" || exit 1
   fi
   done_at=$run/checkpoint-$(printf %07d "$step").pt

@@ -44,26 +44,51 @@ def test_the_bundled_card_carries_the_limits_section_it_should(make_bundle) -> N
 def test_the_reproduce_line_names_every_recipe_switch_and_parses_back(make_bundle) -> None:
     import dataclasses
 
-    from training.cli import parse_overrides
     from training.config import TrainConfig
+    from training.config_io import dotted, parse_overrides
 
     module = make_bundle
-    train = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+    train = dotted(json.loads(json.dumps(dataclasses.asdict(TrainConfig()))))
     assert module.recipe_switches(train) == {}
     assert module.switches_text(train) == ""
-    train |= {"swap_negatives": True, "d_coords": True, "w_swap": 4.0, "losses": ["sent", "img"]}
-    train |= {"checkpoint_every": 500, "data": "/somewhere"}  # bookkeeping: left off the card
-    assert set(module.recipe_switches(train)) == {"swap_negatives", "d_coords", "w_swap", "losses"}
+    train |= {"experiments.swap_negatives": True, "experiments.d_coords": True}
+    train |= {"experiments.w_swap": 4.0, "objective.losses": ["sent", "img"]}
+    train |= {"generator.gf_dim": 8}  # a network field the run changes: always on the card
+    train |= {"run.checkpoint_every": 500, "data.source": "/somewhere"}  # bookkeeping: left off
+    assert set(module.recipe_switches(train)) == {
+        "experiments.swap_negatives",
+        "experiments.d_coords",
+        "experiments.w_swap",
+        "objective.losses",
+        "generator.gf_dim",
+    }
     # the card's recipe row spells out the losses itself; the other switches follow it
     text = module.switches_text(train)
-    assert set(text.split(", ")) == {"", "swap_negatives=true", "d_coords=true", "w_swap=4.0"}
+    assert set(text.split(", ")) == {
+        "",
+        "experiments.swap_negatives=true",
+        "experiments.d_coords=true",
+        "experiments.w_swap=4.0",
+        "generator.gf_dim=8",
+    }
     line = module.reproduce_command(train, 1000)
     lines = [part for part in line.split("\n") if "--set" in part]
     items = [part.split("--set ", 1)[1].strip(" \\") for part in lines]
     parsed = parse_overrides(items)
-    assert parsed["swap_negatives"] is True and parsed["d_coords"] is True
-    assert parsed["w_swap"] == 4.0 and tuple(parsed["losses"]) == ("sent", "img")
-    assert "checkpoint_every" not in parsed and "data" not in parsed
+    assert parsed["experiments.swap_negatives"] is True and parsed["experiments.d_coords"] is True
+    assert parsed["experiments.w_swap"] == 4.0 and parsed["objective.losses"] == ("sent", "img")
+    assert parsed["generator.gf_dim"] == 8 and parsed["optim.lr_g"] == 1e-4
+    assert "run.checkpoint_every" not in parsed and "data.source" not in parsed
+
+
+def test_an_old_flat_run_config_gives_the_same_card_names(make_bundle) -> None:
+    """A run written before the config nested (tests/fixtures) reads as today's."""
+    old = json.loads((ROOT / "tests/fixtures/flat-run-config.json").read_text())
+    train = make_bundle.run_train(old)
+    assert train["optim.lr_g"] == 3e-4 and train["data.source"] == "DATA"
+    switches = make_bundle.recipe_switches(train)
+    assert switches["generator.gf_dim"] == 8 and switches["text_encoder.pooling"] == "cls"
+    assert switches["discriminator.infomax"] is True
 
 
 def test_the_bundles_readme_is_what_the_script_writes(make_bundle, tmp_path: Path) -> None:

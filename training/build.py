@@ -36,7 +36,7 @@ def networks(
     c: TrainConfig, models: Preset, device: torch.device, channels_last: bool, info: DistInfo
 ) -> Networks:
     """G and D from the seed (rank 0's on every rank), the EMA, both Adams."""
-    torch.manual_seed(c.seed)
+    torch.manual_seed(c.run.seed)
     generator = Generator(models.generator).to(device)
     discriminator = Discriminator(models.discriminator).to(device)
     if channels_last:
@@ -46,11 +46,11 @@ def networks(
     broadcast_module(generator, info)
     broadcast_module(discriminator, info)
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
-    betas = (c.beta1, c.beta2)
-    opt_g = torch.optim.Adam(generator.parameters(), c.lr_g, betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), c.lr_d, betas)
-    g_forward: Callable[..., Any] = torch.compile(generator) if c.compile else generator
-    d_forward: Callable[..., Any] = torch.compile(discriminator) if c.compile else discriminator
+    betas = (c.optim.beta1, c.optim.beta2)
+    opt_g = torch.optim.Adam(generator.parameters(), c.optim.lr_g, betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), c.optim.lr_d, betas)
+    g_forward: Callable[..., Any] = torch.compile(generator) if c.run.compile else generator
+    d_forward: Callable[..., Any] = torch.compile(discriminator) if c.run.compile else discriminator
     return Networks(generator, discriminator, ema, opt_g, opt_d, g_forward, d_forward)
 
 
@@ -64,7 +64,7 @@ def update_ema(ema: Generator, generator: Generator, decay: float) -> None:
 
 
 def initial_generator(generator: Generator, ema: Generator, source: str) -> None:
-    """A fresh run's start from an exported model (TrainConfig.init_generator): its generator
+    """A fresh run's start from an exported model (TrainConfig.run.init_generator): its generator
     weights into G and the EMA, refusing one whose config differs from the run's."""
     from models.artifacts import CHECKSUM_KEY, WEIGHTS_NAME, ArtifactError, load_state, read_config
     from models.config import GeneratorConfig, config_from_dict
@@ -91,11 +91,11 @@ def initial_generator(generator: Generator, ema: Generator, source: str) -> None
             raise ArtifactError(f"weights do not fit: missing {missing}, unexpected {unexpected}")
         ema.load_state_dict(generator.state_dict())
     except (ArtifactError, TypeError, ValueError) as error:
-        raise RunError(f"init_generator={source}: {error}") from None
+        raise RunError(f"run.init_generator={source}: {error}") from None
 
 
 def initial_discriminator(discriminator: Discriminator, source: str) -> None:
-    """A fresh run's D from a saved one (TrainConfig.init_discriminator): a training checkpoint
+    """A fresh run's D from a saved one (TrainConfig.run.init_discriminator): a training checkpoint
     file (its D) or a directory written by `Discriminator.save_pretrained`, whose config must
     equal this run's; D's optimiser starts fresh."""
     from pathlib import Path
@@ -118,7 +118,7 @@ def initial_discriminator(discriminator: Discriminator, source: str) -> None:
             )
         discriminator.load_state_dict(weights)
     except (ArtifactError, CheckpointError, KeyError, OSError, TypeError, ValueError) as error:
-        raise RunError(f"init_discriminator={source}: {error}") from None
+        raise RunError(f"run.init_discriminator={source}: {error}") from None
 
 
 def text_encoder(given: Any, models: Preset, device: torch.device) -> Any:
@@ -136,7 +136,7 @@ def text_encoder(given: Any, models: Preset, device: torch.device) -> Any:
 
 
 def cached_text_encoder(c: TrainConfig, encoder: Any, dataset: Any, progress: bool) -> Any:
-    """The encoder behind a feature cache (TrainConfig.text_cache): it is frozen, so each
+    """The encoder behind a feature cache (TrainConfig.data.text_cache): it is frozen, so each
     distinct caption needs encoding once. A disk cache is built on first use from the
     captions of a map-style dataset."""
     from pathlib import Path
@@ -144,17 +144,17 @@ def cached_text_encoder(c: TrainConfig, encoder: Any, dataset: Any, progress: bo
     from models.text_encoder import TextEncoder
     from training.text_cache import CachedTextEncoder, DiskTextCache, build_text_cache
 
-    if c.text_cache == "off" or not isinstance(encoder, TextEncoder):
+    if c.data.text_cache == "off" or not isinstance(encoder, TextEncoder):
         return encoder  # an encoder object handed in (a cache itself, say) is used as it is
-    if c.text_cache == "memory":
+    if c.data.text_cache == "memory":
         return CachedTextEncoder(encoder)
-    directory = Path(c.text_cache)
+    directory = Path(c.data.text_cache)
     if not (directory / "meta.json").is_file():
         records = getattr(dataset, "records", None)
         if records is None:
             raise RunError(
-                f"text_cache={c.text_cache}: a disk cache is built from a map-style dataset's "
-                "captions (COCO, folder, JSONL); use text_cache=memory for shards"
+                f"data.text_cache={c.data.text_cache}: a disk cache is built from a map-style "
+                "dataset's captions (COCO, folder, JSONL); use data.text_cache=memory for shards"
             )
         captions = (caption for record in records for caption in record.captions)
         build_text_cache(encoder, captions, directory, progress=progress)
@@ -163,11 +163,11 @@ def cached_text_encoder(c: TrainConfig, encoder: Any, dataset: Any, progress: bo
 
 def image_encoder(c: TrainConfig, device: torch.device) -> nn.Module | None:
     """The pretrained CNN of the extra L_img term, when asked for."""
-    if not (c.image_encoder and c.pretrained_image_contrastive):
+    if not (c.objective.image_encoder and c.objective.pretrained_image_contrastive):
         return None
     from models.image_encoder import PretrainedImageEncoder
 
-    return PretrainedImageEncoder.from_pretrained(c.image_encoder).to(device)
+    return PretrainedImageEncoder.from_pretrained(c.objective.image_encoder).to(device)
 
 
 def dataset(c: TrainConfig, resolution: int):
@@ -175,18 +175,18 @@ def dataset(c: TrainConfig, resolution: int):
     same-name .txt captions, a JSONL manifest, or webdataset tar shards (docs/data.md)."""
     from training.data import open_source
 
-    if not c.data:
+    if not c.data.source:
         raise RunError(
             "no training data: pass --data (a COCO-captions root, an image+txt folder, a .jsonl "
             "manifest or .tar shards; `xmc-shapes make ROOT` writes the shapes benchmark)"
         )
     return open_source(
-        c.data,
+        c.data.source,
         resolution,
-        split=c.train_split,
-        center_crop=c.center_crop,
-        random_flip=c.random_flip,
-        seed=c.seed,
-        skip_bad=not c.strict_data,
+        split=c.data.train_split,
+        center_crop=c.data.center_crop,
+        random_flip=c.data.random_flip,
+        seed=c.run.seed,
+        skip_bad=not c.data.strict_data,
         pixels="uint8",  # made float on the device, after the transfer (stream.device_images)
     )

@@ -3,43 +3,34 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from training.config import TrainConfig
+from training.config_io import apply_overrides, parse_overrides, train_config, upgrade
 
-# the flags a user sets most; everything else goes through --set key=value
+# the flags a user sets most (flag, type, where it goes); everything else is --set key=value
 _COMMON = {
-    "preset": str,
-    "data": str,
-    "steps": int,
-    "batch_size": int,
-    "adversarial": str,
-    "seed": int,
-    "text_encoder": str,
-    "image_encoder": str,
-    "num_workers": int,
+    "preset": (str, "preset"),
+    "data": (str, "data.source"),
+    "steps": (int, "optim.steps"),
+    "batch_size": (int, "optim.batch_size"),
+    "adversarial": (str, "objective.adversarial"),
+    "seed": (int, "run.seed"),
+    "text_encoder": (str, "text_encoder.name_or_path"),
+    "image_encoder": (str, "objective.image_encoder"),
+    "num_workers": (int, "run.num_workers"),
 }
-
-
-def _parse_value(field: dataclasses.Field, text: str) -> Any:
-    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
-    if "tuple" in kind:
-        return tuple(x for x in text.split(",") if x)
-    if kind == "bool":
-        if text.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-            raise ValueError(f"expected true/false, got {text!r}")
-        return text.lower() in ("1", "true", "yes", "on")
-    if kind == "int":
-        return int(text)
-    if kind == "float":
-        return float(text)
-    return text
+# the on/off flags and where each goes
+_SWITCHES = {
+    "infomax": "discriminator.infomax",
+    "gather_negatives": "objective.gather_negatives",
+    "compile": "run.compile",
+    "strict_data": "data.strict_data",
+}
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -50,8 +41,9 @@ def _train_parser() -> argparse.ArgumentParser:
         "xmc-train runs/shapes64 --preset shapes-64 --data data/shapes --steps 20000",
     )
     p.add_argument("run_dir", help="run directory (created, or resumed when it holds a run)")
-    for name, kind in _COMMON.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
+    for name, (kind, where) in _COMMON.items():
+        flag = "--" + name.replace("_", "-")
+        p.add_argument(flag, dest=name, type=kind, default=None, help=f"sets {where}")
     p.add_argument(
         "--losses", default=None, help="comma-separated subset of sent,word,img ('' = none)"
     )
@@ -76,9 +68,15 @@ def _train_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any other TrainConfig field, e.g. --set lr_d=2e-4 (repeatable)",
+        help="any other field, SECTION.FIELD=VALUE with SECTION data, optim, objective, run, "
+        "experiments or a network config: --set optim.lr_d=2e-4 --set generator.gf_dim=16 "
+        "(repeatable; docs/training.md lists them)",
     )
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved configuration (sections and network configs) and exit",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     return p
 
@@ -92,7 +90,7 @@ def saved_config(run_dir: str | Path) -> tuple[dict[str, Any], str]:
     values: dict[str, Any] = {}
     source = ""
     if saved.exists():
-        values, source = dict(json.loads(saved.read_text())["train"]), str(saved)
+        values, source = upgrade(json.loads(saved.read_text()))["train"], str(saved)
     elif run_dir.is_dir():
         from training.checkpoint import CheckpointError, load_latest
 
@@ -101,43 +99,31 @@ def saved_config(run_dir: str | Path) -> tuple[dict[str, Any], str]:
         except CheckpointError:
             latest = None  # the trainer names every damaged checkpoint when it starts
         if latest is not None:
-            values, source = dict(latest[1]["config"]["train"]), str(latest[0])
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, source
+            values, source = upgrade(latest[1]["config"])["train"], str(latest[0])
+    return values, source
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """Saved run config (when resuming: `saved_config`) <- flags <- --set overrides,
     validated."""
-    values, _ = saved_config(args.run_dir)
-    for name in _COMMON:
+    saved, _ = saved_config(args.run_dir)
+    given: dict[str, Any] = {}
+    for name, (_, where) in _COMMON.items():
         if getattr(args, name) is not None:
-            values[name] = getattr(args, name)
+            given[where] = getattr(args, name)
     if args.losses is not None:
-        values["losses"] = tuple(x for x in args.losses.split(",") if x)
-    for flag in ("infomax", "gather_negatives", "compile", "strict_data"):
-        if getattr(args, flag):
-            values[flag] = True
-    values.update(parse_overrides(args.set))
-    return TrainConfig(**values)
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """--set KEY=VALUE items -> TrainConfig field values, typed as the fields are."""
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    values = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or key not in fields:
-            raise ValueError(
-                f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}"
-            )
-        values[key] = _parse_value(fields[key], text)
-    return values
+        given["objective.losses"] = tuple(x for x in args.losses.split(",") if x)
+    given.update({where: True for flag, where in _SWITCHES.items() if getattr(args, flag)})
+    given.update(parse_overrides(args.set))
+    return train_config(apply_overrides(saved, given))
 
 
 def _error(message: str) -> None:
+    from training.distributed import launch_env
+
     # under torchrun each rank reports its own error: say whose it is
-    rank = f"rank {os.environ['RANK']}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    env = launch_env()
+    rank = f"rank {env.rank}: " if env.world_size > 1 else ""
     print(f"xmc-train: error: {rank}{message}", file=sys.stderr, flush=True)
 
 
@@ -145,6 +131,7 @@ def _dry_run(args: argparse.Namespace, config: TrainConfig) -> int:
     """--dry-run: the resolved configuration and the batch per D update and per process."""
     from models.text_encoder import TextEncoderLoadError
     from training.config import describe
+    from training.distributed import launch_env
 
     _, source = saved_config(args.run_dir)
     if source:
@@ -154,16 +141,17 @@ def _dry_run(args: argparse.Namespace, config: TrainConfig) -> int:
             file=sys.stderr,
         )
     try:
-        print(json.dumps(describe(config), indent=2, sort_keys=True))
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        per_process = config.process_batch(world)
+        print(json.dumps(describe(config), indent=2))  # train (preset, sections), then networks
+        world = launch_env().world_size
+        per_process = config.optim.process_batch(world)
     except (TextEncoderLoadError, ValueError) as e:
         _error(str(e))
         return 2
-    per_update = per_process * world // config.d_steps
+    d_steps = config.optim.d_steps
+    rule = "optim.global_batch" if config.optim.global_batch else "optim.batch_size"
     print(
-        f"batch: {per_update} images per D update over {world} process(es), "
-        f"{per_process} per process per step ({config.d_steps} sub-batches)",
+        f"batch ({rule}): {per_process * world // d_steps} images per D update over {world} "
+        f"process(es), {per_process} per process per step ({d_steps} sub-batches)",
         file=sys.stderr,
     )
     return 0
@@ -249,7 +237,7 @@ def export_run(
     source = Path(source)
     state = load_run_or_file(source)
     name = source.parent.name if source.is_file() else source.name
-    described = state["config"]
+    described = upgrade(state["config"])
     generator = Generator(config_from_dict(GeneratorConfig, described["generator"]))
     generator.load_state_dict(state[weights])
     text_config = config_from_dict(TextEncoderConfig, described["text_encoder"])
@@ -264,9 +252,9 @@ def export_run(
                 "steps": state["step"],
                 "images": state["images_seen"],
                 "preset": train["preset"],
-                "losses": list(train["losses"]),
-                "adversarial": train["adversarial"],
-                "infomax": train["infomax"],
+                "losses": list(train["objective"]["losses"]),
+                "adversarial": train["objective"]["adversarial"],
+                "infomax": described["discriminator"]["infomax"],
                 "weights": weights,
             }
         },

@@ -36,12 +36,21 @@ class DistInfo:
         return torch.device("cpu")
 
 
-def init_distributed() -> DistInfo:
-    """Read torchrun's environment; start gloo (CPU) or nccl (GPU) when there are >1 processes."""
+def launch_env() -> DistInfo:
+    """This process's place as torchrun's environment gives it (RANK, WORLD_SIZE, LOCAL_RANK):
+    the one place they are read; one process without them."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    rank = int(os.environ.get("RANK", "0"))
+    return DistInfo(rank, world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init_distributed() -> DistInfo:
+    """Read torchrun's environment; start gloo (CPU) or nccl (GPU) when there are >1 processes."""
+    info = launch_env()
+    if not info.enabled:
+        return info
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from models.config import DiscriminatorConfig
 from models.discriminator import DiscriminatorOutput
 from models.losses import (
     RHO1,
@@ -52,16 +53,18 @@ class LossWeights:
     rho3: float = RHO3
 
     @classmethod
-    def from_config(cls, c: Any) -> LossWeights:
-        """The weights a TrainConfig asks for: a loss left out of `losses` has weight 0."""
+    def from_config(cls, c: Any, discriminator: DiscriminatorConfig) -> LossWeights:
+        """The weights an ObjectiveConfig asks for: a loss left out of `losses` has weight 0,
+        InfoMax's are 0 unless the run's D has its heads."""
+        infomax = discriminator.infomax
         return cls(
             sent=c.w_sent if "sent" in c.losses else 0.0,
             word=c.w_word if "word" in c.losses else 0.0,
             img=c.w_img if "img" in c.losses else 0.0,
             img_cnn=c.w_img if c.pretrained_image_contrastive and c.image_encoder else 0.0,
             adversarial=c.adversarial,
-            infomax_d=c.infomax_beta if c.infomax else 0.0,
-            infomax_g=c.infomax_alpha if c.infomax else 0.0,
+            infomax_d=c.infomax_beta if infomax else 0.0,
+            infomax_g=c.infomax_alpha if infomax else 0.0,
             temperature=c.tau,
             rho1=c.rho1,
             rho2=c.rho2,

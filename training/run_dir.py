@@ -36,7 +36,9 @@ class RunDir:
         """An existing run must have been written with the same networks."""
         if not self.config_path.exists():
             return
-        saved = json.loads(self.config_path.read_text())
+        from training.config_io import upgrade
+
+        saved = upgrade(json.loads(self.config_path.read_text()))  # an older run's too
         changed = sorted(k for k in NETWORKS if saved.get(k) != described[k])
         if changed:
             raise RunError(

@@ -24,8 +24,8 @@ def sample_captions(c: TrainConfig, dataset: Any, count: int = 16) -> list[str]:
     from training.data.base import DatasetError
     from training.data.coco import load_captions_file
 
-    split = c.sample_split or c.train_split
-    root = Path(c.data)
+    split = c.data.sample_split or c.data.train_split
+    root = Path(c.data.source)
     try:
         records = load_captions_file(root / "annotations" / f"captions_{split}.json", root / split)
     except (DatasetError, OSError):

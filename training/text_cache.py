@@ -84,7 +84,7 @@ class CachedTextEncoder:
     """
 
     def __init__(self, encoder: TextEncoder) -> None:
-        # the encoder is frozen (TextEncoderConfig refuses frozen=False), so features never go stale
+        # the encoder is frozen (the official recipe never trains BERT), so features never go stale
         self.encoder = encoder
         self.config = encoder.config
         self.hits = 0

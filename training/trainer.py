@@ -82,10 +82,10 @@ class Trainer(StopHandling, TrainerProgress):
         self.info = init_distributed()
         self.device = self.info.device()
         self.progress = progress and self.info.is_main
-        self.batch_size = c.process_batch(self.info.world_size)  # images per step, this process
-        self.autocast_dtype = autocast_dtype(c.amp, self.device)
-        self.channels_last = c.channels_last == "on" or (
-            c.channels_last == "auto" and self.device.type == "cuda"
+        self.batch_size = c.optim.process_batch(self.info.world_size)  # this process's, a step
+        self.autocast_dtype = autocast_dtype(c.run.amp, self.device)
+        self.channels_last = c.run.channels_last == "on" or (
+            c.run.channels_last == "auto" and self.device.type == "cuda"
         )
         self.model_configs = c.model_configs()
         self.described = describe(c)
@@ -97,19 +97,19 @@ class Trainer(StopHandling, TrainerProgress):
         self.opt_g, self.opt_d = nets.opt_g, nets.opt_d
         self.g_forward, self.d_forward = nets.g_forward, nets.d_forward
         self.image_encoder = build.image_encoder(c, self.device)
-        self.weights = LossWeights.from_config(c)
+        self.weights = LossWeights.from_config(c.objective, self.model_configs.discriminator)
         resolution = self.model_configs.generator.resolution
         if dataset is None:
-            self._status(f"reading the data index of {c.data}")
+            self._status(f"reading the data index of {c.data.source}")
         self.dataset = dataset if dataset is not None else build.dataset(c, resolution)
         if text_encoder is None:
             self._status(f"loading the text encoder {self.model_configs.text_encoder.name_or_path}")
         encoder = build.text_encoder(text_encoder, self.model_configs, self.device)
-        if c.text_cache not in ("off", "memory"):
-            self._status(f"opening the text feature cache {c.text_cache}")
+        if c.data.text_cache not in ("off", "memory"):
+            self._status(f"opening the text feature cache {c.data.text_cache}")
         self.text_encoder = build.cached_text_encoder(c, encoder, self.dataset, self.progress)
-        loader = {"num_workers": c.num_workers, "pin_memory": self.device.type == "cuda"}
-        self.data = DataStream(self.dataset, self.batch_size, c.seed, self.info, **loader)
+        loader = {"num_workers": c.run.num_workers, "pin_memory": self.device.type == "cuda"}
+        self.data = DataStream(self.dataset, self.batch_size, c.run.seed, self.info, **loader)
         self.state = TrainerState(
             nets, self.data, self.text_encoder, self.device, self.autocast_dtype
         )
@@ -148,10 +148,10 @@ class Trainer(StopHandling, TrainerProgress):
             raise RunError(str(error)) from None
         if latest is None:  # a fresh run: from scratch, or G (and D) from saved ones
             self._saved_images = 0
-            if self.config.init_generator:
-                build.initial_generator(self.generator, self.ema, self.config.init_generator)
-            if self.config.init_discriminator:
-                build.initial_discriminator(self.discriminator, self.config.init_discriminator)
+            if self.config.run.init_generator:
+                build.initial_generator(self.generator, self.ema, self.config.run.init_generator)
+            if self.config.run.init_discriminator:
+                build.initial_discriminator(self.discriminator, self.config.run.init_discriminator)
             return
         path, state, warnings = latest
         for warning in warnings:
@@ -182,7 +182,7 @@ class Trainer(StopHandling, TrainerProgress):
         positions = gather_lists(self.data.stream_positions, self.info)  # every rank's shards
         if self.info.is_main:
             save_checkpoint(path, self.state_dict(positions))
-            self.run.prune(self.config.keep_checkpoints)
+            self.run.prune(self.config.run.keep_checkpoints)
         self._saved_images = self.images_seen
         return path
 
@@ -196,8 +196,8 @@ class Trainer(StopHandling, TrainerProgress):
         return self.data.batches()
 
     def _noise(self, n: int, sub: int) -> torch.Tensor:
-        c = self.config
-        rng = torch.Generator().manual_seed(derived_seed(c.seed, self.step, self.info.rank, sub))
+        seed = derived_seed(self.config.run.seed, self.step, self.info.rank, sub)
+        rng = torch.Generator().manual_seed(seed)
         return torch.randn(n, self.model_configs.generator.z_dim, generator=rng).to(self.device)
 
     def sub_batches(self, batch: dict[str, Any]) -> list[SubBatch]:
@@ -205,8 +205,8 @@ class Trainer(StopHandling, TrainerProgress):
         images = device_images(batch["image"], self.device)  # (B, 3, R, R) float in [0, 1]
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        n = images.shape[0] // self.config.d_steps
-        parts = [slice(k * n, (k + 1) * n) for k in range(self.config.d_steps)]
+        n = images.shape[0] // self.config.optim.d_steps
+        parts = [slice(k * n, (k + 1) * n) for k in range(self.config.optim.d_steps)]
         extra = self.objective.prepare(batch["caption"], self.step, parts)
         return [
             SubBatch(images[p], t.sentence[p], t.words[p], t.mask[p], self._noise(n, k), extra[k])
@@ -298,7 +298,7 @@ class Trainer(StopHandling, TrainerProgress):
         self.skipped_steps += 1
         self.bad_in_row += 1
         warn(f"step {self.step + 1} skipped: {skipped} ({self.bad_in_row} in a row)")
-        if self.bad_in_row >= self.config.max_bad_steps:
+        if self.bad_in_row >= self.config.run.max_bad_steps:
             raise NonFiniteError(
                 f"{self.bad_in_row} steps in a row were non-finite (max_bad_steps), the last "
                 f"at step {self.step + 1}: {skipped}; stopped, the last good checkpoint "
@@ -310,7 +310,7 @@ class Trainer(StopHandling, TrainerProgress):
         # BN statistics are per device (official); average them so every rank, the EMA and
         # the checkpoint hold the same
         average_buffers(self.generator, self.info)
-        build.update_ema(self.ema, self.generator, self.config.ema_decay)
+        build.update_ema(self.ema, self.generator, self.config.optim.ema_decay)
 
     # ------------------------------------------------------------------ samples
     def write_samples(self, captions: list[str]) -> Path:
@@ -318,12 +318,12 @@ class Trainer(StopHandling, TrainerProgress):
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
-        """Train to config.steps. Saves every checkpoint_every steps, at the end, on SIGINT /
+        """Train to config.optim.steps. Saves every checkpoint_every steps, at the end, on SIGINT /
         SIGTERM or a DataLoader worker's death (on any rank: a stop, exit 0) and after an
         error between two steps (one process only); never after a failed step."""
         c, world = self.config, self.info.world_size
         self._status("opening the logs (stats.jsonl, TensorBoard)")
-        logs = TrainLogs.for_run(self.state, self.run, steps=c.steps, bar=self.progress)
+        logs = TrainLogs.for_run(self.state, self.run, steps=c.optim.steps, bar=self.progress)
         captions = sample_captions(c, self.dataset) if self.info.is_main else []
         batches = self.batches()
         sums: dict[str, float] = defaultdict(float)
@@ -332,7 +332,7 @@ class Trainer(StopHandling, TrainerProgress):
         self._record("start")
         with StopSignals() as stop:
             try:
-                while self.step < c.steps:
+                while self.step < c.optim.steps:
                     batch = self._next_batch(batches, stop)
                     if batch is None:
                         interrupted = True
@@ -347,15 +347,15 @@ class Trainer(StopHandling, TrainerProgress):
                     for k, v in stats.items():
                         sums[k] += v
                     count += 1
-                    if self.step % c.log_every == 0 or self.step == c.steps:
+                    if self.step % c.run.log_every == 0 or self.step == c.optim.steps:
                         logs.write(logs.record(self.state, sums, count, time.perf_counter() - tick))
                         sums.clear()
                         count, tick = 0, time.perf_counter()
                     if self.info.is_main and (
-                        self.step % c.sample_every == 0 or self.step == c.steps
+                        self.step % c.run.sample_every == 0 or self.step == c.optim.steps
                     ):
                         self._write_samples(captions)
-                    if self.step % c.checkpoint_every == 0:
+                    if self.step % c.run.checkpoint_every == 0:
                         self.save()
                 path = self.save()
             except BaseException as error:

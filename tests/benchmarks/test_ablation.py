@@ -25,7 +25,7 @@ def test_rows_of_separate_calls_share_one_table(
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     common = ["--data", str(shapes), "--out", str(tmp_path), "--preset", "tiny", "--steps", "2"]
-    common += ["--batch-size", "4", "--num", "8", "--quiet", "--set", "lr_g=0.0002"]
+    common += ["--batch-size", "4", "--num", "8", "--quiet", "--set", "optim.lr_g=0.0002"]
     assert main([*common, "--rows", "1"]) == 0
     assert main([*common, "--rows", "5"]) == 0
     summary = json.loads((tmp_path / "ablation.json").read_text())
@@ -44,7 +44,7 @@ def test_rows_of_separate_calls_share_one_table(
     assert main([*common, "--rows", "1,5"]) == 0  # both scored already: nothing to do
     assert capsys.readouterr().out.count("scored already") == 2
     with pytest.raises(SystemExit, match="another budget"):
-        main([*common[:-2], "--set", "lr_g=0.0003", "--rows", "1"])
+        main([*common[:-2], "--set", "optim.lr_g=0.0003", "--rows", "1"])
 
 
 def _summary(seed: int, rows: dict[str, float], steps: int = 12000) -> dict:

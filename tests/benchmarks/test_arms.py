@@ -74,6 +74,6 @@ def test_an_arm_is_scored_checkpoint_by_checkpoint_and_only_once(
     trained = load_checkpoint(run / "checkpoint-0000002.pt")["discriminator"]
     assert all(torch.equal(saved[k], trained[k]) for k in trained)
     restart = [str(tmp_path / "again"), "--preset", "tiny", "--data", str(data)]
-    restart += ["--set", f"init_generator={tmp_path / 'state' / 'generator'}"]
-    restart += ["--set", f"init_discriminator={tmp_path / 'state' / 'discriminator'}"]
+    restart += ["--set", f"run.init_generator={tmp_path / 'state' / 'generator'}"]
+    restart += ["--set", f"run.init_discriminator={tmp_path / 'state' / 'discriminator'}"]
     assert train_main([*restart, "--steps", "1", "--batch-size", "4", "--no-progress"]) == 0

@@ -104,19 +104,14 @@ def test_torch_compile_matches_eager() -> None:
 
 
 def test_trainer_steps_in_bf16_channels_last_compiled(shapes_root: Path, tmp_path: Path) -> None:
-    from training.config import TrainConfig
+    from training.config import DataConfig, OptimConfig, RunConfig, TrainConfig
     from training.trainer import Trainer
 
     config = TrainConfig(
         preset="tiny",
-        data=str(shapes_root),
-        steps=3,
-        batch_size=8,
-        num_workers=0,
-        log_every=1,
-        sample_every=3,
-        checkpoint_every=3,
-        compile=True,
+        data=DataConfig(source=str(shapes_root)),
+        optim=OptimConfig(steps=3, batch_size=8),
+        run=RunConfig(num_workers=0, log_every=1, sample_every=3, checkpoint_every=3, compile=True),
     )  # amp and channels_last "auto": both on for a CUDA device
     trainer = Trainer(config, tmp_path / "run", progress=False)
     assert trainer.device.type == "cuda" and trainer.autocast_dtype == torch.bfloat16

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from training.config import TrainConfig
     from training.shapes.classifier import ShapeClassifier
 
 
@@ -60,23 +61,24 @@ def train_cli(text_encoder, single_thread: None) -> Callable[..., int]:
 
 @pytest.fixture(scope="session")
 def tiny_config() -> Callable[..., object]:
-    """TrainConfig factory: the tiny preset, batch 8 (two sub-batches of 4), no workers."""
-    from training.config import TrainConfig
+    """TrainConfig factory: the tiny preset, batch 8 (two sub-batches of 4), no workers;
+    `changes` as --set takes them ({"optim.steps": 3, "generator.gf_dim": 8})."""
+    from training.config_io import apply_overrides, train_config
 
-    def make(data: Path, **overrides: object) -> TrainConfig:
+    def make(data: Path, changes: dict[str, object] | None = None) -> TrainConfig:
         values = {
             "preset": "tiny",
-            "data": str(data),
-            "steps": 2,
-            "batch_size": 8,
-            "d_steps": 2,
-            "num_workers": 0,
-            "log_every": 1,
-            "sample_every": 1000,
-            "checkpoint_every": 1000,
+            "data.source": str(data),
+            "optim.steps": 2,
+            "optim.batch_size": 8,
+            "optim.d_steps": 2,
+            "run.num_workers": 0,
+            "run.log_every": 1,
+            "run.sample_every": 1000,
+            "run.checkpoint_every": 1000,
         }
-        values.update(overrides)
-        return TrainConfig(**values)
+        values.update(changes or {})
+        return train_config(apply_overrides({}, values))
 
     return make
 

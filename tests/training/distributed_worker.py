@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from training.config import TrainConfig
+from training.config import DataConfig, ObjectiveConfig, OptimConfig, RunConfig, TrainConfig
 from training.trainer import Trainer
 
 CASES = {"local-negatives": False, "gathered-negatives": True}
@@ -23,14 +23,10 @@ def main(data: str, out: str) -> None:
     for case, gather in CASES.items():
         config = TrainConfig(
             preset="tiny",
-            data=data,
-            steps=2,
-            batch_size=8,
-            num_workers=0,
-            log_every=1,
-            sample_every=1000,
-            checkpoint_every=1000,
-            gather_negatives=gather,
+            data=DataConfig(source=data),
+            optim=OptimConfig(steps=2, batch_size=8),
+            objective=ObjectiveConfig(gather_negatives=gather),
+            run=RunConfig(num_workers=0, log_every=1, sample_every=1000, checkpoint_every=1000),
         )
         trainer = Trainer(config, Path(out) / case, progress=False)
         summary = trainer.fit()

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.config import TrainConfig
+from training.config import DataConfig, ObjectiveConfig, OptimConfig, RunConfig, TrainConfig
 from training.data.stream import derived_seed
 from training.trainer import Trainer
 
@@ -38,7 +38,7 @@ RANKS = 2  # the world the one process stands in for
 def global_noise(self: Trainer, n: int, sub: int) -> torch.Tensor:
     """This process's rows of the global sub-batch's z: (n, Z)."""
     world, rank = self.info.world_size, self.info.rank
-    seed = derived_seed(self.config.seed, self.step, sub)
+    seed = derived_seed(self.config.run.seed, self.step, sub)
     z = torch.randn(
         n * world, self.model_configs.generator.z_dim, generator=torch.Generator().manual_seed(seed)
     )
@@ -70,15 +70,11 @@ def main(data: str, out: str, steps: str) -> None:
         nn.BatchNorm2d.forward = grouped_batch_norm
     config = TrainConfig(
         preset="tiny",
-        data=data,
-        steps=int(steps),
-        batch_size=GLOBAL_BATCH // world,
-        num_workers=0,
-        log_every=1,
-        sample_every=1000,
-        checkpoint_every=1000,
-        gather_negatives=world > 1,  # one process holds every negative already
-        random_flip=False,
+        data=DataConfig(source=data, random_flip=False),
+        optim=OptimConfig(steps=int(steps), batch_size=GLOBAL_BATCH // world),
+        # one process holds every negative already
+        objective=ObjectiveConfig(gather_negatives=world > 1),
+        run=RunConfig(num_workers=0, log_every=1, sample_every=1000, checkpoint_every=1000),
     )
     trainer = Trainer(config, Path(out) / f"run-world{world}", progress=False)
     trainer.fit()

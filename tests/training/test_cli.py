@@ -32,9 +32,9 @@ def _flags(data: Path, steps: int) -> list[str]:
         "0",
         "--no-progress",
         "--set",
-        "log_every=1",
+        "run.log_every=1",
         "--set",
-        "sample_every=1000",
+        "run.sample_every=1000",
     ]
 
 
@@ -92,11 +92,11 @@ def test_dry_run_prints_the_resolved_config(tmp_path, train):
             "sent,word",
             "--infomax",
             "--set",
-            "lr_d=2e-4",
+            "optim.lr_d=2e-4",
             "--set",
-            "gf_dim=8",
+            "generator.gf_dim=8",
             "--set",
-            "random_flip=false",
+            "data.random_flip=false",
             "--batch-size",
             "12",
             "--dry-run",
@@ -105,9 +105,11 @@ def test_dry_run_prints_the_resolved_config(tmp_path, train):
     assert code == 0
     described = json.loads(out)
     train = described["train"]
-    assert train["preset"] == "tiny" and train["lr_d"] == 2e-4 and train["batch_size"] == 12
-    assert train["losses"] == ["sent", "word"] and train["infomax"] is True
-    assert train["random_flip"] is False and train["lr_g"] == 1e-4  # untouched default
+    assert train["preset"] == "tiny" and train["optim"]["lr_d"] == 2e-4
+    assert train["optim"]["batch_size"] == 12 and train["objective"]["losses"] == ["sent", "word"]
+    assert train["data"]["random_flip"] is False and train["optim"]["lr_g"] == 1e-4  # default
+    # the preset's network configs, changed where the flags say and nowhere else
+    assert train["generator"] == {"gf_dim": 8} and train["discriminator"] == {"infomax": True}
     assert described["generator"]["gf_dim"] == 8 and described["discriminator"]["df_dim"] == 4
     assert described["discriminator"]["infomax"] is True
     assert described["text_encoder"]["hidden_size"] == described["generator"]["word_dim"]
@@ -115,10 +117,11 @@ def test_dry_run_prints_the_resolved_config(tmp_path, train):
 
 
 def test_dry_run_of_a_run_shows_its_saved_config(cli_runs, train):
-    code, out, _ = train([str(cli_runs["straight"]), "--set", "lr_g=3e-4", "--dry-run"])
+    code, out, _ = train([str(cli_runs["straight"]), "--set", "optim.lr_g=3e-4", "--dry-run"])
     assert code == 0
     train = json.loads(out)["train"]
-    assert train["preset"] == "tiny" and train["steps"] == 4 and train["lr_g"] == 3e-4
+    assert train["preset"] == "tiny" and train["optim"]["steps"] == 4
+    assert train["optim"]["lr_g"] == 3e-4
 
 
 @pytest.mark.parametrize(
@@ -127,10 +130,22 @@ def test_dry_run_of_a_run_shows_its_saved_config(cli_runs, train):
         (["--preset", "coco-512"], "unknown preset 'coco-512'"),
         (["--losses", "sent,pixel"], "unknown losses ['pixel']"),
         (["--set", "learning_rate=1"], "--set 'learning_rate=1'"),
+        (["--set", "optim.lr=1"], "optim has no field lr; valid: steps, batch_size"),
+        (["--set", "lr_g=1"], "lr_g is now optim.lr_g"),
+        (["--set", "generator.gf_dim=wide"], "generator.gf_dim is int"),
+        (["--set", "generator.word_dim=8"], "follows the text encoder's hidden size"),
+        (["--set", "text_encoder.frozen=true"], "text_encoder has no field frozen"),
+        (["--set", "generator.attention_resolution=8"], "generator has no field attention_res"),
+        (["--set", "optim.global_batch=56", "--batch-size", "8"], "both set"),
+        (["--set", "generator.resolution=64"], "generator: resolution 64 needs 4 channel"),
+        (
+            ["--set", "generator.resolution=64", "--set", "generator.channel_multipliers=4,2,1,1"],
+            "generator and discriminator must share resolution",
+        ),
         (["--set", "lr_d"], "expected KEY=VALUE"),
-        (["--set", "steps=many"], "many"),
-        (["--set", "infomax=maybe"], "expected true/false"),
-        (["--batch-size", "9"], "batch_size (9) must split into d_steps (2)"),
+        (["--set", "optim.steps=many"], "many"),
+        (["--set", "discriminator.infomax=maybe"], "expected true/false"),
+        (["--batch-size", "9"], "optim.batch_size (9) must split into optim.d_steps (2)"),
         (["--adversarial", "wasserstein"], "adversarial must be"),
     ],
 )
@@ -172,7 +187,7 @@ def test_missing_image_encoder_dir_is_a_clear_error(shapes_root, tmp_path, train
 
 @pytest.mark.parametrize(
     "flags",
-    [["--set", "d_steps=0"], ["--text-encoder", "/nonexistent"]],
+    [["--set", "optim.d_steps=0"], ["--text-encoder", "/nonexistent"]],
     ids=["d_steps=0", "missing-text-encoder"],
 )
 def test_more_bad_flags_give_one_line_and_exit_2(flags, tmp_path, train):
@@ -181,7 +196,8 @@ def test_more_bad_flags_give_one_line_and_exit_2(flags, tmp_path, train):
 
 
 @pytest.mark.parametrize(
-    "flags, part", [(["--set", "gf_dim=8"], "generator"), (["--infomax"], "discriminator")]
+    "flags, part",
+    [(["--set", "generator.gf_dim=8"], "generator"), (["--infomax"], "discriminator")],
 )
 def test_resuming_with_another_architecture_is_refused(flags, part, cli_runs, train):
     run_dir = cli_runs["straight"]

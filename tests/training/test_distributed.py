@@ -13,7 +13,7 @@ import torch
 
 from tests.training.states import assert_identical
 from training.checkpoint import load_checkpoint
-from training.config import TrainConfig
+from training.config import OptimConfig
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 
@@ -118,7 +118,7 @@ def test_two_ranks_train_as_one_process_at_the_same_global_batch(one_and_two):
             other = two[net][name]
             if net != "discriminator" and pre_norm_bias.search(name):
                 # no more than a few lr_g-sized Adam steps away from their zero start
-                assert value.abs().max() <= 2 * STEPS * TrainConfig().lr_g, f"{net}.{name}"
+                assert value.abs().max() <= 2 * STEPS * OptimConfig().lr_g, f"{net}.{name}"
                 continue
             if name.endswith("running_mean"):
                 assert torch.allclose(value, other, atol=2e-4), f"{net}.{name}"
@@ -132,7 +132,7 @@ def test_two_ranks_train_as_one_process_at_the_same_global_batch(one_and_two):
 def test_a_fault_on_one_rank_ends_every_rank_in_bounded_time(shapes_root, tmp_path, fault, code):
     run_dir = tmp_path / "run"
     flags = ["--preset", "tiny", "--data", str(shapes_root), "--steps", "6", "--batch-size", "8"]
-    flags += ["--num-workers", "0", "--no-progress", "--set", "checkpoint_every=1"]
+    flags += ["--num-workers", "0", "--no-progress", "--set", "run.checkpoint_every=1"]
     start = time.monotonic()
     result = subprocess.run(
         [*_torchrun(), str(FAULTS), str(run_dir), *flags],

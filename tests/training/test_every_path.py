@@ -31,7 +31,7 @@ def _flags(data: Path, steps: int, *extra: str, workers: int = 0) -> list[str]:
     return [
         *("--preset", "tiny", "--data", str(data), "--steps", str(steps)),
         *("--batch-size", "8", "--num-workers", str(workers), "--no-progress"),
-        *("--set", "log_every=1", "--set", "sample_every=1000"),
+        *("--set", "run.log_every=1", "--set", "run.sample_every=1000"),
         *extra,
     ]
 
@@ -139,7 +139,7 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.parametrize("how", ["term-worker", "kill-worker", "term-all"])
 def test_a_signal_to_a_worker_or_the_group_saves_and_exits_0(shapes_root, tmp_path, how):
     run_dir = tmp_path / "run"
-    flags = _flags(shapes_root, 1000, "--set", "checkpoint_every=1", workers=2)
+    flags = _flags(shapes_root, 1000, "--set", "run.checkpoint_every=1", workers=2)
     child = _child([str(run_dir), *flags])
     try:
         deadline = time.monotonic() + 150
@@ -211,9 +211,8 @@ def test_a_non_finite_checkpoint_is_never_resumed_or_exported(
     from training.cli import export_main
 
     run_dir = tmp_path / "run"
-    assert (
-        train([str(run_dir), *_flags(small_shapes_root, 2, "--set", "checkpoint_every=1")])[0] == 0
-    )
+    flags = _flags(small_shapes_root, 2, "--set", "run.checkpoint_every=1")
+    assert train([str(run_dir), *flags])[0] == 0
     newest = run_dir / "checkpoint-0000002.pt"
     state = load_checkpoint(newest)
     state["generator"] = {k: v.clone() for k, v in state["generator"].items()}

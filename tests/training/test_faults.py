@@ -39,11 +39,11 @@ def _flags(data: Path, steps: int, *extra: str) -> list[str]:
         "2",
         "--no-progress",
         "--set",
-        "log_every=1",
+        "run.log_every=1",
         "--set",
-        "sample_every=1000",
+        "run.sample_every=1000",
         "--set",
-        "checkpoint_every=1",
+        "run.checkpoint_every=1",
         *extra,
     ]
 
@@ -176,13 +176,13 @@ def test_kill_9_then_resume_is_bit_identical(small_shapes_root, tiny_config, new
         if child.poll() is None:
             child.kill()
     (run_dir / "checkpoint-0000009.pt.abcdef.tmp").write_bytes(b"a write killed half-way")
-    config = tiny_config(small_shapes_root, checkpoint_every=1, num_workers=2)
+    config = tiny_config(small_shapes_root, {"run.checkpoint_every": 1, "run.num_workers": 2})
     resumed = new_trainer(config, run_dir)
     killed_at = resumed.step
     assert killed_at >= 2 and not list(run_dir.glob("*.tmp"))  # the stale temp file is gone
-    new_trainer(tiny_config(small_shapes_root, steps=killed_at + 2), run_dir).fit()
+    new_trainer(tiny_config(small_shapes_root, {"optim.steps": killed_at + 2}), run_dir).fit()
     straight = tmp_path / "straight"
-    new_trainer(tiny_config(small_shapes_root, steps=killed_at + 2), straight).fit()
+    new_trainer(tiny_config(small_shapes_root, {"optim.steps": killed_at + 2}), straight).fit()
     latest = load_checkpoint(list_checkpoints(run_dir)[-1])
     assert latest["step"] == killed_at + 2
     assert_identical(
@@ -218,7 +218,7 @@ def test_a_non_finite_step_is_skipped_counted_and_the_run_goes_on(
 ):
     from training.data.coco import CocoCaptions
 
-    config = tiny_config(shapes_root, steps=3, checkpoint_every=1)
+    config = tiny_config(shapes_root, {"optim.steps": 3, "run.checkpoint_every": 1})
     first = new_trainer(config, tmp_path / "probe").data.batches()
     second_batch = next(first), next(first)
     poisoned = set(second_batch[1]["index"].tolist())
@@ -240,10 +240,12 @@ def test_poisoned_weights_stop_the_run_and_keep_the_last_good_checkpoint(
     from training.faults import NonFiniteError
 
     run_dir = tmp_path / "run"
-    new_trainer(tiny_config(shapes_root, steps=2), run_dir).fit()
+    new_trainer(tiny_config(shapes_root, {"optim.steps": 2}), run_dir).fit()
     good = list_checkpoints(run_dir)
     digests = {p.name: _digest(p) for p in good}
-    trainer = new_trainer(tiny_config(shapes_root, steps=20, max_bad_steps=3), run_dir)
+    trainer = new_trainer(
+        tiny_config(shapes_root, {"optim.steps": 20, "run.max_bad_steps": 3}), run_dir
+    )
     ema_before = {k: v.clone() for k, v in trainer.ema.state_dict().items()}
     adam_steps = float(next(iter(trainer.opt_d.state.values()))["step"])
     with torch.no_grad():
@@ -278,7 +280,9 @@ def _damage(path: Path, how: str) -> None:
 @pytest.fixture(scope="module")
 def three_checkpoints(tmp_path_factory, shapes_root, tiny_config, new_trainer) -> Path:
     run_dir = tmp_path_factory.mktemp("three") / "run"
-    new_trainer(tiny_config(shapes_root, steps=3, checkpoint_every=1), run_dir).fit()
+    new_trainer(
+        tiny_config(shapes_root, {"optim.steps": 3, "run.checkpoint_every": 1}), run_dir
+    ).fit()
     assert [p.name for p in list_checkpoints(run_dir)] == [
         f"checkpoint-000000{k}.pt" for k in (1, 2, 3)
     ]
@@ -304,7 +308,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(
         load_checkpoint(newest)
     assert str(error.value).startswith(f"{newest}: ") and DAMAGE[how] in str(error.value)
     assert "\n" not in str(error.value)
-    trainer = new_trainer(tiny_config(shapes_root, steps=3, checkpoint_every=1), run_dir)
+    trainer = new_trainer(
+        tiny_config(shapes_root, {"optim.steps": 3, "run.checkpoint_every": 1}), run_dir
+    )
     assert trainer.step == 2 and trainer.resumed_from.name == "checkpoint-0000002.pt"
     err = capsys.readouterr().err
     assert (
@@ -350,13 +356,17 @@ def test_a_batch_size_change_on_resume_continues_at_the_next_unseen_image(
     from training.distributed import DistInfo
 
     run_dir = tmp_path / "run"
-    new_trainer(tiny_config(small_shapes_root, steps=1), run_dir).fit()  # 8 images
-    trainer = new_trainer(tiny_config(small_shapes_root, steps=3, batch_size=4), run_dir)
+    new_trainer(tiny_config(small_shapes_root, {"optim.steps": 1}), run_dir).fit()  # 8 images
+    trainer = new_trainer(
+        tiny_config(small_shapes_root, {"optim.steps": 3, "optim.batch_size": 4}), run_dir
+    )
     batches = trainer.batches()
     seen = [next(batches)["index"].tolist() for _ in range(4)]
     order = EpochSampler(24, 8, 0, 0, 0, DistInfo()).share()
     assert seen == [order[8:12], order[12:16], order[16:20], order[20:24]]
-    summary = new_trainer(tiny_config(small_shapes_root, steps=3, batch_size=4), run_dir).fit()
+    summary = new_trainer(
+        tiny_config(small_shapes_root, {"optim.steps": 3, "optim.batch_size": 4}), run_dir
+    ).fit()
     assert summary["images"] == 8 + 2 * 4  # counted in images, not steps x batch
     assert [r["images"] for r in _strict_records(run_dir / "stats.jsonl")] == [8, 12, 16]
 

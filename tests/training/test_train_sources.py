@@ -47,7 +47,7 @@ def test_two_steps_from_each_source(
     tiny_config: Callable,
     tmp_path: Path,
 ) -> None:
-    trainer = new_trainer(tiny_config(sources[kind], steps=2), tmp_path / "run")
+    trainer = new_trainer(tiny_config(sources[kind], {"optim.steps": 2}), tmp_path / "run")
     summary = trainer.fit()
     assert summary["step"] == 2 and trainer.images_seen == 16
     records = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").open()]
@@ -65,7 +65,8 @@ def test_the_text_cache_trains_as_encoding_every_batch(
     runs = {}
     for cache in ("off", "memory", str(tmp_path / "features")):
         trainer = new_trainer(
-            tiny_config(shapes_root, steps=3, text_cache=cache), tmp_path / cache[-6:]
+            tiny_config(shapes_root, {"optim.steps": 3, "data.text_cache": cache}),
+            tmp_path / cache[-6:],
         )
         trainer.fit()
         runs[cache[-6:]] = trainer

@@ -29,7 +29,7 @@ def _stats(run_dir: Path) -> list[dict]:
 def straight_run(tmp_path_factory, small_shapes_root, tiny_config, new_trainer) -> Path:
     """Four uninterrupted steps over a 3-batch epoch (so the run crosses an epoch)."""
     run_dir = tmp_path_factory.mktemp("straight") / "run"
-    config = tiny_config(small_shapes_root, steps=4, sample_every=2)
+    config = tiny_config(small_shapes_root, {"optim.steps": 4, "run.sample_every": 2})
     summary = new_trainer(config, run_dir).fit()
     assert summary == {
         "step": 4,
@@ -44,10 +44,14 @@ def straight_run(tmp_path_factory, small_shapes_root, tiny_config, new_trainer) 
 
 def test_resume_is_bit_exact(straight_run, small_shapes_root, tiny_config, tmp_path, new_trainer):
     run_dir = tmp_path / "run"
-    new_trainer(tiny_config(small_shapes_root, steps=2, sample_every=2), run_dir).fit()
+    new_trainer(
+        tiny_config(small_shapes_root, {"optim.steps": 2, "run.sample_every": 2}), run_dir
+    ).fit()
     assert _load(run_dir)["step"] == 2
     resumed = new_trainer(
-        tiny_config(small_shapes_root, steps=4, sample_every=2), run_dir, progress=False
+        tiny_config(small_shapes_root, {"optim.steps": 4, "run.sample_every": 2}),
+        run_dir,
+        progress=False,
     )
     assert (resumed.step, resumed.data.epoch, resumed.data.image_in_epoch) == (2, 0, 16)
     assert resumed.images_seen == 16
@@ -67,7 +71,7 @@ def test_sigint_saves_and_the_run_resumes_bit_exactly(
 ):
     """SIGINT after step 1 (of 4): fit stops, saves, restores the handler; resuming matches."""
     run_dir = tmp_path / "run"
-    config = tiny_config(small_shapes_root, steps=4, sample_every=2)
+    config = tiny_config(small_shapes_root, {"optim.steps": 4, "run.sample_every": 2})
     trainer = new_trainer(config, run_dir)
     step = trainer.train_step
 
@@ -133,7 +137,7 @@ def test_run_directory_describes_itself(straight_run):
     described = json.loads((straight_run / "config.json").read_text())
     assert set(described) == {"train", "generator", "discriminator", "text_encoder"}
     # every record is strict JSON (no NaN) and carries the position in images and fault counts
-    assert described["train"]["preset"] == "tiny" and described["train"]["steps"] == 4
+    assert described["train"]["preset"] == "tiny" and described["train"]["optim"]["steps"] == 4
     assert described["generator"]["gf_dim"] == 4 and described["generator"]["resolution"] == 32
     assert described["text_encoder"]["hidden_size"] == described["generator"]["word_dim"] == 384
     records = _stats(straight_run)
@@ -153,16 +157,16 @@ def test_run_directory_describes_itself(straight_run):
 
 
 LOSS_CASES = {
-    "none": ({"losses": ()}, set()),
-    "sent": ({"losses": ("sent",)}, {"d_sent", "g_sent"}),
-    "word": ({"losses": ("word",)}, {"d_word", "g_word"}),
-    "img": ({"losses": ("img",)}, {"g_img"}),
+    "none": ({"objective.losses": ()}, set()),
+    "sent": ({"objective.losses": ("sent",)}, {"d_sent", "g_sent"}),
+    "word": ({"objective.losses": ("word",)}, {"d_word", "g_word"}),
+    "img": ({"objective.losses": ("img",)}, {"g_img"}),
     "dual-contrastive": (
-        {"adversarial": "dual-contrastive"},
+        {"objective.adversarial": "dual-contrastive"},
         {"d_sent", "g_sent", "d_word", "g_word", "g_img"},
     ),
     "infomax": (
-        {"infomax": True},
+        {"discriminator.infomax": True},
         {"d_sent", "g_sent", "d_word", "g_word", "g_img", "d_infomax", "g_infomax"},
     ),
 }
@@ -171,7 +175,7 @@ LOSS_CASES = {
 @pytest.mark.parametrize("case", list(LOSS_CASES))
 def test_loss_switches_pick_the_terms(case, shapes_root, tiny_config, tmp_path, new_trainer):
     overrides, terms = LOSS_CASES[case]
-    trainer = new_trainer(tiny_config(shapes_root, **overrides), tmp_path / "run")
+    trainer = new_trainer(tiny_config(shapes_root, overrides), tmp_path / "run")
     stats = trainer.train_step(next(trainer.batches()))
     assert set(stats) == {"d_loss", "g_loss", "d_adv", "g_adv"} | terms
     assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
@@ -202,7 +206,7 @@ def one_step(tmp_path_factory, shapes_root, tiny_config, new_trainer):
     """One observed train step (decay 0.9): G before it, G's BN buffers at every G forward,
     and G's BN statistics recomputed by hand from the last sub-batch alone."""
     trainer = new_trainer(
-        tiny_config(shapes_root, ema_decay=0.9),
+        tiny_config(shapes_root, {"optim.ema_decay": 0.9}),
         tmp_path_factory.mktemp("one-step") / "run",
         progress=False,
     )
@@ -275,32 +279,42 @@ def test_init_generator_starts_g_and_ema_from_an_export_and_d_afresh(
     exported = tmp_path / "exported"
     export_run(straight_run, exported, weights="generator")
     trained = _load(straight_run)
-    config = tiny_config(small_shapes_root, seed=1, init_generator=str(exported))
+    config = tiny_config(small_shapes_root, {"run.seed": 1, "run.init_generator": str(exported)})
     warm = new_trainer(config, tmp_path / "warm")
     for name, value in warm.generator.state_dict().items():
         assert torch.equal(value, trained["generator"][name]), name
         assert torch.equal(warm.ema.state_dict()[name], value), name
-    scratch = new_trainer(tiny_config(small_shapes_root, seed=1), tmp_path / "scratch")
+    scratch = new_trainer(tiny_config(small_shapes_root, {"run.seed": 1}), tmp_path / "scratch")
     for name, value in warm.discriminator.state_dict().items():
         assert torch.equal(value, scratch.discriminator.state_dict()[name]), name
     fresh = scratch.generator.state_dict()
     first = next(iter(fresh))
     assert not torch.equal(warm.generator.state_dict()[first], fresh[first])
-    wider = tiny_config(small_shapes_root, gf_dim=8, init_generator=str(exported))
-    with pytest.raises(RunError, match="init_generator=.*not this run's"):
+    wider = tiny_config(
+        small_shapes_root, {"generator.gf_dim": 8, "run.init_generator": str(exported)}
+    )
+    with pytest.raises(RunError, match="run.init_generator=.*not this run's"):
         new_trainer(wider, tmp_path / "wider")
 
 
 def test_the_d_options_train_and_resume(small_shapes_root, tiny_config, tmp_path, new_trainer):
     """Coordinates, the sentence head, swap negatives and L_swap together: finite steps, and a
     resumed run rebuilds the same D from its checkpoint."""
-    options = {"d_coords": True, "d_sentence_head": True, "swap_negatives": True, "w_swap": 2.0}
-    trainer = new_trainer(tiny_config(small_shapes_root, **options), tmp_path / "run")
+    options = {
+        f"experiments.{name}": value
+        for name, value in [
+            ("d_coords", True),
+            ("d_sentence_head", True),
+            ("swap_negatives", True),
+            ("w_swap", 2.0),
+        ]
+    }
+    trainer = new_trainer(tiny_config(small_shapes_root, options), tmp_path / "run")
     summary = trainer.fit()
     assert summary["step"] == 2 and not summary["skipped_steps"]
     config = trainer.discriminator.config
     assert config.coords and config.sentence_head
-    resumed = new_trainer(tiny_config(small_shapes_root, **options), tmp_path / "run")
+    resumed = new_trainer(tiny_config(small_shapes_root, options), tmp_path / "run")
     assert resumed.step == 2 and resumed.discriminator.config == config
     for name, value in trainer.discriminator.state_dict().items():
         assert torch.equal(resumed.discriminator.state_dict()[name], value), name
@@ -312,7 +326,7 @@ def test_gather_negatives_on_a_single_process_trains_as_without_it(
     """--gather-negatives with no process group (one process) has its own negatives only."""
     losses = []
     for gather in (False, True):
-        config = tiny_config(shapes_root, steps=2, gather_negatives=gather)
+        config = tiny_config(shapes_root, {"optim.steps": 2, "objective.gather_negatives": gather})
         trainer = new_trainer(config, tmp_path / f"run-{gather}")
         losses.append(trainer.train_step(next(trainer.batches())))
     assert losses[0] == losses[1]

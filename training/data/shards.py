@@ -40,7 +40,6 @@ uninterrupted order. Exactly what happens:
 from __future__ import annotations
 
 import json
-import os
 import random
 import zlib
 from collections.abc import Iterator, Sequence
@@ -87,7 +86,10 @@ def distributed_rank() -> tuple[int, int]:
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    from training.distributed import launch_env
+
+    env = launch_env()
+    return env.rank, env.world_size
 
 
 def expected_samples(urls: Sequence[str]) -> dict[str, int]:

@@ -137,7 +137,7 @@ def swap_ranking_loss(
     The two-way cross-entropy -log softmax([s_i, s_i^-])[0] = softplus((s_i^- - s_i) / tau),
     with s the cosine similarity of eq. 4, averaged over the valid rows. Inside L_sent the hard
     negative is one candidate among B; here it is the only one, so its weight can be set apart
-    (TrainConfig.w_swap).
+    (experiments.w_swap).
 
     Args:
         image_features: (B, d) phi(x).

@@ -1,4 +1,4 @@
-"""Swap-negative captions (TrainConfig.swap_negatives; not in the XMC-GAN paper).
+"""Swap-negative captions (experiments.swap_negatives; not in the XMC-GAN paper).
 
 XMC-GAN's contrastive losses rank each image's caption above the batch's other captions. Those
 almost never differ from it only in a relation or in which object has which colour, so the

@@ -1,4 +1,4 @@
-"""The swap-negative objective (TrainConfig.swap_negatives, w_swap; not in the paper).
+"""The swap-negative objective (experiments.swap_negatives, w_swap; not in the paper).
 
 The paper's objective, with each image's caption also ranked above one edited copy of it (its
 relation reversed or two colours exchanged, `negatives.py`) inside L_sent and L_word of both

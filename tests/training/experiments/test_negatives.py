@@ -1,4 +1,4 @@
-"""Swap negatives (TrainConfig.swap_negatives): the edits, and their way into the losses."""
+"""Swap negatives (experiments.swap_negatives): the edits, and their way into the losses."""
 
 from __future__ import annotations
 
@@ -44,7 +44,9 @@ def test_the_negatives_reach_l_sent_and_l_word(shapes_root, tiny_config, tmp_pat
     from training.experiments.swap import SwapNegativesObjective
     from training.objectives import Objective
 
-    trainer = new_trainer(tiny_config(shapes_root, swap_negatives=True), tmp_path / "run")
+    trainer = new_trainer(
+        tiny_config(shapes_root, {"experiments.swap_negatives": True}), tmp_path / "run"
+    )
     assert isinstance(trainer.objective, SwapNegativesObjective)
     batch = next(trainer.batches())
     captions = list(batch["caption"])
@@ -84,7 +86,9 @@ def test_without_the_switch_the_trainer_keeps_the_paper_objective(
 def test_w_swap_adds_the_pair_ranking_term(shapes_root, tiny_config, tmp_path, new_trainer):
     from training.experiments.swap import SwapNegativesObjective
 
-    config = tiny_config(shapes_root, swap_negatives=True, w_swap=3.0)
+    config = tiny_config(
+        shapes_root, {"experiments.swap_negatives": True, "experiments.w_swap": 3.0}
+    )
     trainer = new_trainer(config, tmp_path / "run")
     swap = trainer.objective
     assert swap.text_weights["swap"] == 3.0
@@ -102,10 +106,10 @@ def test_w_swap_adds_the_pair_ranking_term(shapes_root, tiny_config, tmp_path, n
 
 @pytest.mark.parametrize("options", [{"w_swap": 1.0}, {"w_swap": -1.0, "swap_negatives": True}])
 def test_w_swap_needs_swap_negatives_and_a_sign(options) -> None:
-    from training.config import TrainConfig
+    from training.experiments import ExperimentsConfig
 
-    with pytest.raises(ValueError, match="w_swap"):
-        TrainConfig(data="x", **options)
+    with pytest.raises(ValueError, match="experiments.w_swap"):
+        ExperimentsConfig(**options)
 
 
 def test_w_mismatch_adds_the_matching_aware_term_to_d_alone(
@@ -113,7 +117,9 @@ def test_w_mismatch_adds_the_matching_aware_term_to_d_alone(
 ):
     from training.experiments.swap import SwapNegativesObjective
 
-    config = tiny_config(shapes_root, swap_negatives=True, w_mismatch=2.0)
+    config = tiny_config(
+        shapes_root, {"experiments.swap_negatives": True, "experiments.w_mismatch": 2.0}
+    )
     trainer = new_trainer(config, tmp_path / "run")
     sub = trainer.sub_batches(next(trainer.batches()))[0]
     parts = {k: getattr(trainer.objective, k) for k in ("text_encoder", "discriminator")}
@@ -134,7 +140,7 @@ def test_w_mismatch_adds_the_matching_aware_term_to_d_alone(
     "options", [{"w_mismatch": 1.0}, {"w_mismatch": -1.0, "swap_negatives": True}]
 )
 def test_w_mismatch_needs_swap_negatives_and_a_sign(options) -> None:
-    from training.config import TrainConfig
+    from training.experiments import ExperimentsConfig
 
-    with pytest.raises(ValueError, match="w_mismatch"):
-        TrainConfig(data="x", **options)
+    with pytest.raises(ValueError, match="experiments.w_mismatch"):
+        ExperimentsConfig(**options)

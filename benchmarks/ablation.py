@@ -45,7 +45,7 @@ def run_row(name: str, overrides: dict, args: argparse.Namespace) -> dict:
     from models import XMCGANPipeline
     from training.cli import export_run
     from training.config_io import apply_overrides, train_config
-    from training.evaluate import faithfulness
+    from training.shapes.faithfulness import faithfulness
     from training.trainer import Trainer
 
     run_dir = args.out / slug(name)

@@ -57,8 +57,8 @@ def score_model(
     """Every figure of one exported model (see the module docstring)."""
     from benchmarks.flip_probe import probe
     from models import XMCGANPipeline
-    from training.evaluate import faithfulness
     from training.shapes.classifier import load_or_train
+    from training.shapes.faithfulness import faithfulness
 
     pipeline = XMCGANPipeline.from_pretrained(model_dir, device="cpu")
     scores: dict[str, Any] = {}

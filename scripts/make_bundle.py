@@ -16,7 +16,8 @@ from models.hub import write_model_card
 from training.cli import export_run
 from training.config import TrainConfig
 from training.config_io import dotted, upgrade
-from training.evaluate import faithfulness, format_table
+from training.shapes.faithfulness import faithfulness
+from training.shapes.figures import format_table
 
 
 def wall_seconds(stats_path: Path) -> tuple[float, int]:

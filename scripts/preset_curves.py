@@ -181,7 +181,7 @@ def speed(args: argparse.Namespace) -> None:
 
 def score(generator: Generator, text_encoder, data: Path, num: int) -> dict[str, float]:
     from models.pipeline import XMCGANPipeline
-    from training.evaluate import faithfulness
+    from training.shapes.faithfulness import faithfulness
 
     pipe = XMCGANPipeline(
         copy.deepcopy(generator).eval(), text_encoder, device="cpu", model_id="curve"

@@ -17,6 +17,10 @@ with the whole-caption figures (`shapes.figures`: every named check right, bindi
 the relation given both objects found). `--fresh-seed N` scores the split's scenes of the
 benchmark of seed N instead, drawn in memory (a score that cannot come from fitting the
 fixed split); `--objects 2` keeps the two-object scenes only.
+The measures live by concern: faithfulness in `training/shapes/faithfulness.py` (with the
+scorer, the figures and the scene sources beside it in `training/shapes/`), FID and KID in
+`training/metrics/distances.py`, the protocol in `training/metrics/protocol.py`; this module
+is the command line and the files it writes.
 Each command writes `{command}_{split}.json` and `{command}_{split}_samples.png` (rows:
 real, generated, untrained) into --out, so runs can be compared (faithfulness adds
 `_complete`, `_fresh{N}`, `_objects{K}` to the name for those options).
@@ -37,6 +41,7 @@ from models.images import image_grid
 from training.data.base import DatasetError
 from training.metrics import clip_score
 from training.metrics import fid as metrics
+from training.metrics.distances import feature_metric
 from training.metrics.sampling import (  # noqa: F401  (part of this module's API)
     EvaluationError,
     complete_captions,
@@ -46,124 +51,16 @@ from training.metrics.sampling import (  # noqa: F401  (part of this module's AP
     real_images,
 )
 from training.shapes import scorer as faith
-from training.shapes.classifier import ShapeClassifierError, load_or_train
+from training.shapes.classifier import ShapeClassifierError
+from training.shapes.faithfulness import faithfulness
 from training.shapes.figures import format_table  # noqa: F401  (part of this module's API)
 from training.shapes.pixels import ImageInputError
 from training.shapes.scenes import BenchmarkError
-from training.shapes.scorer import score_in_chunks
 from training.shapes.sources import (  # noqa: F401  (part of this module's API)
     FRESH_DEFAULT_NUM,
     SceneSource,
     scene_records,
 )
-
-
-def untrained_pipeline(pipeline: Any, seed: int = 0) -> Any:
-    """The same pipeline with a freshly initialised generator of the same config (the floor)."""
-    from models import Generator, XMCGANPipeline
-
-    with torch.random.fork_rng(devices=[]):
-        # Any fixed seed would do; this one avoids the small seeds that test artifacts use.
-        torch.manual_seed(1_000_003 + seed)
-        generator = Generator(pipeline.generator.config)
-    return XMCGANPipeline(
-        generator,
-        pipeline.text_encoder,
-        device=pipeline.device,
-        model_id=f"{pipeline.model_id}-untrained",
-    )
-
-
-def faithfulness(
-    pipeline: Any,
-    data_root: str | Path,
-    split: str = "val",
-    num: int | None = None,
-    batch_size: int = 32,
-    seed: int = 0,
-    reference: bool = True,
-    progress: bool = False,
-    cache_dir: str | Path | None = None,
-    return_images: bool = False,
-    captions: str = "random",
-    source: SceneSource | None = None,
-) -> dict[str, Any]:
-    """Faithfulness of `pipeline` on a shapes-benchmark split.
-
-    captions "random": each image's caption drawn among its five, as the spec scores it (about
-    half name no background, so even a perfect model cannot reach 1.0 on that check);
-    "complete": a caption that names every scored attribute, so every check is determined.
-    source: the split's own images (default) or fresh scenes of its distribution, all or
-    only those with one or two objects (`SceneSource`).
-
-    Returns {"generated": scores, "real": scores, "untrained": scores, ...}, each scores as
-    `score_images` returns them, whole-caption figures included ("real" and "untrained" only
-    with `reference`). With return_images, also "images": {"real", ...} uint8 tensors.
-    Raises ShapeClassifierError before generating anything if the classifier misses 98%.
-    """
-    source = source or SceneSource()
-    size = pipeline.resolution
-    records, fresh_real = scene_records(data_root, split, num, source, size)
-    classifier = load_or_train(size, cache_dir=cache_dir, data_root=data_root, progress=progress)
-    attributes = [record.scene() for record in records]
-    if captions not in ("random", "complete"):
-        raise EvaluationError(f"--captions must be random or complete, got {captions!r}")
-    texts = (complete_captions if captions == "complete" else pick_captions)(records, seed)
-    images = {"generated": generate(pipeline, texts, seed, batch_size, progress)}
-    if reference:
-        images["real"] = real_images(records, size) if fresh_real is None else fresh_real
-        floor = untrained_pipeline(pipeline, seed)
-        images["untrained"] = generate(floor, texts, seed, batch_size, progress, "generate (floor)")
-    result: dict[str, Any] = {
-        "model_id": pipeline.model_id,
-        "split": split,
-        "resolution": size,
-        "num_images": len(records),
-        "seed": seed,
-        "captions": captions,
-        "fresh_seed": source.fresh_seed,
-        "objects": source.objects,
-        "shape_classifier_val_accuracy": classifier.val_accuracy,
-    }
-    for name, batch in images.items():
-        result[name] = score_in_chunks(
-            batch, attributes, size, classifier, progress, f"score {name}", texts=texts
-        )
-    if return_images:
-        result["images"] = images
-    return result
-
-
-def feature_metric(
-    pipeline: Any,
-    data_root: str | Path,
-    split: str,
-    feature: torch.nn.Module,
-    metric: str = "fid",
-    num: int | None = None,
-    batch_size: int = 32,
-    seed: int = 0,
-    progress: bool = False,
-    return_images: bool = False,
-) -> dict[str, Any]:
-    """FID or KID of N generated images against the split's real images."""
-    records = load_split(data_root, split, num)
-    real = real_images(records, pipeline.resolution)
-    fake = generate(pipeline, pick_captions(records, seed), seed, batch_size, progress)
-    result: dict[str, Any] = {
-        "model_id": pipeline.model_id,
-        "split": split,
-        "seed": seed,
-        "resolution": pipeline.resolution,
-        "num_images": len(records),
-    }
-    if metric == "fid":
-        result["fid"] = metrics.frechet_distance(real, fake, feature)
-    else:
-        result["kid_mean"], result["kid_std"] = metrics.kernel_distance(real, fake, feature)
-    if return_images:
-        result["images"] = {"real": real, "generated": fake}
-    return result
 
 
 def save_grid(rows: Sequence[torch.Tensor], path: Path, columns: int = 8) -> None:

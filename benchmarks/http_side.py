@@ -146,19 +146,27 @@ class Cell:
     def http_cpu_s(self) -> float:
         return sum(s for name, s in self.cpu_by_process.items() if name.startswith("http"))
 
+    def role_cpu_s(self, role: str) -> float:
+        """CPU seconds of the processes in one role (engine, model, other)."""
+        return self.cpu_by_process.get(role, 0.0)
+
     def per_image_ms(self, seconds: float) -> float:
         return 1000 * seconds / max(1, self.result["images"])
 
 
 def _roles(before: dict[int, tuple[str, float]], root: int) -> dict[int, str]:
     """A role per process: this tree names its processes (xmc-http-N, xmc-engine, xmc-model);
-    an older tree has the HTTP server as the root and its model process as a child."""
+    an older tree has the HTTP server as the root and its model process as a child. Any other
+    child (multiprocessing's resource tracker) is "other" where the model is named."""
+    named_model = any(name == "xmc-model" for name, _ in before.values())
     roles = {}
     for pid, (name, _) in before.items():
         if name.startswith("xmc-"):
             roles[pid] = name.removeprefix("xmc-")
+        elif pid == root:
+            roles[pid] = "http"
         else:
-            roles[pid] = "http" if pid == root else f"model:{pid}"
+            roles[pid] = f"other:{pid}" if named_model else f"model:{pid}"
     return roles
 
 
@@ -211,7 +219,8 @@ def run_server_cells(
 
 HEADER = (
     f"{'server':<22}{'px':>4}{'cli':>5}{'n':>3}{'api':>7}{'img/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-    f"{'srv CPU ms/req':>15}{'ms/img':>8}{'HTTP ms/img':>12}{'client ms/img':>14}  non-200"
+    f"{'srv CPU ms/req':>15}{'ms/img':>8}{'HTTP ms/img':>12}{'client ms/img':>14}"
+    f"{'engine':>8}{'model':>7}  non-200"
 )
 
 
@@ -226,7 +235,33 @@ def _row(cell: Cell) -> str:
         f"{cell.api:>7}{result['images'] / result['seconds']:>9.1f}{result['p50_ms']:>9.1f}"
         f"{result['p99_ms']:>9.1f}{1000 * cell.server_cpu_s / requests:>15.3f}"
         f"{cell.per_image_ms(cell.server_cpu_s):>8.3f}{cell.per_image_ms(cell.http_cpu_s):>12.3f}"
-        f"{cell.per_image_ms(result['client_cpu_s']):>14.3f}  {bad or ''}"
+        f"{cell.per_image_ms(result['client_cpu_s']):>14.3f}"
+        f"{cell.per_image_ms(cell.role_cpu_s('engine')):>8.3f}"
+        f"{cell.per_image_ms(cell.role_cpu_s('model')):>7.3f}  {bad or ''}"
+    )
+
+
+def ceiling_ratio(one: Cell, two: Cell, cores: int) -> float:
+    """The most the second cell's workers can serve over the first's, from CPU per image alone:
+    every process (workers, engine, model, load client) shares `cores`, so a setting serves at
+    most cores / (all its CPU per image), and a lone worker no more than its one core allows."""
+
+    def total(cell: Cell) -> float:
+        return (cell.server_cpu_s + cell.result["client_cpu_s"]) / max(1, cell.result["images"])
+
+    one_http = one.http_cpu_s / max(1, one.result["images"])
+    return (cores / total(two)) / min(1 / one_http, cores / total(one))
+
+
+def _gain_line(one: Cell, two: Cell, n: int, px: int) -> str:
+    gain = (two.result["images"] / two.result["seconds"]) / (
+        one.result["images"] / one.result["seconds"]
+    )
+    cores = os.cpu_count() or 1
+    return (
+        f"{two.server.split(', ')[1]} / {one.server.split(', ')[1]} at 64 clients, n={n}, "
+        f"{px} px: {gain:.2f}x img/s (goal >= 1.7x); the CPU per image caps it at "
+        f"{ceiling_ratio(one, two, cores):.2f}x on {cores} cores"
     )
 
 
@@ -252,16 +287,11 @@ def _summary(cells: list[Cell], args: argparse.Namespace) -> list[str]:
         )
     if len(args.workers) > 1:
         for px in args.resolutions:
-            one = find(new_one, px, 64, 1)
-            two = find(f"this tree, {args.workers[1]} worker(s)", px, 64, 1)
-            if one and two:
-                gain = (two.result["images"] / two.result["seconds"]) / (
-                    one.result["images"] / one.result["seconds"]
-                )
-                lines.append(
-                    f"{args.workers[1]} workers / {args.workers[0]} at 64 clients, n=1, {px} px: "
-                    f"{gain:.2f}x img/s (goal >= 1.7x)"
-                )
+            for n in args.images:
+                one = find(new_one, px, 64, n)
+                two = find(f"this tree, {args.workers[1]} worker(s)", px, 64, n)
+                if one and two:
+                    lines.append(_gain_line(one, two, n, px))
     rates = dict(zip(args.resolutions, args.gpu_rates, strict=False))
     for px in args.resolutions:
         cell = find(new_one, px, 64, 1)

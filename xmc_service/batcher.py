@@ -15,6 +15,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,8 +33,10 @@ class QueueFull(Exception):
         self.retry_after_s = retry_after_s
 
 
-@dataclass(frozen=True)
-class GeneratedImage:
+class GeneratedImage(NamedTuple):
+    """One image of a request (a tuple: made once per image on the engine's path, where a
+    frozen dataclass's __init__ cost three times as much)."""
+
     pixels: np.ndarray  # (H, W, 3) uint8
     seed: int
     tokens: list[str]  # the caption's tokens as the text encoder read them
@@ -57,8 +60,7 @@ class _Job:
         return (self.truncation, self.attention)
 
 
-@dataclass(frozen=True)
-class _Item:
+class _Item(NamedTuple):
     job: _Job
     index: int  # which of the job's images
 
@@ -186,7 +188,6 @@ class Batcher:
         future: asyncio.Future[list[GeneratedImage]] = asyncio.get_running_loop().create_future()
         job = _Job(list(captions), list(seeds), float(truncation), bool(attention), future)
         self._pending.extend(_Item(job, index) for index in range(len(captions)))
-        self._metrics.queue_images.set(self.queued_images)
         self._arrived.set()
         return job
 
@@ -198,7 +199,6 @@ class Batcher:
         """Forget the job's images that have not started; its running ones are discarded."""
         job.cancelled = True
         self._pending = deque(item for item in self._pending if item.job is not job)
-        self._metrics.queue_images.set(self.queued_images)
         if not job.future.done():
             job.future.cancel()
 
@@ -252,7 +252,6 @@ class Batcher:
             (batch if item.job.key == key else kept).append(item)
         kept.extend(self._pending)
         self._pending = kept
-        self._metrics.queue_images.set(self.queued_images)
         return batch
 
     async def _run_batch(self, batch: list[_Item]) -> None:

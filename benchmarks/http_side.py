@@ -171,13 +171,20 @@ def _roles(before: dict[int, tuple[str, float]], root: int) -> dict[int, str]:
 
 
 def measure_cell(
-    server: StandInServer, clients: int, images: int, seconds: float, api: str
+    server: StandInServer,
+    clients: int,
+    images: int,
+    seconds: float,
+    api: str,
+    client_tree: Path = TREE,
 ) -> tuple[dict, dict[str, float]]:
+    """One cell: `client_tree`'s load client (this tree's, or an old tree's to compare the
+    clients too) against the running server, and each server process's CPU over it."""
     client = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.http_side_client",
          str(server.port), str(clients), str(images), str(seconds), api],
-        stdout=subprocess.PIPE, text=True, cwd=TREE,
-        env={**os.environ, "PYTHONPATH": str(TREE)},
+        stdout=subprocess.PIPE, text=True, cwd=client_tree,
+        env={**os.environ, "PYTHONPATH": str(client_tree)},
     )  # fmt: skip
     assert client.stdout is not None
     line = client.stdout.readline()
@@ -198,7 +205,11 @@ def measure_cell(
 
 
 def run_server_cells(
-    label: str, tree: Path, env: dict[str, str], args: argparse.Namespace
+    label: str,
+    tree: Path,
+    env: dict[str, str],
+    args: argparse.Namespace,
+    client_tree: Path = TREE,
 ) -> list[Cell]:
     cells = []
     for resolution in args.resolutions:
@@ -208,7 +219,9 @@ def run_server_cells(
             for clients in args.clients:
                 for images in args.images:
                     for api in args.apis:
-                        result, cpu = measure_cell(server, clients, images, args.seconds, api)
+                        result, cpu = measure_cell(
+                            server, clients, images, args.seconds, api, client_tree
+                        )
                         cell = Cell(label, resolution, clients, images, api, result, cpu)
                         cells.append(cell)
                         print(_row(cell), flush=True)
@@ -285,13 +298,18 @@ def _summary(cells: list[Cell], args: argparse.Namespace) -> list[str]:
             f"server CPU per image, 64 clients, n=1, 32 px: old tree {old_ms:.3f} ms, this tree "
             f"{new_ms:.3f} ms: {new_ms / old_ms:.2f} of the old (goal <= 0.33)"
         )
+    pairs = []
     if len(args.workers) > 1:
+        pairs.append(("this tree", args.workers[0], args.workers[1]))
+    if len(args.old_workers) > 1:
+        pairs.append(("old tree", args.old_workers[0], args.old_workers[1]))
+    for tree, first, second in pairs:
         for px in args.resolutions:
             for n in args.images:
-                one = find(new_one, px, 64, n)
-                two = find(f"this tree, {args.workers[1]} worker(s)", px, 64, n)
+                one = find(f"{tree}, {first} worker(s)", px, 64, n)
+                two = find(f"{tree}, {second} worker(s)", px, 64, n)
                 if one and two:
-                    lines.append(_gain_line(one, two, n, px))
+                    lines.append(f"{tree}: {_gain_line(one, two, n, px)}")
     rates = dict(zip(args.resolutions, args.gpu_rates, strict=False))
     for px in args.resolutions:
         cell = find(new_one, px, 64, 1)
@@ -324,6 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--old-tree", type=Path, help="an older tree's service, run beside")
     parser.add_argument("--old-only", action="store_true", help="measure only --old-tree")
     parser.add_argument("--old-extra-path", default="", help="added to the old tree's PYTHONPATH")
+    parser.add_argument(
+        "--old-workers",
+        default="",
+        help="the old tree's XMC_WORKERS, comma-separated, each run with the old tree's own "
+        "load client (default: the old tree once, at its default, with this tree's client)",
+    )
     parser.add_argument("--workers", default="1", help="this tree's XMC_WORKERS, comma-separated")
     parser.add_argument("--clients", default="64,256")
     parser.add_argument("--images", default="1,4", help="images per request")
@@ -336,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for this tree")
     args = parser.parse_args(argv)
     args.workers = [int(w) for w in args.workers.split(",")]
+    args.old_workers = [int(w) for w in args.old_workers.split(",") if w]
     args.clients = [int(c) for c in args.clients.split(",")]
     args.images = [int(n) for n in args.images.split(",")]
     args.resolutions = [int(r) for r in args.resolutions.split(",")]
@@ -351,7 +376,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.old_tree is not None:
         old_args = argparse.Namespace(**{**vars(args), "apis": ["json"]})
         old_env = {"BENCH_EXTRA_PATH": args.old_extra_path}
-        cells += run_server_cells("old tree", args.old_tree.resolve(), old_env, old_args)
+        old = args.old_tree.resolve()
+        if not args.old_workers:
+            cells += run_server_cells("old tree", old, old_env, old_args)
+        for workers in args.old_workers:
+            env = {**old_env, "XMC_WORKERS": str(workers)}
+            label = f"old tree, {workers} worker(s)"
+            cells += run_server_cells(label, old, env, old_args, client_tree=old)
     if not args.old_only:
         extra = dict(item.split("=", 1) for item in args.env)
         for workers in args.workers:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import threading
@@ -252,25 +253,30 @@ class Engine:
             if batcher is None or self.state.status != "ready":
                 raise ModelStalled(self.state.error or "the model is not ready")
             if kind == "generate":
-                # no task per request: the job's future answers the worker when it resolves
-                job = batcher.submit(*args)
-                job.future.add_done_callback(lambda done: self._reply(key, done, pack))
-                self._calls[key] = job
+                # no task or future per request: the batcher hands the images to the reply
+                answer = functools.partial(self._reply, key, pack)
+                self._calls[key] = batcher.submit(*args, on_done=answer)
             else:
                 task = asyncio.get_running_loop().create_task(batcher.interpolate(*args))
-                task.add_done_callback(lambda done: self._reply(key, done, None))
+                task.add_done_callback(functools.partial(self._task_done, key))
                 self._calls[key] = task
         except Exception as error:
             outcome, detail = _outcome_of(error)
             self._outboxes[index].send((outcome, number, detail))
 
-    def _reply(self, key: tuple[int, int], done: asyncio.Future[Any], convert: Any) -> None:
-        self._calls.pop(key, None)
-        if done.cancelled():
+    def _task_done(self, key: tuple[int, int], task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            self._calls.pop(key, None)
             return
-        error = done.exception()
+        error = task.exception()
+        self._reply(key, None, None if error else task.result(), error)
+
+    def _reply(
+        self, key: tuple[int, int], convert: Any, result: Any, error: BaseException | None
+    ) -> None:
+        """The call's answer to its worker: ok (its result, converted), or the error's kind."""
+        self._calls.pop(key, None)
         if error is None:
-            result = done.result()
             reply: tuple[Any, ...] = ("ok", key[1], convert(result) if convert else result)
         else:
             outcome, detail = _outcome_of(error)

@@ -76,7 +76,7 @@ class Listener:
         self._callback(None, error)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Job:
     captions: list[str]  # one per image
     seeds: list[int]  # one per image
@@ -84,13 +84,17 @@ class _Job:
     attention: bool
     future: asyncio.Future[list[GeneratedImage]] | Listener
     enqueued: float = field(default_factory=time.perf_counter)
-    results: dict[int, GeneratedImage] = field(default_factory=dict)
+    # each image's slot, filled as its batch returns; `missing` counts the empty ones
+    results: list[GeneratedImage | None] = field(default_factory=list)
+    missing: int = 0
     cancelled: bool = False
+    # images batch together only when they share the pipeline's call arguments
+    key: tuple[float, bool] = (1.0, False)
 
-    @property
-    def key(self) -> tuple[float, bool]:
-        """Images batch together only when they share the pipeline's call arguments."""
-        return (self.truncation, self.attention)
+    def __post_init__(self) -> None:
+        self.results = [None] * len(self.captions)
+        self.missing = len(self.captions)
+        self.key = (self.truncation, self.attention)
 
 
 class _Item(NamedTuple):
@@ -142,6 +146,7 @@ class Batcher:
         self._running_jobs: set[_Job] = set()  # the jobs of those batches
         self._model_free_since = time.perf_counter()
         self._seconds_per_image = 0.0
+        self._wake_at: float = 1  # queued images that wake the batch former (_wait_for_images)
 
     @property
     def queued_images(self) -> int:
@@ -257,7 +262,8 @@ class Batcher:
             future = Listener(on_done)
         job = _Job(list(captions), list(seeds), float(truncation), bool(attention), future)
         self._pending.extend(_Item(job, index) for index in range(len(captions)))
-        self._arrived.set()
+        if len(self._pending) >= self._wake_at:
+            self._arrived.set()
         return job
 
     def _retry_after(self, images: int) -> int:
@@ -275,9 +281,12 @@ class Batcher:
     async def _form_batches(self) -> None:
         while True:
             if not self._pending or (self._running and not self._may_queue_behind()):
-                # nothing to do until an image arrives or the model finishes a batch
-                self._arrived.clear()
-                await self._arrived.wait()
+                # nothing to do until an image arrives (idle), a full batch is queued (to go
+                # behind the running one) or the model finishes a batch
+                if not self._running:
+                    await self._wait_for_images(1)
+                else:
+                    await self._wait_for_images(self.max_batch_images if self._running < 2 else 0)
                 continue
             if not self._running:
                 # A batch gathers for max_wait once both its oldest image and the model are
@@ -299,14 +308,24 @@ class Batcher:
         one's images (one batch queued at most; a partial batch waits for the model)."""
         return self._running < 2 and len(self._pending) >= self.max_batch_images
 
+    async def _wait_for_images(self, images: int) -> None:
+        """Until `images` are queued (0: only the model finishing a batch wakes it). An arrival
+        short of that does not wake the batch former: under load, waking per request (and a
+        new wait_for timer each time in `_gather`) cost more than the rest of its work."""
+        self._wake_at = images or math.inf
+        self._arrived.clear()
+        try:
+            await self._arrived.wait()
+        finally:
+            self._wake_at = 1
+
     async def _gather(self, deadline: float) -> None:
         while len(self._pending) < self.max_batch_images:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return
-            self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+                await asyncio.wait_for(self._wait_for_images(self.max_batch_images), remaining)
             except asyncio.TimeoutError:  # not the builtin TimeoutError on Python 3.10
                 return
 
@@ -314,14 +333,19 @@ class Batcher:
         """Up to max_batch_images queued images sharing the oldest one's call arguments."""
         if not self._pending:
             return []
-        key = self._pending[0].job.key
+        pending = self._pending
+        key = pending[0].job.key
         batch: list[_Item] = []
-        kept: deque[_Item] = deque()
-        while self._pending and len(batch) < self.max_batch_images:
-            item = self._pending.popleft()
-            (batch if item.job.key == key else kept).append(item)
-        kept.extend(self._pending)
-        self._pending = kept
+        kept: list[_Item] = []  # images of other call arguments met on the way, kept in order
+        room = self.max_batch_images
+        while pending and room:
+            item = pending.popleft()
+            if item.job.key == key:
+                batch.append(item)
+                room -= 1
+            else:
+                kept.append(item)
+        pending.extendleft(reversed(kept))
         # once a batch, not per image: /metrics reads the depth at a scrape in one process, the
         # engine's status broadcast a few times a second with several workers
         self._metrics.queue_images.set(self.queued_images)
@@ -367,8 +391,9 @@ class Batcher:
         if job.cancelled or job.future.done():
             return
         job.results[item.index] = image
-        if len(job.results) == len(job.captions):
-            job.future.set_result([job.results[index] for index in range(len(job.captions))])
+        job.missing -= 1
+        if not job.missing:
+            job.future.set_result(job.results)  # type: ignore[arg-type]  # every slot filled
 
     def _fail(self, batch: list[_Item], error: Exception) -> None:
         for job in {id(item.job): item.job for item in batch}.values():

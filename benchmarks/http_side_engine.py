@@ -28,19 +28,34 @@ HERE = Path(__file__).resolve().parent
 TREE = HERE.parent
 
 
+def _patch_standin() -> None:
+    """The stand-in model for the model process (`benchmarks/standin_server.py`, run by path as
+    the HTTP-side benchmark runs it, so an old tree gets the same stand-in)."""
+    import importlib
+
+    sys.path.insert(0, str(HERE))
+    importlib.import_module("standin_server")._patch()
+
+
+def _settings() -> Any:
+    """The service's settings from the environment (XMC_*), as xmc-serve reads them."""
+    from xmc_service.settings import Settings
+
+    return Settings()  # type: ignore[call-arg]  # every field has a default
+
+
 def _worker(conn: Any, index: int, clients: int, images: int, seconds: float, start: Any) -> None:
     """One stand-in HTTP worker: `clients` tasks calling RemoteBatcher.generate back to back."""
     from xmc_service.engine import RemoteBatcher
     from xmc_service.imaging import ImageStore
     from xmc_service.metrics import make_metrics
     from xmc_service.model_host import set_process_name
-    from xmc_service.settings import Settings
     from xmc_service.state import ServiceState
 
     set_process_name(f"xmc-http-{index}")
 
     async def run() -> int:
-        state = ServiceState(Settings(), make_metrics(), ImageStore(1.0, 1))
+        state = ServiceState(_settings(), make_metrics(), ImageStore(1.0, 1))
         remote = RemoteBatcher(state, conn)
         await remote.start()
         while state.status != "ready":
@@ -70,16 +85,12 @@ def _worker(conn: Any, index: int, clients: int, images: int, seconds: float, st
 
 def serve(workers: int, clients: int, images: int, seconds: float) -> None:
     """The engine process: the tree's Engine and lifecycle, as `xmc_service.workers` runs them."""
-    sys.path.insert(0, str(HERE))
-    import standin_server
-
-    standin_server._patch()
+    _patch_standin()
     from xmc_service import lifecycle
     from xmc_service.engine import Engine
     from xmc_service.imaging import ImageStore
     from xmc_service.metrics import make_metrics
     from xmc_service.model_host import set_process_name
-    from xmc_service.settings import Settings
     from xmc_service.state import ServiceState
 
     set_process_name("xmc-engine")
@@ -97,7 +108,7 @@ def serve(workers: int, clients: int, images: int, seconds: float) -> None:
     counts: list[int] = []
 
     async def run() -> None:
-        state = ServiceState(Settings(), make_metrics(), ImageStore(1.0, 1))
+        state = ServiceState(_settings(), make_metrics(), ImageStore(1.0, 1))
         engine = Engine(state, [end for end, _ in pipes])
         started = engine._start_call
 
@@ -209,12 +220,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__mp_main__":  # a process the engine run spawned: the model's needs the stand-in
-    sys.path.insert(0, str(HERE))
-    import standin_server
-
-    standin_server._patch()
+    _patch_standin()
 
 if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:
-    serve(*(int(a) for a in sys.argv[2:5]), float(sys.argv[5]))
+    workers, clients, images = (int(a) for a in sys.argv[2:5])
+    serve(workers, clients, images, float(sys.argv[5]))
 elif __name__ == "__main__":
     raise SystemExit(main())

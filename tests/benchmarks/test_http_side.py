@@ -102,3 +102,18 @@ def test_the_load_client_reads_answers_by_content_length_and_sends_the_next_at_o
     assert tally.statuses == {200: 3, 429: 1} and len(tally.latencies) == 3
     assert transport.written == [b"two", b"one", b"two", b"one"]  # the cycle, one per answer
     assert finished
+
+
+@pytest.mark.slow
+def test_the_engine_benchmark_measures_the_engine_and_model_processes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from benchmarks import http_side_engine
+
+    argv = ["--seconds", "1", "--rounds", "1", "--images", "2", "--clients", "4"]
+    assert http_side_engine.main(argv) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    rows = [row for row in rows if row[:2] == ["this", "tree"]]
+    assert len(rows) == 1
+    images, images_per_s, engine_ms, model_ms = int(rows[0][2]), *map(float, rows[0][3:6])
+    assert images == 2 and images_per_s > 0 and engine_ms > 0 and model_ms > 0

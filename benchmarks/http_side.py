@@ -147,7 +147,7 @@ class Cell:
         return sum(s for name, s in self.cpu_by_process.items() if name.startswith("http"))
 
     def role_cpu_s(self, role: str) -> float:
-        """CPU seconds of the processes in one role (engine, model, other)."""
+        """CPU seconds of one role's processes (engine, model, other)."""
         return self.cpu_by_process.get(role, 0.0)
 
     def per_image_ms(self, seconds: float) -> float:
@@ -155,9 +155,8 @@ class Cell:
 
 
 def _roles(before: dict[int, tuple[str, float]], root: int) -> dict[int, str]:
-    """A role per process: this tree names its processes (xmc-http-N, xmc-engine, xmc-model);
-    an older tree has the HTTP server as the root and its model process as a child. Any other
-    child (multiprocessing's resource tracker) is "other" where the model is named."""
+    """A role per process: this tree's names (xmc-http-N, xmc-engine, xmc-model), else the root
+    is HTTP and a child the model (old tree), or "other" (resource tracker) beside xmc-model."""
     named_model = any(name == "xmc-model" for name, _ in before.values())
     roles = {}
     for pid, (name, _) in before.items():
@@ -178,8 +177,7 @@ def measure_cell(
     api: str,
     client_tree: Path = TREE,
 ) -> tuple[dict, dict[str, float]]:
-    """One cell: `client_tree`'s load client (this tree's, or an old tree's to compare the
-    clients too) against the running server, and each server process's CPU over it."""
+    """One cell: `client_tree`'s load client against the server, each server process's CPU."""
     client = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.http_side_client",
          str(server.port), str(clients), str(images), str(seconds), api],
@@ -331,8 +329,7 @@ def _summary(cells: list[Cell], args: argparse.Namespace) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.http_side",
         description=__doc__,
@@ -366,6 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     args.resolutions = [int(r) for r in args.resolutions.split(",")]
     args.apis = args.apis.split(",")
     args.gpu_rates = [float(r) for r in args.gpu_rates.split(",") if r]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(sys.argv[1:] if argv is None else argv)
     print(
         f"stand-in model, {args.batch_ms:g} ms per batch; {args.seconds:g} s per cell; "
         f"{os.cpu_count()} cores; load average {os.getloadavg()}",

@@ -83,17 +83,11 @@ def _worker(conn: Any, index: int, clients: int, images: int, seconds: float, st
     time.sleep(0.5)
 
 
-def serve(workers: int, clients: int, images: int, seconds: float) -> None:
-    """The engine process: the tree's Engine and lifecycle, as `xmc_service.workers` runs them."""
-    _patch_standin()
-    from xmc_service import lifecycle
-    from xmc_service.engine import Engine
-    from xmc_service.imaging import ImageStore
-    from xmc_service.metrics import make_metrics
-    from xmc_service.model_host import set_process_name
-    from xmc_service.state import ServiceState
-
-    set_process_name("xmc-engine")
+def _start_workers(
+    workers: int, clients: int, images: int, seconds: float
+) -> tuple[list[Any], list[Any], Any]:
+    """The worker processes, their pipes (engine end, worker end) and the barrier that starts
+    the measured window in all of them and the engine at once."""
     context = multiprocessing.get_context("spawn")
     start = context.Barrier(workers + 1)
     pipes = [context.Pipe() for _ in range(workers)]
@@ -105,6 +99,21 @@ def serve(workers: int, clients: int, images: int, seconds: float) -> None:
     ]
     for process in processes:
         process.start()
+    return pipes, processes, start
+
+
+def serve(workers: int, clients: int, images: int, seconds: float) -> None:
+    """The engine process: the tree's Engine and lifecycle, as `xmc_service.workers` runs them."""
+    _patch_standin()
+    from xmc_service import lifecycle
+    from xmc_service.engine import Engine
+    from xmc_service.imaging import ImageStore
+    from xmc_service.metrics import make_metrics
+    from xmc_service.model_host import set_process_name
+    from xmc_service.state import ServiceState
+
+    set_process_name("xmc-engine")
+    pipes, processes, start = _start_workers(workers, clients, images, seconds)
     counts: list[int] = []
 
     async def run() -> None:

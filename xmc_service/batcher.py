@@ -50,9 +50,8 @@ OnDone = Callable[[list[GeneratedImage] | None, BaseException | None], None]
 
 class Listener:
     """A job's outcome handed straight to a callback, for jobs no task awaits (the engine's):
-    the calls of the asyncio.Future it stands in for, without the future, its done-callback's
-    turn of the event loop, or a task (about 4 us of the engine's CPU per request). A
-    cancelled job calls nothing: whoever cancelled it answers for it."""
+    an asyncio.Future's calls without its done-callback's turn of the loop (about 4 us a
+    request). A cancelled job calls nothing: whoever cancelled it answers for it."""
 
     __slots__ = ("_callback", "_done")
 
@@ -103,11 +102,9 @@ class _Item(NamedTuple):
 
 
 def observe_all(histogram: Any, amounts: list[float]) -> None:
-    """`histogram.observe(a)` for each amount, as one write per touched bucket: with several
-    HTTP workers every observation is a locked write to a memory-mapped file (5 us), so a
-    batch's queue times observed one by one cost the engine more than the rest of its work
-    per image. Exactly what the one-by-one observations leave (tested); those are the fallback
-    where the histogram does not have prometheus_client's parts."""
+    """`histogram.observe(a)` for each amount, as one write per touched bucket (with several
+    workers each write is a locked write to a memory-mapped file, 5 us). Leaves exactly what
+    observing one by one leaves (tested), which is the fallback without prometheus' parts."""
     bounds = getattr(histogram, "_upper_bounds", None)
     buckets = getattr(histogram, "_buckets", None)
     total = getattr(histogram, "_sum", None)
@@ -309,9 +306,8 @@ class Batcher:
         return self._running < 2 and len(self._pending) >= self.max_batch_images
 
     async def _wait_for_images(self, images: int) -> None:
-        """Until `images` are queued (0: only the model finishing a batch wakes it). An arrival
-        short of that does not wake the batch former: under load, waking per request (and a
-        new wait_for timer each time in `_gather`) cost more than the rest of its work."""
+        """Until `images` are queued (0: only the model finishing a batch wakes it); fewer do
+        not wake the batch former (per request, with a new wait_for timer, it cost the most)."""
         self._wake_at = images or math.inf
         self._arrived.clear()
         try:

@@ -145,7 +145,7 @@ Packed = tuple[tuple[int, ...], bytes, list[int], list[list[str]], list[Any] | N
 def pack(images: list[GeneratedImage]) -> Packed:
     """A request's images as they cross the pipe to its worker: the pixels as one buffer (the
     images back to back) beside the per-image seeds, tokens and maps. Pickling one ndarray per
-    image cost 7.5 us to send and 3.6 us to receive; one bytes object per request about 1.5."""
+    image cost 7.5 us to send and 3.6 us to receive; a bytes object 1.5 and 1.2 (32 px)."""
     # each image a row of its batch's C-contiguous (B, H, W, 3) array, so tobytes() is one copy
     pixels = b"".join([image.pixels.tobytes() for image in images])
     maps = [image.attention for image in images] if images[0].attention is not None else None

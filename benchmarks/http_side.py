@@ -146,30 +146,43 @@ class Cell:
     def http_cpu_s(self) -> float:
         return sum(s for name, s in self.cpu_by_process.items() if name.startswith("http"))
 
+    def role_cpu_s(self, role: str) -> float:
+        """CPU seconds of one role's processes (engine, model, other)."""
+        return self.cpu_by_process.get(role, 0.0)
+
     def per_image_ms(self, seconds: float) -> float:
         return 1000 * seconds / max(1, self.result["images"])
 
 
 def _roles(before: dict[int, tuple[str, float]], root: int) -> dict[int, str]:
-    """A role per process: this tree names its processes (xmc-http-N, xmc-engine, xmc-model);
-    an older tree has the HTTP server as the root and its model process as a child."""
+    """A role per process: this tree's names (xmc-http-N, xmc-engine, xmc-model), else the root
+    is HTTP and a child the model (old tree), or "other" (resource tracker) beside xmc-model."""
+    named_model = any(name == "xmc-model" for name, _ in before.values())
     roles = {}
     for pid, (name, _) in before.items():
         if name.startswith("xmc-"):
             roles[pid] = name.removeprefix("xmc-")
+        elif pid == root:
+            roles[pid] = "http"
         else:
-            roles[pid] = "http" if pid == root else f"model:{pid}"
+            roles[pid] = f"other:{pid}" if named_model else f"model:{pid}"
     return roles
 
 
 def measure_cell(
-    server: StandInServer, clients: int, images: int, seconds: float, api: str
+    server: StandInServer,
+    clients: int,
+    images: int,
+    seconds: float,
+    api: str,
+    client_tree: Path = TREE,
 ) -> tuple[dict, dict[str, float]]:
+    """One cell: `client_tree`'s load client against the server, each server process's CPU."""
     client = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.http_side_client",
          str(server.port), str(clients), str(images), str(seconds), api],
-        stdout=subprocess.PIPE, text=True, cwd=TREE,
-        env={**os.environ, "PYTHONPATH": str(TREE)},
+        stdout=subprocess.PIPE, text=True, cwd=client_tree,
+        env={**os.environ, "PYTHONPATH": str(client_tree)},
     )  # fmt: skip
     assert client.stdout is not None
     line = client.stdout.readline()
@@ -190,7 +203,11 @@ def measure_cell(
 
 
 def run_server_cells(
-    label: str, tree: Path, env: dict[str, str], args: argparse.Namespace
+    label: str,
+    tree: Path,
+    env: dict[str, str],
+    args: argparse.Namespace,
+    client_tree: Path = TREE,
 ) -> list[Cell]:
     cells = []
     for resolution in args.resolutions:
@@ -200,7 +217,9 @@ def run_server_cells(
             for clients in args.clients:
                 for images in args.images:
                     for api in args.apis:
-                        result, cpu = measure_cell(server, clients, images, args.seconds, api)
+                        result, cpu = measure_cell(
+                            server, clients, images, args.seconds, api, client_tree
+                        )
                         cell = Cell(label, resolution, clients, images, api, result, cpu)
                         cells.append(cell)
                         print(_row(cell), flush=True)
@@ -211,7 +230,8 @@ def run_server_cells(
 
 HEADER = (
     f"{'server':<22}{'px':>4}{'cli':>5}{'n':>3}{'api':>7}{'img/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-    f"{'srv CPU ms/req':>15}{'ms/img':>8}{'HTTP ms/img':>12}{'client ms/img':>14}  non-200"
+    f"{'srv CPU ms/req':>15}{'ms/img':>8}{'HTTP ms/img':>12}{'client ms/img':>14}"
+    f"{'engine':>8}{'model':>7}  non-200"
 )
 
 
@@ -226,7 +246,33 @@ def _row(cell: Cell) -> str:
         f"{cell.api:>7}{result['images'] / result['seconds']:>9.1f}{result['p50_ms']:>9.1f}"
         f"{result['p99_ms']:>9.1f}{1000 * cell.server_cpu_s / requests:>15.3f}"
         f"{cell.per_image_ms(cell.server_cpu_s):>8.3f}{cell.per_image_ms(cell.http_cpu_s):>12.3f}"
-        f"{cell.per_image_ms(result['client_cpu_s']):>14.3f}  {bad or ''}"
+        f"{cell.per_image_ms(result['client_cpu_s']):>14.3f}"
+        f"{cell.per_image_ms(cell.role_cpu_s('engine')):>8.3f}"
+        f"{cell.per_image_ms(cell.role_cpu_s('model')):>7.3f}  {bad or ''}"
+    )
+
+
+def ceiling_ratio(one: Cell, two: Cell, cores: int) -> float:
+    """The most the second cell's workers can serve over the first's, from CPU per image alone:
+    every process (workers, engine, model, load client) shares `cores`, so a setting serves at
+    most cores / (all its CPU per image), and a lone worker no more than its one core allows."""
+
+    def total(cell: Cell) -> float:
+        return (cell.server_cpu_s + cell.result["client_cpu_s"]) / max(1, cell.result["images"])
+
+    one_http = one.http_cpu_s / max(1, one.result["images"])
+    return (cores / total(two)) / min(1 / one_http, cores / total(one))
+
+
+def _gain_line(one: Cell, two: Cell, n: int, px: int) -> str:
+    gain = (two.result["images"] / two.result["seconds"]) / (
+        one.result["images"] / one.result["seconds"]
+    )
+    cores = os.cpu_count() or 1
+    return (
+        f"{two.server.split(', ')[1]} / {one.server.split(', ')[1]} at 64 clients, n={n}, "
+        f"{px} px: {gain:.2f}x img/s (goal >= 1.7x); the CPU per image caps it at "
+        f"{ceiling_ratio(one, two, cores):.2f}x on {cores} cores"
     )
 
 
@@ -250,18 +296,18 @@ def _summary(cells: list[Cell], args: argparse.Namespace) -> list[str]:
             f"server CPU per image, 64 clients, n=1, 32 px: old tree {old_ms:.3f} ms, this tree "
             f"{new_ms:.3f} ms: {new_ms / old_ms:.2f} of the old (goal <= 0.33)"
         )
+    pairs = []
     if len(args.workers) > 1:
+        pairs.append(("this tree", args.workers[0], args.workers[1]))
+    if len(args.old_workers) > 1:
+        pairs.append(("old tree", args.old_workers[0], args.old_workers[1]))
+    for tree, first, second in pairs:
         for px in args.resolutions:
-            one = find(new_one, px, 64, 1)
-            two = find(f"this tree, {args.workers[1]} worker(s)", px, 64, 1)
-            if one and two:
-                gain = (two.result["images"] / two.result["seconds"]) / (
-                    one.result["images"] / one.result["seconds"]
-                )
-                lines.append(
-                    f"{args.workers[1]} workers / {args.workers[0]} at 64 clients, n=1, {px} px: "
-                    f"{gain:.2f}x img/s (goal >= 1.7x)"
-                )
+            for n in args.images:
+                one = find(f"{tree}, {first} worker(s)", px, 64, n)
+                two = find(f"{tree}, {second} worker(s)", px, 64, n)
+                if one and two:
+                    lines.append(f"{tree}: {_gain_line(one, two, n, px)}")
     rates = dict(zip(args.resolutions, args.gpu_rates, strict=False))
     for px in args.resolutions:
         cell = find(new_one, px, 64, 1)
@@ -283,8 +329,7 @@ def _summary(cells: list[Cell], args: argparse.Namespace) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.http_side",
         description=__doc__,
@@ -294,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--old-tree", type=Path, help="an older tree's service, run beside")
     parser.add_argument("--old-only", action="store_true", help="measure only --old-tree")
     parser.add_argument("--old-extra-path", default="", help="added to the old tree's PYTHONPATH")
+    parser.add_argument(
+        "--old-workers",
+        default="",
+        help="the old tree's XMC_WORKERS, comma-separated, each run with the old tree's own "
+        "load client (default: the old tree once, at its default, with this tree's client)",
+    )
     parser.add_argument("--workers", default="1", help="this tree's XMC_WORKERS, comma-separated")
     parser.add_argument("--clients", default="64,256")
     parser.add_argument("--images", default="1,4", help="images per request")
@@ -306,11 +357,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for this tree")
     args = parser.parse_args(argv)
     args.workers = [int(w) for w in args.workers.split(",")]
+    args.old_workers = [int(w) for w in args.old_workers.split(",") if w]
     args.clients = [int(c) for c in args.clients.split(",")]
     args.images = [int(n) for n in args.images.split(",")]
     args.resolutions = [int(r) for r in args.resolutions.split(",")]
     args.apis = args.apis.split(",")
     args.gpu_rates = [float(r) for r in args.gpu_rates.split(",") if r]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(sys.argv[1:] if argv is None else argv)
     print(
         f"stand-in model, {args.batch_ms:g} ms per batch; {args.seconds:g} s per cell; "
         f"{os.cpu_count()} cores; load average {os.getloadavg()}",
@@ -321,7 +378,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.old_tree is not None:
         old_args = argparse.Namespace(**{**vars(args), "apis": ["json"]})
         old_env = {"BENCH_EXTRA_PATH": args.old_extra_path}
-        cells += run_server_cells("old tree", args.old_tree.resolve(), old_env, old_args)
+        old = args.old_tree.resolve()
+        if not args.old_workers:
+            cells += run_server_cells("old tree", old, old_env, old_args)
+        for workers in args.old_workers:
+            env = {**old_env, "XMC_WORKERS": str(workers)}
+            label = f"old tree, {workers} worker(s)"
+            cells += run_server_cells(label, old, env, old_args, client_tree=old)
     if not args.old_only:
         extra = dict(item.split("=", 1) for item in args.env)
         for workers in args.workers:

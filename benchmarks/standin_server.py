@@ -58,7 +58,8 @@ class StandInPipeline:
     def generate(self, feats, seeds, truncation: float = 1.0, **kwargs):  # noqa: ANN001
         if self.batch_ms:
             time.sleep(self.batch_ms / 1000)
-        rows = [int(seed) % len(self._images) for seed in seeds]
+        count = len(self._images)  # a tensor's len() is a Python call: once, not per seed
+        rows = [int(seed) % count for seed in seeds]
         images = self._images[rows]  # (B, 3, R, R) uint8
         if kwargs.get("return_attention"):
             return images, torch.full((len(seeds), 1, 16, 16), 1 / 256)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import threading
@@ -77,8 +78,7 @@ class RemoteBatcher:
         truncation: float = 1.0,
         attention: bool = False,
     ) -> list[GeneratedImage]:
-        rows = await self._call("generate", captions, seeds, truncation, attention)
-        return [GeneratedImage(*row) for row in rows]
+        return unpack(await self._call("generate", captions, seeds, truncation, attention))
 
     async def interpolate(
         self, captions: tuple[str, str], seeds: tuple[int, int], frames: int, truncation: float
@@ -139,19 +139,28 @@ class RemoteBatcher:
                 future.set_exception(ModelProcessExited("the engine process is gone"))
 
 
-def _rows(images: list[GeneratedImage]) -> list[tuple[Any, ...]]:
-    return [(image.pixels, image.seed, image.tokens, image.attention) for image in images]
+Packed = tuple[tuple[int, ...], bytes, list[int], list[list[str]], list[Any] | None]
 
 
-@dataclass(frozen=True)
-class _Cancel:
-    """A queued job's cancel(), as a task's: its unstarted images are dropped."""
+def pack(images: list[GeneratedImage]) -> Packed:
+    """A request's images as they cross the pipe to its worker: the pixels as one buffer (the
+    images back to back) beside the per-image seeds, tokens and maps. Pickling one ndarray per
+    image cost 7.5 us to send and 3.6 us to receive; a bytes object 1.5 and 1.2 (32 px)."""
+    # each image a row of its batch's C-contiguous (B, H, W, 3) array, so tobytes() is one copy
+    pixels = b"".join([image.pixels.tobytes() for image in images])
+    maps = [image.attention for image in images] if images[0].attention is not None else None
+    tokens = [image.tokens for image in images]
+    return images[0].pixels.shape, pixels, [image.seed for image in images], tokens, maps
 
-    batcher: Any
-    job: Any
 
-    def cancel(self) -> None:
-        self.batcher.drop(self.job)
+def unpack(packed: Packed) -> list[GeneratedImage]:
+    """`pack`'s images again, each a read-only (H, W, 3) view of the one buffer."""
+    shape, buffer, seeds, tokens, maps = packed
+    pixels = np.frombuffer(buffer, np.uint8).reshape(len(seeds), *shape)  # (B, H, W, 3)
+    return [
+        GeneratedImage(pixels[row], seed, tokens[row], maps[row] if maps else None)
+        for row, seed in enumerate(seeds)
+    ]
 
 
 class Outbox:
@@ -203,7 +212,8 @@ class Engine:
     def __init__(self, state: ServiceState, conns: list[Any]) -> None:
         self.state = state
         self.conns = conns
-        self._calls: dict[tuple[int, int], Any] = {}  # each with a cancel()
+        # each call's queued job (generate) or task (interpolate), to drop on a cancel
+        self._calls: dict[tuple[int, int], Any] = {}
         self._outboxes = [Outbox(conn) for conn in conns]
 
     def start(self) -> None:
@@ -216,8 +226,9 @@ class Engine:
         for conn in self.conns:
             with contextlib.suppress(OSError, ValueError):
                 loop.remove_reader(conn.fileno())
-        for task in self._calls.values():
-            task.cancel()
+        for call in self._calls.values():
+            if isinstance(call, asyncio.Task):
+                call.cancel()
 
     def _receive(self, index: int) -> None:
         conn = self.conns[index]
@@ -233,33 +244,40 @@ class Engine:
         key = (index, number)
         if kind == "cancel":
             call = self._calls.pop(key, None)
-            if call is not None:
+            if isinstance(call, asyncio.Task):
                 call.cancel()
+            elif call is not None and self.state.batcher is not None:
+                self.state.batcher.drop(call)  # its unstarted images are dropped
             return
         batcher = self.state.batcher
         try:
             if batcher is None or self.state.status != "ready":
                 raise ModelStalled(self.state.error or "the model is not ready")
             if kind == "generate":
-                # no task per request: the job's future answers the worker when it resolves
-                job = batcher.submit(*args)
-                job.future.add_done_callback(lambda done: self._reply(key, done, _rows))
-                self._calls[key] = _Cancel(batcher, job)
+                # no task or future per request: the batcher hands the images to the reply
+                answer = functools.partial(self._reply, key, pack)
+                self._calls[key] = batcher.submit(*args, on_done=answer)
             else:
                 task = asyncio.get_running_loop().create_task(batcher.interpolate(*args))
-                task.add_done_callback(lambda done: self._reply(key, done, None))
+                task.add_done_callback(functools.partial(self._task_done, key))
                 self._calls[key] = task
         except Exception as error:
             outcome, detail = _outcome_of(error)
             self._outboxes[index].send((outcome, number, detail))
 
-    def _reply(self, key: tuple[int, int], done: asyncio.Future[Any], convert: Any) -> None:
-        self._calls.pop(key, None)
-        if done.cancelled():
+    def _task_done(self, key: tuple[int, int], task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            self._calls.pop(key, None)
             return
-        error = done.exception()
+        error = task.exception()
+        self._reply(key, None, None if error else task.result(), error)
+
+    def _reply(
+        self, key: tuple[int, int], convert: Any, result: Any, error: BaseException | None
+    ) -> None:
+        """The call's answer to its worker: ok (its result, converted), or the error's kind."""
+        self._calls.pop(key, None)
         if error is None:
-            result = done.result()
             reply: tuple[Any, ...] = ("ok", key[1], convert(result) if convert else result)
         else:
             outcome, detail = _outcome_of(error)

@@ -55,3 +55,65 @@ def test_one_small_run_measures_the_service(capsys: pytest.CaptureFixture[str]) 
     for row in rows:
         images_per_s, cpu_per_image = float(row.split()[8]), float(row.split()[12])
         assert images_per_s > 0 and cpu_per_image > 0
+
+
+def test_the_load_client_reads_answers_by_content_length_and_sends_the_next_at_once() -> None:
+    import asyncio
+
+    from benchmarks.http_side_client import _Client, _Tally, content_length, requests_for
+
+    assert content_length(b"http/1.1 200 ok\r\ncontent-length: 12\r\nx-a: b") == 12
+    assert content_length(b"http/1.1 200 ok\r\nx-a: b\r\ncontent-length:7") == 7
+    assert content_length(b"http/1.1 204 no content\r\nx-a: b") == 0
+    requests = requests_for(3, 2, "json")
+    assert len(set(requests)) == len(requests)  # seeds 3_000_009 + 2 i: each request its own
+    assert b'"seed": 3000009' in requests[0] and b'"n": 2' in requests[0]
+
+    class Transport:
+        def __init__(self) -> None:
+            self.written: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.written.append(data)
+
+        def is_closing(self) -> bool:
+            return False
+
+    async def scenario() -> tuple[_Tally, Transport, bool]:
+        tally, transport = _Tally(), Transport()
+        tally.on = True
+        client = _Client([b"one", b"two"], tally)
+        client.connection_made(transport)  # type: ignore[arg-type]
+        done = client.run(deadline=time.perf_counter() + 60)
+        body = b'{"data": []}'
+        answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        # one answer in three pieces, then a 429 and a 200 in one piece
+        client.data_received(answer[:10])
+        client.data_received(answer[10:40])
+        assert len(transport.written) == 1  # nothing sent before the whole answer is in
+        client.data_received(answer[40:])
+        refusal = b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n"
+        client.data_received(refusal + answer)
+        client.deadline = 0.0  # the next answer is the last
+        client.data_received(answer)
+        return tally, transport, done.done()
+
+    tally, transport, finished = asyncio.run(scenario())
+    assert tally.statuses == {200: 3, 429: 1} and len(tally.latencies) == 3
+    assert transport.written == [b"two", b"one", b"two", b"one"]  # the cycle, one per answer
+    assert finished
+
+
+@pytest.mark.slow
+def test_the_engine_benchmark_measures_the_engine_and_model_processes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from benchmarks import http_side_engine
+
+    argv = ["--seconds", "1", "--rounds", "1", "--images", "2", "--clients", "4"]
+    assert http_side_engine.main(argv) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    rows = [row for row in rows if row[:2] == ["this", "tree"]]
+    assert len(rows) == 1
+    images, images_per_s, engine_ms, model_ms = int(rows[0][2]), *map(float, rows[0][3:6])
+    assert images == 2 and images_per_s > 0 and engine_ms > 0 and model_ms > 0

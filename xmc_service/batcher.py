@@ -98,7 +98,7 @@ class _Job:
 
 class _Item(NamedTuple):
     job: _Job
-    index: int  # which of the job's images
+    position: int  # which of the job's images
 
 
 def observe_all(histogram: Any, amounts: list[float]) -> None:
@@ -353,8 +353,8 @@ class Batcher:
         job = batch[0].job
         jobs = {item.job for item in batch}
         self._running_jobs |= jobs
-        captions = [item.job.captions[item.index] for item in batch]
-        seeds = [item.job.seeds[item.index] for item in batch]
+        captions = [item.job.captions[item.position] for item in batch]
+        seeds = [item.job.seeds[item.position] for item in batch]
         try:
             generated: Generated = await asyncio.wrap_future(
                 self.model.generate(captions, seeds, job.truncation, job.attention)
@@ -388,7 +388,7 @@ class Batcher:
         job = item.job
         if job.cancelled or job.future.done():
             return
-        job.results[item.index] = image
+        job.results[item.position] = image
         job.missing -= 1
         if not job.missing:
             job.future.set_result(job.results)  # type: ignore[arg-type]  # every slot filled

@@ -256,7 +256,10 @@ class Engine:
             if kind == "generate":
                 # no task or future per request: the batcher hands the images to the reply
                 answer = functools.partial(self._reply, key, pack)
-                self._calls[key] = batcher.submit(*args, on_done=answer)
+                captions, seeds, truncation, attention = args
+                self._calls[key] = batcher.submit(
+                    captions, seeds, truncation, attention, on_done=answer
+                )
             else:
                 task = asyncio.get_running_loop().create_task(batcher.interpolate(*args))
                 task.add_done_callback(functools.partial(self._task_done, key))

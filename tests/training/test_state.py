@@ -32,7 +32,7 @@ def test_a_checkpoint_written_before_the_state_type_resumes(
     for path in (FIXTURE, FIXTURE.with_name(FIXTURE.name + ".sha256")):
         shutil.copy(path, run_dir / path.name)
     old = load_checkpoint(run_dir / FIXTURE.name)
-    trainer = new_trainer(tiny_config(small_shapes_root, steps=4), run_dir)
+    trainer = new_trainer(tiny_config(small_shapes_root, {"optim.steps": 4}), run_dir)
     assert trainer.resumed_from == run_dir / FIXTURE.name
     assert (trainer.step, trainer.images_seen, trainer.skipped_steps) == (2, 16, 0)
     assert (trainer.data.epoch, trainer.data.image_in_epoch) == (0, 16)

@@ -1,4 +1,4 @@
-"""`--set strict_data=true` through `xmc-train`, for every source `--data` can name: an
+"""`--set data.strict_data=true` through `xmc-train`, for every source `--data` can name: an
 undecodable image or an empty caption stops the run with one line naming the file (and
 line or shard key), exit 1 (met while training) or 2 (met while reading the index). Without
 it, the same data trains, skipping and counting the record (bad_records in stats.jsonl)."""
@@ -70,8 +70,8 @@ def test_strict_data_stops_at_the_bad_record_of_every_source(
 ) -> None:
     data, name = _source(kind, small_shapes_root, tmp_path / "data", damage)
     flags = ["--preset", "tiny", "--data", str(data), "--steps", "3", "--batch-size", "8"]
-    flags += ["--num-workers", "0", "--no-progress", "--set", "log_every=1"]
-    code = train_cli([str(tmp_path / "strict"), *flags, "--set", "strict_data=true"])
+    flags += ["--num-workers", "0", "--no-progress", "--set", "run.log_every=1"]
+    code = train_cli([str(tmp_path / "strict"), *flags, "--set", "data.strict_data=true"])
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("xmc-train: error:")]
     assert code in (1, 2) and len(errors) == 1 and name in errors[0], err

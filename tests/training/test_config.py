@@ -173,10 +173,7 @@ def test_a_folder_of_flat_checkpoints_alone_resumes(
     assert train_main(argv, text_encoder=cls_encoder) == 0
 
 
-@pytest.mark.parametrize(
-    "folder",
-    ["models/bundled/default", "docs/experiments/two-objects-arms/words/generator"],
-)
+@pytest.mark.parametrize("folder", ["models/bundled/default"])  # exported before the retirement
 def test_saved_artifacts_with_the_retired_fields_still_load(folder) -> None:
     from models.artifacts import read_pipeline_config
     from models.generator import Generator

@@ -11,20 +11,18 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.training.processes import train_process as _child
 from tests.training.states import assert_identical, trained_state
 from training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from training.data.prepare import main as prepare_main
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-ROOT = Path(__file__).parents[2]
 
 
 def _flags(data: Path, steps: int, *extra: str, workers: int = 0) -> list[str]:
@@ -112,24 +110,6 @@ def test_a_failed_start_leaves_nothing_that_changes_the_next(shards, tmp_path, t
 
 
 # ---------------------------------------------------------------------------- signals
-def _child(args: list[str]) -> subprocess.Popen:
-    env = dict(
-        os.environ,
-        HF_HUB_OFFLINE="1",
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    )
-    code = "from training.cli import train_main; raise SystemExit(train_main())"
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-
-
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []

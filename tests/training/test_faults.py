@@ -11,17 +11,16 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.training.processes import train_process as _child
 from tests.training.states import assert_identical, trained_state
 from training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, sidecar
 
-ROOT = Path(__file__).parents[2]
 EXIT_WITHIN_S = 90  # imports + MiniLM + a few steps on a loaded 2-core CPU; a hang never ends
 
 
@@ -46,25 +45,6 @@ def _flags(data: Path, steps: int, *extra: str) -> list[str]:
         "run.checkpoint_every=1",
         *extra,
     ]
-
-
-def _child(args: list[str], prelude: str = "") -> subprocess.Popen:
-    """xmc-train in a fresh process (this tree first on the path), `prelude` run before it."""
-    env = dict(
-        os.environ,
-        HF_HUB_OFFLINE="1",
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    )
-    code = prelude + "\nfrom training.cli import train_main\nraise SystemExit(train_main())"
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
 
 
 def _finish(child: subprocess.Popen) -> tuple[int, str, float]:

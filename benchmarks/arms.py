@@ -103,8 +103,7 @@ def score_arms(args: argparse.Namespace) -> list[dict]:
 
     def save(row: dict) -> None:
         rows.append(row)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(rows, indent=1) + "\n")
+        _write(rows, args.out)
         print(format_table([row]).splitlines()[-1], flush=True)
 
     if args.bundle and ("bundle", 0, "ema") not in done:
@@ -144,7 +143,13 @@ def _add_d_probe(rows: list[dict], arm: str, step: int, path: Path, args: Any) -
     for row in rows:
         if (row["arm"], row["step"]) == (arm, step) and "d_probe" not in row:
             row["d_probe"] = d_probe(path, args.data)
-            args.out.write_text(json.dumps(rows, indent=1) + "\n")
+            _write(rows, args.out)
+
+
+def _write(rows: list[dict], out: Path) -> None:
+    """The results file, rewritten whole after each new figure (a stopped run loses none)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1) + "\n")
 
 
 def _f(value: float | None) -> str:

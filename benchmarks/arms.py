@@ -205,6 +205,9 @@ def format_table(rows: Sequence[dict]) -> str:
 
 
 def plot(rows: Sequence[dict], path: Path) -> None:
+    """Four panels: the two-object whole caption on val and held-out, G's two parts of it
+    (binding, relation given found; val) and what the arm's D knows of the same on real
+    scenes. Every arm starts from the bundle, so its curve starts at the bundle's figures."""
     try:
         import matplotlib
     except ImportError:
@@ -212,15 +215,46 @@ def plot(rows: Sequence[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for arm in dict.fromkeys(r["arm"] for r in rows):
+    bundle = next((r for r in rows if r["arm"] == "bundle"), None)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    panels = [
+        (axes[0, 0], "val: two-object whole caption", [("val", "two_object_whole", "-")]),
+        (
+            axes[0, 1],
+            "held-out: two-object whole caption",
+            [("test_heldout", "two_object_whole", "-")],
+        ),
+        (
+            axes[1, 0],
+            "G on val: binding (solid), relation given found (dashed)",
+            [("val", "binding", "-"), ("val", "relation_given_found", "--")],
+        ),
+        (
+            axes[1, 1],
+            "D on real val scenes: binding (solid), relation (dashed)",
+            [("d_probe", "binding", "-"), ("d_probe", "relation", "--")],
+        ),
+    ]
+    arms = [arm for arm in dict.fromkeys(r["arm"] for r in rows) if arm != "bundle"]
+    for n, arm in enumerate(arms):
         mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["images"])
-        for axis, split in zip(axes, SPLITS, strict=True):
-            xs = [r["images"] / 1000 for r in mine]
-            axis.plot(xs, [r[split]["two_object_whole"] for r in mine], "o-", label=arm)
-            axis.set_title(f"{split}: two-object whole-caption accuracy")
-            axis.set_xlabel("images since the arm's start (thousands)")
-    axes[0].legend()
+        for axis, _, lines in panels:
+            for part, key, style in lines:
+                start = [bundle] if bundle and part != "d_probe" else []
+                points = [(r["images"] / 1000, r[part][key]) for r in start + mine if part in r]
+                xs, ys = zip(*points, strict=True) if points else ((), ())
+                label = arm if style == "-" else None
+                axis.plot(xs, ys, style, marker="o", color=f"C{n}", label=label)
+    for axis, title, lines in panels:
+        axis.set_title(title, fontsize=10)
+        axis.grid(alpha=0.3)
+        if bundle and lines[0][0] != "d_probe":
+            for part, key, style in lines:
+                axis.axhline(bundle[part][key], color="grey", linestyle=style, linewidth=0.8)
+    axes[1, 1].axhline(0.5, color="grey", linewidth=0.8)  # chance for D's pairwise probe
+    for axis in axes[1]:
+        axis.set_xlabel("images since the arm's start (thousands); grey: the bundle / chance")
+    axes[0, 0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

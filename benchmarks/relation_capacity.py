@@ -24,8 +24,10 @@ from typing import Any
 TEMPLATES = (0, 2)  # "a {c1} {s1} {rel} a {c2} {s2}" and its paraphrase
 
 
-def scene_captions(records: list[Any]) -> tuple[list[int], list[list[str]], list[list[str]]]:
-    """The two-object scenes' indices, their captions (TEMPLATES) and the reversed captions."""
+def scene_captions(
+    records: list[Any], templates: tuple[int, ...] = TEMPLATES
+) -> tuple[list[int], list[list[str]], list[list[str]]]:
+    """The two-object scenes' indices, their captions (`templates`) and the reversed captions."""
     from training.shapes.scenes import INVERSE_RELATION, all_captions
 
     kept, true, reversed_ = [], [], []
@@ -35,8 +37,8 @@ def scene_captions(records: list[Any]) -> tuple[list[int], list[list[str]], list
             continue
         flipped = {**attributes, "relation": INVERSE_RELATION[attributes["relation"]]}
         kept.append(index)
-        true.append([all_captions(attributes)[t] for t in TEMPLATES])
-        reversed_.append([all_captions(flipped)[t] for t in TEMPLATES])
+        true.append([all_captions(attributes)[t] for t in templates])
+        reversed_.append([all_captions(flipped)[t] for t in templates])
     return kept, true, reversed_
 
 

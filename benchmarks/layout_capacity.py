@@ -9,8 +9,8 @@ at their identity start) is trained on real two-object train scenes by regressio
 squared error between its image and the real one, both average-pooled to 8x8 (the layout, not
 the texture). No D, no adversarial or contrastive term: with z random, the best such a G can
 draw is the scenes' mean for its caption, each colour's mass in its half. If it cannot learn
-that, the caption's path through G cannot carry the layout; if it can, what keeps a GAN-trained
-G from drawing it is the training signal, not G.
+that in as many steps, the caption's path through G does not carry the layout; if it can, what
+keeps a GAN-trained G from drawing it is the training signal, not G's capacity.
 
 The figures, on val two-object scenes with two different colours (`placement`): with a(c, p)
 the share of colour c mixed into pixel p over the scene's background (clipped to [0, 1]) and
@@ -75,8 +75,8 @@ def placement(images: Any, scenes: Sequence[dict[str, Any]], reverse: bool = Fal
 
 
 # Two captions per scene, each naming the relation: without the background (templates 0 and 2
-# of the benchmark, "a red circle above a blue square" and its paraphrase), or naming it and the
-# sizes too (1 and 6), which leaves only the objects' places to learn.
+# of the benchmark, "a red circle above a blue square" and its paraphrase), or naming it too
+# (1, which also names the sizes, and 6), which leaves mostly the objects' places to learn.
 TEMPLATES = {"relation": (0, 2), "full": (1, 6)}
 
 

@@ -119,36 +119,40 @@ def encode(encoder: Any, captions: list[list[str]]) -> Any:
 def load_generator(source: str, preset: str, paths: Sequence[str]) -> tuple[Any, Any]:
     """(G, text encoder): an exported model (a folder), a training checkpoint's EMA (a .pt
     file) or, with source "none", a fresh G of `preset`; `paths` are added at identity."""
-    from models import XMCGANPipeline
-    from models.config import get_preset
-    from models.generator import Generator
-    from models.text_encoder import TextEncoder
-
     if source == "none":
-        config = get_preset(preset)
-        base_config, encoder, state = (
-            config.generator,
-            TextEncoder.from_config(config.text_encoder),
-            None,
-        )
-    else:
-        if Path(source).is_file():
-            from training.cli import export_run
+        from models.config import get_preset
+        from models.generator import Generator
+        from models.text_encoder import TextEncoder
 
-            with tempfile.TemporaryDirectory() as tmp:
-                export_run(source, tmp, weights="ema")
-                pipeline = XMCGANPipeline.from_pretrained(tmp, device="cpu")
-        else:
-            pipeline = XMCGANPipeline.from_pretrained(source, device="cpu")
-        base_config, encoder = pipeline.generator.config, pipeline.text_encoder
-        state = pipeline.generator.state_dict()
-    wanted = tuple(dict.fromkeys((*base_config.caption_paths, *paths)))
-    generator = Generator(dataclasses.replace(base_config, caption_paths=wanted))
-    if state is not None:
-        _, unexpected = generator.load_state_dict(state, strict=False)  # new paths: identity
-        if unexpected:
-            raise ValueError(f"{source}: weights do not fit: {unexpected}")
-    return generator, encoder
+        config = get_preset(preset)
+        generator = Generator(dataclasses.replace(config.generator, caption_paths=tuple(paths)))
+        return generator, TextEncoder.from_config(config.text_encoder)
+    if Path(source).is_file():
+        from training.cli import export_run
+
+        with tempfile.TemporaryDirectory() as tmp:
+            export_run(source, tmp, weights="ema")
+            return _from_export(tmp, paths)
+    return _from_export(source, paths)
+
+
+def _from_export(directory: str, paths: Sequence[str]) -> tuple[Any, Any]:
+    """An exported model's G with `paths` added at their identity start, as a run's
+    `run.init_generator` is (`training.build.initial_generator`), and its text encoder."""
+    import copy
+
+    from models import XMCGANPipeline
+    from models.generator import Generator
+    from training.build import initial_generator
+
+    pipeline = XMCGANPipeline.from_pretrained(directory, device="cpu")
+    base = pipeline.generator.config
+    if not set(paths) - set(base.caption_paths):
+        return pipeline.generator, pipeline.text_encoder
+    wanted = tuple(dict.fromkeys((*base.caption_paths, *paths)))
+    generator = Generator(dataclasses.replace(base, caption_paths=wanted))
+    initial_generator(generator, copy.deepcopy(generator), directory)
+    return generator, pipeline.text_encoder
 
 
 def measure(generator: Any, val: dict[str, Any], true: Any, reversed_: Any) -> dict[str, float]:
@@ -224,8 +228,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.measure:
         result["models"] = {}
-        for source in sources:
-            generator, _ = load_generator(source, args.preset, ())
+        for n, source in enumerate(sources):  # the first is loaded already
+            generator = generator if n == 0 else load_generator(source, args.preset, ())[0]
             result["models"][source] = measure(generator, val, val_true, val_reversed)
         return result
     train = scenes_and_captions(args.data, "train", args.num, args.captions)
@@ -268,11 +272,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     from models.artifacts import ArtifactError
     from training.data.base import DatasetError
+    from training.faults import RunError
     from training.metrics.sampling import EvaluationError
 
     try:
         result = run(args)
-    except (ArtifactError, DatasetError, EvaluationError, OSError, ValueError) as error:
+    except (ArtifactError, DatasetError, EvaluationError, OSError, RunError, ValueError) as error:
         p.exit(2, f"layout_capacity: {error}\n")
     print(
         f"real val images placed right: {result['real_right']:.3f} ({result['val_scenes']} scenes)"

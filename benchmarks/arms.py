@@ -122,11 +122,14 @@ def score_arms(args: argparse.Namespace) -> list[dict]:
                 _add_d_probe(rows, arm, step, path, args)
                 continue
             state = load_checkpoint(path)
-            images = int(state["images_seen"])
+            forked_at = start_images(state["config"])
+            images = forked_at + int(state["images_seen"])
             with tempfile.TemporaryDirectory() as tmp:
                 export_run(path, tmp, model_id=f"{arm}-{step}", weights=args.weights)
                 scores = score_model(tmp, args.data, args.num, args.probe_num, args.cache_dir)
             row = {"arm": arm, "step": step, "images": images, "weights": args.weights}
+            if forked_at:
+                row["forked_at"] = forked_at
             save(
                 {
                     **row,
@@ -136,6 +139,17 @@ def score_arms(args: argparse.Namespace) -> list[dict]:
                 }
             )
     return rows
+
+
+def start_images(config: dict[str, Any]) -> int:
+    """Images the run's starting G had already seen: a fork of an arm starts from a state that
+    `save-state` wrote (run.init_generator = STATE/generator, beside STATE/state.json), and its
+    rows count images from the bundle, as its parent's do; 0 for a run from the bundle."""
+    from training.config_io import upgrade
+
+    start = upgrade(config)["train"]["run"].get("init_generator") or ""
+    record = Path(start).parent / "state.json"
+    return int(json.loads(record.read_text())["images"]) if start and record.is_file() else 0
 
 
 def _add_d_probe(rows: list[dict], arm: str, step: int, path: Path, args: Any) -> None:
@@ -207,7 +221,8 @@ def format_table(rows: Sequence[dict]) -> str:
 def plot(rows: Sequence[dict], path: Path) -> None:
     """Four panels: the two-object whole caption on val and held-out, G's two parts of it
     (binding, relation given found; val) and what the arm's D knows of the same on real
-    scenes. Every arm starts from the bundle, so its curve starts at the bundle's figures."""
+    scenes. An arm from the bundle starts its curve at the bundle's figures; a fork (a row
+    with `forked_at`) at its own first milestone."""
     try:
         import matplotlib
     except ImportError:
@@ -240,7 +255,8 @@ def plot(rows: Sequence[dict], path: Path) -> None:
         mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["images"])
         for axis, _, lines in panels:
             for part, key, style in lines:
-                start = [bundle] if bundle and part != "d_probe" else []
+                forked = any("forked_at" in r for r in mine)
+                start = [bundle] if bundle and part != "d_probe" and not forked else []
                 points = [(r["images"] / 1000, r[part][key]) for r in start + mine if part in r]
                 xs, ys = zip(*points, strict=True) if points else ((), ())
                 label = arm if style == "-" else None
@@ -253,7 +269,7 @@ def plot(rows: Sequence[dict], path: Path) -> None:
                 axis.axhline(bundle[part][key], color="grey", linestyle=style, linewidth=0.8)
     axes[1, 1].axhline(0.5, color="grey", linewidth=0.8)  # chance for D's pairwise probe
     for axis in axes[1]:
-        axis.set_xlabel("images since the arm's start (thousands); grey: the bundle / chance")
+        axis.set_xlabel("images since the bundle (thousands); grey: the bundle / chance")
     axes[0, 0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -13,7 +13,9 @@
 # (/var/tmp/xmc/code), DATA (/var/tmp/xmc/shapes32, from `xmc-shapes make DATA --size 32
 # --seed 0`), THREADS (torch threads, 1); INIT_G and INIT_D (absolute paths) start a new run
 # from a saved generator and D instead of the bundle and a fresh D: an arm's committed state
-# (docs/experiments/two-objects-arms/NAME/{generator,discriminator}) after its machine is lost.
+# (docs/experiments/two-objects-arms/NAME/{generator,discriminator}) after its machine is lost,
+# or a fork of an arm at a milestone into a new arm; EXTRA (space-separated SECTION.FIELD=VALUE)
+# adds switches to a new run, e.g. EXTRA="experiments.w_mismatch=1.0".
 set -u
 name=$1
 paths=${2:-}
@@ -24,8 +26,9 @@ export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:
 run=$ARMS/$name
 mkdir -p "$run-milestones"
 cd "$CODE" || exit 1
-init_d=()
-[ -n "${INIT_D:-}" ] && init_d=(--set "run.init_discriminator=$INIT_D")
+sets=()
+[ -n "${INIT_D:-}" ] && sets=(--set "run.init_discriminator=$INIT_D")
+for set in ${EXTRA:-}; do sets+=(--set "$set"); done
 for step in $(seq 6250 6250 62500); do
   milestone=$run-milestones/checkpoint-$(printf %07d "$step").pt
   [ -f "$milestone" ] && continue
@@ -39,7 +42,7 @@ for step in $(seq 6250 6250 62500); do
       --set experiments.swap_negatives=true --set experiments.d_coords=true \
       --set experiments.d_sentence_head=true --set experiments.w_swap=4.0 \
       --set "experiments.caption_paths=$paths" --set run.checkpoint_every=500 \
-      "${init_d[@]}" || exit 1
+      "${sets[@]}" || exit 1
   fi
   done_at=$run/checkpoint-$(printf %07d "$step").pt
   [ -f "$done_at" ] || exit 0  # stopped before the milestone (Ctrl-C, SIGTERM): saved, resumable

@@ -77,3 +77,12 @@ def test_an_arm_is_scored_checkpoint_by_checkpoint_and_only_once(
     restart += ["--set", f"run.init_generator={tmp_path / 'state' / 'generator'}"]
     restart += ["--set", f"run.init_discriminator={tmp_path / 'state' / 'discriminator'}"]
     assert train_main([*restart, "--steps", "1", "--batch-size", "4", "--no-progress"]) == 0
+    # a fork's rows count images from the bundle: the state's 8, then its own 4
+    forked = ["score", f"fork={tmp_path / 'again'}", "--data", str(data), "--out", str(out)]
+    forked += ["--num", "12", "--probe-num", "2", "--cache-dir", str(tmp_path)]
+    assert main(forked) == 0
+    (fork,) = [r for r in json.loads(out.read_text()) if r["arm"] == "fork"]
+    assert (fork["step"], fork["images"], fork["forked_at"]) == (1, 12, 8)
+    from benchmarks.arms import start_images
+
+    assert start_images(load_checkpoint(run / "checkpoint-0000002.pt")["config"]) == 0

@@ -8,6 +8,7 @@ every switch off a run is the paper's. Their code is this package and, for D's v
 
 - swap_negatives: one edited caption per image (its relation reversed or two colours
   exchanged) as one more candidate in L_sent and L_word (negatives.py, swap.py, losses.py);
+- swap_edits: which edits those are (+ "shapes": two shape words exchanged);
 - w_swap: + w_swap L_swap, the caption ranked against its edited copy alone (swap.py);
 - w_mismatch: + w_mismatch L_mismatch in L_D, D's hinge scoring a real image with its edited
   caption as fake (the matching-aware D of GAN-INT-CLS; swap.py, losses.py);
@@ -53,6 +54,9 @@ class ExperimentsConfig:
     # weight of L_mismatch in L_D: each real image with its edited caption scored as fake by
     # D's hinge (the matching-aware D of GAN-INT-CLS; 0 = off; needs swap_negatives)
     w_mismatch: float = 0.0
+    # the edits a swap negative is drawn from (negatives.EDITS): relation, colours, and shapes
+    # (two shape words exchanged: the drawing with each colour on the other's shape)
+    swap_edits: tuple[str, ...] = ("relation", "colours")
     d_coords: bool = False  # coordinate channels in D (DiscriminatorConfig.coords, CoordConv)
     d_sentence_head: bool = False  # D's V e_s as an MLP of e_s (DiscriminatorConfig.sentence_head)
     # G's readings of the caption not in the paper (GeneratorConfig.caption_paths): any of
@@ -70,6 +74,13 @@ class ExperimentsConfig:
             raise ValueError(
                 f"experiments.w_mismatch ({self.w_mismatch}) must be >= 0 and needs "
                 "experiments.swap_negatives=true"
+            )
+        from training.experiments.negatives import EDITS
+
+        if not self.swap_edits or any(e not in EDITS for e in self.swap_edits):
+            raise ValueError(
+                f"experiments.swap_edits: {list(self.swap_edits)}; name one or more of "
+                f"{', '.join(EDITS)}"
             )
         bad = [p for p in self.caption_paths if p not in CAPTION_PATHS]
         if bad:
@@ -121,6 +132,7 @@ def objective(
         gather_negatives,
         switches.w_swap,
         w_mismatch=switches.w_mismatch,
+        edits=switches.swap_edits,
         seed=config.run.seed,
         rank=rank,
         text_encoder=text_encoder,

@@ -9,17 +9,21 @@ with one such edit, scored against its own image as one more candidate:
 
 - relation: every relation word replaced by its opposite (left/right, above/below,
   over/under, top/bottom);
-- colours: the first two different colour words exchanged.
+- colours: the first two different colour words exchanged;
+- shapes (only when `experiments.swap_edits` names it): the first two different shape words
+  exchanged, "a red circle above a blue square" -> "a red square above a blue circle", the
+  drawing whose colours sit on each other's shapes.
 
-Each caption gets one of the edits it allows, drawn at random; a caption that allows neither
-gets none. The edits are plain word swaps, so they apply to COCO captions as well.
+Each caption gets one of the edits it allows among those the run names, drawn at random; a
+caption that allows none gets none. The edits are plain word swaps, so they apply to COCO
+captions as well.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 OPPOSITES: dict[str, str] = {
@@ -35,6 +39,7 @@ OPPOSITES: dict[str, str] = {
 COLOUR_WORDS: frozenset[str] = frozenset(
     "red orange yellow green cyan blue purple pink brown black white gray grey".split()
 )
+SHAPE_WORDS: frozenset[str] = frozenset("circle square triangle rectangle".split())
 NEGATIVES_STREAM = 1000  # derived_seed's last part for them (the noise uses 0 .. d_steps - 1)
 _WORD = re.compile(r"[A-Za-z]+")
 
@@ -52,10 +57,19 @@ def relation_flipped(caption: str) -> str | None:
 
 
 def colours_exchanged(caption: str) -> str | None:
+    return _exchanged(caption, COLOUR_WORDS)
+
+
+def shapes_exchanged(caption: str) -> str | None:
+    return _exchanged(caption, SHAPE_WORDS)
+
+
+def _exchanged(caption: str, vocabulary: frozenset[str]) -> str | None:
+    """The caption with its first two different words of `vocabulary` exchanged, or None."""
     found: list[re.Match[str]] = []
     for match in _WORD.finditer(caption):
         word = match.group(0).lower()
-        if word in COLOUR_WORDS and all(word != m.group(0).lower() for m in found):
+        if word in vocabulary and all(word != m.group(0).lower() for m in found):
             found.append(match)
             if len(found) == 2:
                 break
@@ -71,15 +85,30 @@ def colours_exchanged(caption: str) -> str | None:
     )
 
 
-def swap_negative(caption: str, rng: random.Random) -> str | None:
-    """The caption with its relation reversed or two of its colours exchanged (one of the
-    edits it allows, drawn with `rng`), or None when it allows neither."""
-    edits = [edit for edit in (relation_flipped(caption), colours_exchanged(caption)) if edit]
-    return rng.choice(edits) if edits else None
+EDITS: dict[str, Callable[[str], str | None]] = {
+    "relation": relation_flipped,
+    "colours": colours_exchanged,
+    "shapes": shapes_exchanged,
+}
+DEFAULT_EDITS: tuple[str, ...] = ("relation", "colours")
+
+
+def swap_negative(
+    caption: str, rng: random.Random, edits: Sequence[str] = DEFAULT_EDITS
+) -> str | None:
+    """The caption with one of the `edits` (names of EDITS) it allows, drawn with `rng`; None
+    when it allows none."""
+    allowed = [edited for edited in (EDITS[name](caption) for name in edits) if edited]
+    return rng.choice(allowed) if allowed else None
 
 
 def encode_negatives(
-    encoder: Any, captions: Sequence[str], seed: int, device: Any, parts: Sequence[slice]
+    encoder: Any,
+    captions: Sequence[str],
+    seed: int,
+    device: Any,
+    parts: Sequence[slice],
+    edits: Sequence[str] = DEFAULT_EDITS,
 ) -> list[tuple[Any, Any]]:
     """Each caption's swap negative, encoded, cut into the step's sub-batches: per part,
     (TextFeatures (n, ...), valid (n,) bool); a caption with nothing to edit stands in for
@@ -87,7 +116,7 @@ def encode_negatives(
     import torch
 
     rng = random.Random(seed)
-    edited = [swap_negative(caption, rng) for caption in captions]
+    edited = [swap_negative(caption, rng, edits) for caption in captions]
     features = encoder.encode([e or c for e, c in zip(edited, captions, strict=True)], device)
     valid = torch.tensor([e is not None for e in edited], device=device)
     rows = list(range(len(captions)))

@@ -1,10 +1,11 @@
 """The swap-negative objective (experiments.swap_negatives, w_swap; not in the paper).
 
 The paper's objective, with each image's caption also ranked above one edited copy of it (its
-relation reversed or two colours exchanged, `negatives.py`) inside L_sent and L_word of both
-phases, and with w_swap > 0 that ranking once more on its own: + w_swap L_swap in L_D and L_G.
-With w_mismatch > 0, D's hinge also scores each real image with its edited caption as fake
-(+ w_mismatch L_mismatch in L_D alone, the matching-aware discriminator of GAN-INT-CLS).
+relation reversed, two colours or, with `swap_edits`, two shapes exchanged: `negatives.py`)
+inside L_sent and L_word of both phases, and with w_swap > 0 that ranking once more on its
+own: + w_swap L_swap in L_D and L_G. With w_mismatch > 0, D's hinge also scores each real image
+with its edited caption as fake (+ w_mismatch L_mismatch in L_D alone, the matching-aware
+discriminator of GAN-INT-CLS).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from training.experiments.losses import (
     swap_ranking_loss,
     word_region_contrastive_loss_with_negatives,
 )
-from training.experiments.negatives import NEGATIVES_STREAM, encode_negatives
+from training.experiments.negatives import DEFAULT_EDITS, NEGATIVES_STREAM, encode_negatives
 from training.objectives import Captions, LossWeights, Objective, gather, split_real_fake
 
 
@@ -48,6 +49,7 @@ class SwapNegativesObjective(Objective):
         w_swap: float,
         *,
         w_mismatch: float = 0.0,
+        edits: Sequence[str] = DEFAULT_EDITS,
         seed: int,
         rank: int,
         text_encoder: Any,
@@ -56,7 +58,7 @@ class SwapNegativesObjective(Objective):
         autocast: Callable[[], AbstractContextManager[Any]],
     ) -> None:
         super().__init__(weights, gather_negatives)
-        self.w_swap, self.w_mismatch = w_swap, w_mismatch
+        self.w_swap, self.w_mismatch, self.edits = w_swap, w_mismatch, tuple(edits)
         if w_swap:
             self.text_weights["swap"] = w_swap
         self.seed, self.rank = seed, rank
@@ -68,7 +70,7 @@ class SwapNegativesObjective(Objective):
     ) -> list[SwapNegatives]:
         """Each caption's edited copy, encoded, cut into the step's sub-batches."""
         seed = derived_seed(self.seed, step, self.rank, NEGATIVES_STREAM)
-        split = encode_negatives(self.text_encoder, captions, seed, self.device, parts)
+        split = encode_negatives(self.text_encoder, captions, seed, self.device, parts, self.edits)
         return [SwapNegatives(text, valid) for text, valid in split]
 
     def projected(self, negatives: SwapNegatives) -> torch.Tensor:

@@ -35,6 +35,47 @@ def test_each_caption_gets_one_of_the_edits_it_allows(caption: str, edits: set[s
     assert drawn == (edits or {None})
 
 
+def test_the_shapes_edit_is_drawn_only_when_the_run_names_it() -> None:
+    caption = "a red circle above a blue square"
+    edits = ("relation", "colours", "shapes")
+    drawn = {swap_negative(caption, random.Random(seed), edits) for seed in range(60)}
+    assert drawn == {
+        "a red circle below a blue square",
+        "a blue circle above a red square",
+        "a red square above a blue circle",
+    }
+    assert {swap_negative(caption, random.Random(s), ("shapes",)) for s in range(5)} == {
+        "a red square above a blue circle"
+    }
+    assert swap_negative("a red circle above a blue circle", random.Random(0), ("shapes",)) is None
+    # the default draws as before the switch existed (same rng, same two candidates)
+    assert [swap_negative(caption, random.Random(s)) for s in range(20)] == [
+        random.Random(s).choice(
+            ["a red circle below a blue square", "a blue circle above a red square"]
+        )
+        for s in range(20)
+    ]
+
+
+def test_swap_edits_are_checked_and_reach_the_objective(
+    shapes_root, tiny_config, tmp_path, new_trainer
+):
+    from training.experiments import ExperimentsConfig
+
+    for bad in ((), ("sizes",)):
+        with pytest.raises(ValueError, match="experiments.swap_edits"):
+            ExperimentsConfig(swap_negatives=True, swap_edits=bad)
+    switches = {"experiments.swap_negatives": True, "experiments.swap_edits": ("shapes",)}
+    trainer = new_trainer(tiny_config(shapes_root, switches), tmp_path / "run")
+    assert trainer.objective.edits == ("shapes",)
+    batch = next(trainer.batches())
+    subs = trainer.sub_batches(batch)
+    valid = torch.cat([sub.extra.valid for sub in subs]).tolist()
+    assert valid == [
+        swap_negative(c, random.Random(0), ("shapes",)) is not None for c in batch["caption"]
+    ]
+
+
 def _d_output(trainer, sub):
     fake = trainer.generator(sub.z, sub.sentence, sub.words, sub.mask)
     return trainer.discriminator(torch.cat([sub.real, fake]), sub.sentence)

@@ -12,8 +12,11 @@ file, so the script can be run again as the arms go on; `table` prints them and 
         words=RUN/words-milestones control=RUN/control-milestones [--bundle]
     python -m benchmarks.arms table arms.json [--plot curve.png]
     python -m benchmarks.arms save-state RUN/checkpoint-N.pt OUT   # what a restart needs
+    python -m benchmarks.arms pictures OUT.png bundle=models/bundled/default words=STATE/generator
 
-`save-state` keeps an arm's EMA generator (an export) and its D (a Discriminator artifact) with
+`pictures` draws the README's captions (PICTURE_CAPTIONS) with each exported model, the same
+seeds for every model, so the figures' failures can be seen. `save-state` keeps an arm's EMA
+generator (an export) and its D (a Discriminator artifact) with
 the images they have seen, small enough to commit: `scripts/two_object_arms.sh` continues from
 them (INIT_G, INIT_D) on a new machine, with fresh optimisers.
 """
@@ -82,9 +85,11 @@ def d_probe(checkpoint: Path, data: str | Path, num: int = 1000) -> dict[str, fl
     from benchmarks.caption_probe import probe
 
     edits = probe(checkpoint, data, "val", num=num)["edits"]
+    shapes = edits.get("shape_binding")  # none when no scene allows it (tiny splits)
     return {
         "relation": edits["relation"]["trained"]["sentence"],
         "binding": edits["binding"]["trained"]["sentence"],
+        "shape_binding": shapes["trained"]["sentence"] if shapes else None,
         "relation_word": edits["relation"]["trained"]["word"],
         "binding_word": edits["binding"]["trained"]["word"],
     }
@@ -153,9 +158,12 @@ def start_images(config: dict[str, Any]) -> int:
 
 
 def _add_d_probe(rows: list[dict], arm: str, step: int, path: Path, args: Any) -> None:
-    """Probe the D of a row scored before `d_probe` existed, and save the file again."""
+    """Probe the D of a row scored before `d_probe` (or its shape_binding edit) existed, and
+    save the file again."""
     for row in rows:
-        if (row["arm"], row["step"]) == (arm, step) and "d_probe" not in row:
+        if (row["arm"], row["step"]) == (arm, step) and "shape_binding" not in row.get(
+            "d_probe", {}
+        ):
             row["d_probe"] = d_probe(path, args.data)
             _write(rows, args.out)
 
@@ -192,9 +200,9 @@ def format_table(rows: Sequence[dict]) -> str:
     head = (
         "| arm | images | val: 2-obj whole | binding | rel. given found | named mean | "
         "held-out: 2-obj whole | binding | named mean | 1-obj whole (val) | shape (val) | "
-        "flip follows | headline /16 | D on real: relation | binding |"
+        "flip follows | headline /16 | D on real: relation | binding | shapes exchanged |"
     )
-    lines = [head, "|" + "---|" * 15]
+    lines = [head, "|" + "---|" * 16]
     for r in rows:
         v, h = r["val"], r["test_heldout"]
         figures = [
@@ -211,7 +219,7 @@ def format_table(rows: Sequence[dict]) -> str:
         ]
         cells = " | ".join(_f(x) for x in figures)
         probe = r.get("d_probe", {})  # none for the bundle, whose D is not kept
-        d_cells = f"{_f(probe.get('relation'))} | {_f(probe.get('binding'))}"
+        d_cells = " | ".join(_f(probe.get(k)) for k in ("relation", "binding", "shape_binding"))
         lines.append(
             f"| {r['arm']} | {r['images']:,} | {cells} | {r['headline_right']} | {d_cells} |"
         )
@@ -246,8 +254,12 @@ def plot(rows: Sequence[dict], path: Path) -> None:
         ),
         (
             axes[1, 1],
-            "D on real val scenes: binding (solid), relation (dashed)",
-            [("d_probe", "binding", "-"), ("d_probe", "relation", "--")],
+            "D on real val scenes: binding (solid), relation (dashed), shapes exchanged (dotted)",
+            [
+                ("d_probe", "binding", "-"),
+                ("d_probe", "relation", "--"),
+                ("d_probe", "shape_binding", ":"),
+            ],
         ),
     ]
     arms = [arm for arm in dict.fromkeys(r["arm"] for r in rows) if arm != "bundle"]
@@ -257,7 +269,11 @@ def plot(rows: Sequence[dict], path: Path) -> None:
             for part, key, style in lines:
                 forked = any("forked_at" in r for r in mine)
                 start = [bundle] if bundle and part != "d_probe" and not forked else []
-                points = [(r["images"] / 1000, r[part][key]) for r in start + mine if part in r]
+                points = [
+                    (r["images"] / 1000, r[part][key])
+                    for r in start + mine
+                    if r.get(part, {}).get(key) is not None
+                ]
                 xs, ys = zip(*points, strict=True) if points else ((), ())
                 label = arm if style == "-" else None
                 axis.plot(xs, ys, style, marker="o", color=f"C{n}", label=label)
@@ -273,6 +289,50 @@ def plot(rows: Sequence[dict], path: Path) -> None:
     axes[0, 0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+# the README's two-object captions and two of its one-object ones
+PICTURE_CAPTIONS = (
+    "a red circle above a blue square",
+    "a green triangle left of a yellow circle on a black background",
+    "a blue square",
+    "a red circle",
+)
+
+
+def pictures(models: Sequence[tuple[str, Path]], out: Path, per_caption: int = 8) -> None:
+    """One row per model and caption: its label, then `per_caption` images (seeds 100 c + k
+    for caption c, the same for every model), shown at four times their size."""
+    from PIL import Image, ImageDraw
+
+    from models import XMCGANPipeline
+
+    rows = []
+    for name, directory in models:
+        pipe = XMCGANPipeline.from_pretrained(directory, device="cpu")
+        for c, caption in enumerate(PICTURE_CAPTIONS):
+            images = pipe([caption], seed=100 * c, num_images_per_caption=per_caption)
+            rows.append((f"{name}: {caption}", images))
+    side, label = 4 * rows[0][1][0].width, 380
+    grid = Image.new("RGB", (label + per_caption * (side + 4), len(rows) * (side + 4)), "white")
+    draw = ImageDraw.Draw(grid)
+    for row, (text, images) in enumerate(rows):
+        y = row * (side + 4)
+        draw.text((4, y + side // 2 - 6), text, fill="black")
+        for col, image in enumerate(images):
+            big = image.resize((side, side), Image.Resampling.NEAREST)
+            grid.paste(big, (label + col * (side + 4), y))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out)
+
+
+def _model(text: str) -> tuple[str, Path]:
+    name, sep, directory = text.partition("=")
+    if not sep or not name or not (Path(directory) / "config.json").is_file():
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=DIRECTORY of an exported model, got {text!r}"
+        )
+    return name, Path(directory)
 
 
 def _arm(text: str) -> tuple[str, Path]:
@@ -297,10 +357,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep = commands.add_parser("save-state", help="an arm's G (EMA) and D, to commit")
     keep.add_argument("checkpoint", type=Path)
     keep.add_argument("out", type=Path)
+    drawn = commands.add_parser("pictures", help="the README's captions, drawn by each model")
+    drawn.add_argument("out", type=Path)
+    drawn.add_argument("models", nargs="+", type=_model, help="NAME=DIRECTORY of a model")
+    drawn.add_argument("--per-caption", type=int, default=8)
     table = commands.add_parser("table", help="print the results (and plot the curve)")
     table.add_argument("results", type=Path)
     table.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)
+    if args.command == "pictures":
+        pictures(args.models, args.out, args.per_caption)
+        print(f"wrote {args.out}")
+        return 0
     if args.command == "save-state":
         print(json.dumps(save_state(args.checkpoint, args.out)))
         return 0

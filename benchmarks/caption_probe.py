@@ -10,6 +10,8 @@ square") against edited versions of it:
   relation    the relation reversed ("... right of a blue square"): a different scene
   binding     the two objects' colours exchanged ("a blue circle left of a red square"): a
               different scene with the same words
+  shape_binding  the two objects' shapes exchanged ("a red square left of a blue circle"):
+              each colour on the other's shape, the binding error the generators make
   colour      the first object's colour replaced by one not in the scene (a control)
   shape       the first object's shape replaced by another (a control)
   paraphrase  the same scene said the other way round ("a blue square right of a red
@@ -37,7 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EDITS = ("relation", "binding", "colour", "shape", "paraphrase")
+EDITS = ("relation", "binding", "shape_binding", "colour", "shape", "paraphrase")
 CAPTION = 0  # TWO_OBJECT_TEMPLATES[0]: "a {color1} {shape1} {rel} a {color2} {shape2}"
 PARAPHRASE = 2  # "a {color2} {shape2} {rel_inv} a {color1} {shape1}"
 
@@ -70,6 +72,9 @@ def edited_captions(attributes: dict[str, Any], rng: random.Random) -> dict[str,
         a, b = {**first, "color": second["color"]}, {**second, "color": first["color"]}
         if seen(a, b):
             out["binding"] = caption([a, b], relation)
+        a, b = {**first, "shape": second["shape"]}, {**second, "shape": first["shape"]}
+        if seen(a, b):
+            out["shape_binding"] = caption([a, b], relation)
     colours = [c for c in PALETTE_OBJECTS if c not in (first["color"], second["color"])]
     colours = [c for c in colours if seen({"color": c, "shape": first["shape"]})]
     out["colour"] = caption([{**first, "color": rng.choice(colours)}, second], relation)
@@ -164,6 +169,8 @@ def probe(
     sentences = {}  # the relation and paraphrase edits hold every scene: rows in scene order
     for edit in EDITS:
         rows = [i for i, e in enumerate(edits) if edit in e]
+        if not rows:  # e.g. no scene whose exchanged shapes would name seen pairs
+            continue
         other = encoder.encode([edits[i][edit] for i in rows])
         sentences[edit] = other.sentence
         picked = torch.as_tensor(rows)

@@ -42,12 +42,15 @@ def test_an_arm_is_scored_checkpoint_by_checkpoint_and_only_once(
         for split in ("val", "test_heldout"):
             assert all(v is None or 0.0 <= v <= 1.0 for v in row[split].values()), row[split]
         assert 0 <= row["headline_right"] <= 16
-        assert set(row["d_probe"]) == {"relation", "binding", "relation_word", "binding_word"}
-        assert all(0.0 <= v <= 1.0 for v in row["d_probe"].values()), row["d_probe"]
+        probed = {"relation", "binding", "shape_binding", "relation_word", "binding_word"}
+        assert set(row["d_probe"]) == probed
+        assert all(v is None or 0.0 <= v <= 1.0 for v in row["d_probe"].values()), row
+        assert row["d_probe"]["relation"] is not None
     capsys.readouterr()
     assert main(score) == 0  # nothing new: nothing scored again
     assert json.loads(out.read_text()) == rows
     older = [{k: v for k, v in r.items() if k != "d_probe"} for r in rows]
+    older[1]["d_probe"] = {"relation": 0.5, "binding": 0.5}  # before the shapes edit
     out.write_text(json.dumps(older))  # rows scored before D was probed get the probe added
     assert main(score) == 0
     assert json.loads(out.read_text()) == rows
@@ -58,10 +61,10 @@ def test_an_arm_is_scored_checkpoint_by_checkpoint_and_only_once(
     assert "D on real: relation" in printed
     for line in printed.splitlines():
         if line.startswith("| tiny"):  # D's relation and binding, as probed, end the row
-            assert [float(c) for c in line.strip("| ").split(" | ")[-2:]] == pytest.approx(
-                [rows[0 if "| 4 |" in line else 1]["d_probe"][k] for k in ("relation", "binding")],
-                abs=5e-4,
-            )
+            probe = rows[0 if "| 4 |" in line else 1]["d_probe"]
+            cells = line.strip("| ").split(" | ")[-3:]
+            want = [probe[k] for k in ("relation", "binding", "shape_binding")]
+            assert cells == [("–" if v is None else f"{v:.3f}") for v in want]
     with pytest.raises(SystemExit):
         main(["score", f"tiny={tmp_path / 'missing'}", "--data", str(data), "--out", str(out)])
     # what a restart needs: G (EMA) and D, which a new run then starts from
@@ -86,3 +89,17 @@ def test_an_arm_is_scored_checkpoint_by_checkpoint_and_only_once(
     from benchmarks.arms import start_images
 
     assert start_images(load_checkpoint(run / "checkpoint-0000002.pt")["config"]) == 0
+    # the README's captions drawn by a saved G: one row per caption, the seeds shared by models
+    from PIL import Image
+
+    from benchmarks.arms import PICTURE_CAPTIONS
+
+    drawn = tmp_path / "pictures.png"
+    model = f"s={tmp_path / 'state' / 'generator'}"
+    assert main(["pictures", str(drawn), model, model, "--per-caption", "2"]) == 0
+    grid = Image.open(drawn).convert("RGB")
+    side = 4 * 32 + 4
+    assert grid.size == (380 + 2 * side, 2 * len(PICTURE_CAPTIONS) * side)
+    first, second = (grid.crop((380, y, 380 + side, y + side)) for y in (0, 4 * side))
+    assert first.tobytes() == second.tobytes()  # same model, same seeds: same picture
+    assert first.tobytes() != grid.crop((380, side, 380 + side, 2 * side)).tobytes()

@@ -45,6 +45,8 @@ def _figures(generated: dict[str, Any]) -> dict[str, Any]:
         "one_object_whole": generated["one_object"]["whole_caption"],
         "two_object_whole": two["whole_caption"],
         "binding": two["binding"],
+        "both_colours": two["both_colors"],
+        "both_shapes": two["both_shapes"],
         "relation_given_found": two["relation_given_found"],
         **{name: generated[name] for name in ("background", "color", "shape", "relation")},
     }
@@ -198,16 +200,18 @@ def save_state(checkpoint: Path, out: Path) -> dict:
 
 def format_table(rows: Sequence[dict]) -> str:
     head = (
-        "| arm | images | val: 2-obj whole | binding | rel. given found | named mean | "
-        "held-out: 2-obj whole | binding | named mean | 1-obj whole (val) | shape (val) | "
-        "flip follows | headline /16 | D on real: relation | binding | shapes exchanged |"
+        "| arm | images | val: 2-obj whole | binding | both shapes | rel. given found | "
+        "named mean | held-out: 2-obj whole | binding | named mean | 1-obj whole (val) | "
+        "shape (val) | flip follows | headline /16 | D on real: relation | binding | "
+        "shapes exchanged |"
     )
-    lines = [head, "|" + "---|" * 16]
+    lines = [head, "|" + "---|" * 17]
     for r in rows:
         v, h = r["val"], r["test_heldout"]
         figures = [
             v["two_object_whole"],
             v["binding"],
+            v.get("both_shapes"),  # rows scored before it was kept have none
             v["relation_given_found"],
             v["named_mean"],
             h["two_object_whole"],

@@ -41,6 +41,7 @@ def test_an_arm_is_scored_checkpoint_by_checkpoint_and_only_once(
     for row in rows:
         for split in ("val", "test_heldout"):
             assert all(v is None or 0.0 <= v <= 1.0 for v in row[split].values()), row[split]
+            assert {"binding", "both_colours", "both_shapes"} <= set(row[split])
         assert 0 <= row["headline_right"] <= 16
         probed = {"relation", "binding", "shape_binding", "relation_word", "binding_word"}
         assert set(row["d_probe"]) == probed

@@ -8,7 +8,8 @@ every switch off a run is the paper's. Their code is this package and, for D's v
 
 - swap_negatives: one edited caption per image (its relation reversed or two colours
   exchanged) as one more candidate in L_sent and L_word (negatives.py, swap.py, losses.py);
-- swap_edits: which edits those are (+ "shapes": two shape words exchanged);
+- swap_edits: which edits those are (+ "shapes": two shape words exchanged; "replace-shape":
+  the first shape word replaced);
 - w_swap: + w_swap L_swap, the caption ranked against its edited copy alone (swap.py);
 - w_mismatch: + w_mismatch L_mismatch in L_D, D's hinge scoring a real image with its edited
   caption as fake (the matching-aware D of GAN-INT-CLS; swap.py, losses.py);
@@ -54,8 +55,8 @@ class ExperimentsConfig:
     # weight of L_mismatch in L_D: each real image with its edited caption scored as fake by
     # D's hinge (the matching-aware D of GAN-INT-CLS; 0 = off; needs swap_negatives)
     w_mismatch: float = 0.0
-    # the edits a swap negative is drawn from (negatives.EDITS): relation, colours, and shapes
-    # (two shape words exchanged: the drawing with each colour on the other's shape)
+    # the edits a swap negative is drawn from (negatives.EDITS): relation, colours, shapes (two
+    # shape words exchanged: each colour on the other's shape), replace-shape (one shape wrong)
     swap_edits: tuple[str, ...] = ("relation", "colours")
     d_coords: bool = False  # coordinate channels in D (DiscriminatorConfig.coords, CoordConv)
     d_sentence_head: bool = False  # D's V e_s as an MLP of e_s (DiscriminatorConfig.sentence_head)

@@ -12,7 +12,10 @@ with one such edit, scored against its own image as one more candidate:
 - colours: the first two different colour words exchanged;
 - shapes (only when `experiments.swap_edits` names it): the first two different shape words
   exchanged, "a red circle above a blue square" -> "a red square above a blue circle", the
-  drawing whose colours sit on each other's shapes.
+  drawing whose colours sit on each other's shapes;
+- replace-shape (only when named): the first shape word replaced by the next in
+  circle -> square -> triangle -> circle, "a red circle" -> "a red square": one object's shape
+  wrong, an edit every caption that names a shape allows, one object or two.
 
 Each caption gets one of the edits it allows among those the run names, drawn at random; a
 caption that allows none gets none. The edits are plain word swaps, so they apply to COCO
@@ -40,6 +43,7 @@ COLOUR_WORDS: frozenset[str] = frozenset(
     "red orange yellow green cyan blue purple pink brown black white gray grey".split()
 )
 SHAPE_WORDS: frozenset[str] = frozenset("circle square triangle rectangle".split())
+NEXT_SHAPE: dict[str, str] = {"circle": "square", "square": "triangle", "triangle": "circle"}
 NEGATIVES_STREAM = 1000  # derived_seed's last part for them (the noise uses 0 .. d_steps - 1)
 _WORD = re.compile(r"[A-Za-z]+")
 
@@ -62,6 +66,15 @@ def colours_exchanged(caption: str) -> str | None:
 
 def shapes_exchanged(caption: str) -> str | None:
     return _exchanged(caption, SHAPE_WORDS)
+
+
+def shape_replaced(caption: str) -> str | None:
+    match = next((m for m in _WORD.finditer(caption) if m.group(0).lower() in NEXT_SHAPE), None)
+    if match is None:
+        return None
+    other = NEXT_SHAPE[match.group(0).lower()]
+    other = other.capitalize() if match.group(0)[0].isupper() else other
+    return caption[: match.start()] + other + caption[match.end() :]
 
 
 def _exchanged(caption: str, vocabulary: frozenset[str]) -> str | None:
@@ -89,6 +102,7 @@ EDITS: dict[str, Callable[[str], str | None]] = {
     "relation": relation_flipped,
     "colours": colours_exchanged,
     "shapes": shapes_exchanged,
+    "replace-shape": shape_replaced,
 }
 DEFAULT_EDITS: tuple[str, ...] = ("relation", "colours")
 

@@ -48,6 +48,14 @@ def test_the_shapes_edit_is_drawn_only_when_the_run_names_it() -> None:
         "a red square above a blue circle"
     }
     assert swap_negative("a red circle above a blue circle", random.Random(0), ("shapes",)) is None
+    replaced = {
+        "a red circle above a blue circle": "a red square above a blue circle",
+        "A small square on a white background": "A small triangle on a white background",
+        "a triangle left of a circle": "a circle left of a circle",
+        "a red bus": None,
+    }
+    for before, after in replaced.items():
+        assert swap_negative(before, random.Random(0), ("replace-shape",)) == after
     # the default draws as before the switch existed (same rng, same two candidates)
     assert [swap_negative(caption, random.Random(s)) for s in range(20)] == [
         random.Random(s).choice(

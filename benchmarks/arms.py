@@ -230,21 +230,9 @@ def format_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: Sequence[dict], path: Path) -> None:
-    """Four panels: the two-object whole caption on val and held-out, G's two parts of it
-    (binding, relation given found; val) and what the arm's D knows of the same on real
-    scenes. An arm from the bundle starts its curve at the bundle's figures; a fork (a row
-    with `forked_at`) at its own first milestone."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise SystemExit("--plot needs matplotlib: pip install matplotlib") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    bundle = next((r for r in rows if r["arm"] == "bundle"), None)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
-    panels = [
+def _panels(axes: Any) -> list[tuple[Any, str, list[tuple[str, str, str]]]]:
+    """(axis, title, [(part, key, line style)]) of each of the four panels."""
+    return [
         (axes[0, 0], "val: two-object whole caption", [("val", "two_object_whole", "-")]),
         (
             axes[0, 1],
@@ -266,6 +254,23 @@ def plot(rows: Sequence[dict], path: Path) -> None:
             ],
         ),
     ]
+
+
+def plot(rows: Sequence[dict], path: Path) -> None:
+    """Four panels: the two-object whole caption on val and held-out, G's two parts of it
+    (binding, relation given found; val) and what the arm's D knows of the same on real
+    scenes. An arm from the bundle starts its curve at the bundle's figures; a fork (a row
+    with `forked_at`) at its own first milestone."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bundle = next((r for r in rows if r["arm"] == "bundle"), None)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    panels = _panels(axes)
     arms = [arm for arm in dict.fromkeys(r["arm"] for r in rows) if arm != "bundle"]
     for n, arm in enumerate(arms):
         mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["images"])

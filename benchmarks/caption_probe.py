@@ -130,6 +130,25 @@ def _networks(state: dict[str, Any], seed: int) -> tuple[Any, Any, Any]:
     return trained, untrained, TextEncoder.from_config(text)
 
 
+def _two_object_scenes(
+    data: str | Path, split: str, num: int, seed: int
+) -> tuple[list[Any], list[dict[str, str]]]:
+    """The split's two-object records among its first `num`, and each one's edited captions."""
+    from training.faults import RunError
+    from training.metrics.sampling import load_split
+
+    rng = random.Random(f"caption_probe/{seed}")
+    kept, edits = [], []
+    for record in load_split(data, split, num, need_attributes=True):
+        captions = edited_captions(record.attributes or {}, rng)  # need_attributes: never {}
+        if captions is not None:
+            kept.append(record)
+            edits.append(captions)
+    if not kept:
+        raise RunError(f"split {split!r} of {data} holds no two-object scene")
+    return kept, edits
+
+
 def probe(
     run: str | Path, data: str | Path, split: str = "val", num: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
@@ -138,23 +157,12 @@ def probe(
     import torch
 
     from training.checkpoint import load_run_or_file
-    from training.faults import RunError
-    from training.metrics.sampling import load_split, real_images
+    from training.metrics.sampling import real_images
 
     state = load_run_or_file(run)
     trained, untrained, encoder = _networks(state, seed)
-
-    records = load_split(data, split, num, need_attributes=True)
-    rng = random.Random(f"caption_probe/{seed}")
-    kept, edits = [], []
-    for index, record in enumerate(records):
-        captions = edited_captions(record.attributes or {}, rng)  # need_attributes: never {}
-        if captions is not None:
-            kept.append(index)
-            edits.append(captions)
-    if not kept:
-        raise RunError(f"split {split!r} of {data} holds no two-object scene")
-    images = real_images([records[i] for i in kept], trained.config.resolution).float() / 255.0
+    kept, edits = _two_object_scenes(data, split, num, seed)
+    images = real_images(kept, trained.config.resolution).float() / 255.0
     truth = encoder.encode([e["caption"] for e in edits])
     discriminators = {"trained": trained.eval(), "untrained": untrained.eval()}
     base = {name: scores(d, images, truth) for name, d in discriminators.items()}

@@ -256,11 +256,28 @@ def _panels(axes: Any) -> list[tuple[Any, str, list[tuple[str, str, str]]]]:
     ]
 
 
+def _parent(rows: Sequence[dict], first: dict) -> dict | None:
+    """The row a fork started from: the milestone at its `forked_at` of an arm that is not a
+    fork, with the same caption paths; None for an arm from the bundle (or an unscored start)."""
+    if "forked_at" not in first:
+        return None
+    return next(
+        (
+            r
+            for r in rows
+            if "forked_at" not in r
+            and r["images"] == first["forked_at"]
+            and r.get("caption_paths") == first.get("caption_paths")
+        ),
+        None,
+    )
+
+
 def plot(rows: Sequence[dict], path: Path) -> None:
     """Four panels: the two-object whole caption on val and held-out, G's two parts of it
     (binding, relation given found; val) and what the arm's D knows of the same on real
     scenes. An arm from the bundle starts its curve at the bundle's figures; a fork (a row
-    with `forked_at`) at its own first milestone."""
+    with `forked_at`) at the milestone it started from."""
     try:
         import matplotlib
     except ImportError:
@@ -274,10 +291,13 @@ def plot(rows: Sequence[dict], path: Path) -> None:
     arms = [arm for arm in dict.fromkeys(r["arm"] for r in rows) if arm != "bundle"]
     for n, arm in enumerate(arms):
         mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["images"])
+        parent = _parent(rows, mine[0])
         for axis, _, lines in panels:
             for part, key, style in lines:
-                forked = any("forked_at" in r for r in mine)
-                start = [bundle] if bundle and part != "d_probe" and not forked else []
+                if parent is not None:
+                    start = [parent]
+                else:
+                    start = [bundle] if bundle and part != "d_probe" else []
                 points = [
                     (r["images"] / 1000, r[part][key])
                     for r in start + mine

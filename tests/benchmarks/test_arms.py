@@ -87,9 +87,12 @@ def test_an_arm_is_scored_checkpoint_by_checkpoint_and_only_once(
     assert main(forked) == 0
     (fork,) = [r for r in json.loads(out.read_text()) if r["arm"] == "fork"]
     assert (fork["step"], fork["images"], fork["forked_at"]) == (1, 12, 8)
-    from benchmarks.arms import start_images
+    from benchmarks.arms import _parent, start_images
 
     assert start_images(load_checkpoint(run / "checkpoint-0000002.pt")["config"]) == 0
+    everything = json.loads(out.read_text())
+    assert _parent(everything, fork)["step"] == 2  # its curve starts where it forked
+    assert _parent(everything, rows[0]) is None
     # the README's captions drawn by a saved G: one row per caption, the seeds shared by models
     from PIL import Image
 

@@ -14,11 +14,12 @@ file, so the script can be run again as the arms go on; `table` prints them and 
     python -m benchmarks.arms save-state RUN/checkpoint-N.pt OUT   # what a restart needs
     python -m benchmarks.arms pictures OUT.png bundle=models/bundled/default words=STATE/generator
 
-`pictures` draws the README's captions (PICTURE_CAPTIONS) with each exported model, the same
-seeds for every model, so the figures' failures can be seen. `save-state` keeps an arm's EMA
-generator (an export) and its D (a Discriminator artifact) with
-the images they have seen, small enough to commit: `scripts/two_object_arms.sh` continues from
-them (INIT_G, INIT_D) on a new machine, with fresh optimisers.
+`pictures` draws the README's captions (`arms_drawing.PICTURE_CAPTIONS`) with each exported
+model, the same seeds for every model, so the figures' failures can be seen (the drawing lives
+in `arms_drawing.py`). `save-state` keeps an arm's EMA generator (an export) and its D (a
+Discriminator artifact) with the images they have seen, small enough to commit:
+`scripts/two_object_arms.sh` continues from them (INIT_G, INIT_D) on a new machine, with fresh
+optimisers, or forks an arm from them into a new one.
 """
 
 from __future__ import annotations
@@ -230,131 +231,6 @@ def format_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def _panels(axes: Any) -> list[tuple[Any, str, list[tuple[str, str, str]]]]:
-    """(axis, title, [(part, key, line style)]) of each of the four panels."""
-    return [
-        (axes[0, 0], "val: two-object whole caption", [("val", "two_object_whole", "-")]),
-        (
-            axes[0, 1],
-            "held-out: two-object whole caption",
-            [("test_heldout", "two_object_whole", "-")],
-        ),
-        (
-            axes[1, 0],
-            "G on val: binding (solid), relation given found (dashed)",
-            [("val", "binding", "-"), ("val", "relation_given_found", "--")],
-        ),
-        (
-            axes[1, 1],
-            "D on real val scenes: binding (solid), relation (dashed), shapes exchanged (dotted)",
-            [
-                ("d_probe", "binding", "-"),
-                ("d_probe", "relation", "--"),
-                ("d_probe", "shape_binding", ":"),
-            ],
-        ),
-    ]
-
-
-def _parent(rows: Sequence[dict], first: dict) -> dict | None:
-    """The row a fork started from: the milestone at its `forked_at` of an arm that is not a
-    fork, with the same caption paths; None for an arm from the bundle (or an unscored start)."""
-    if "forked_at" not in first:
-        return None
-    return next(
-        (
-            r
-            for r in rows
-            if "forked_at" not in r
-            and r["images"] == first["forked_at"]
-            and r.get("caption_paths") == first.get("caption_paths")
-        ),
-        None,
-    )
-
-
-def plot(rows: Sequence[dict], path: Path) -> None:
-    """Four panels: the two-object whole caption on val and held-out, G's two parts of it
-    (binding, relation given found; val) and what the arm's D knows of the same on real
-    scenes. An arm from the bundle starts its curve at the bundle's figures; a fork (a row
-    with `forked_at`) at the milestone it started from."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise SystemExit("--plot needs matplotlib: pip install matplotlib") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    bundle = next((r for r in rows if r["arm"] == "bundle"), None)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
-    panels = _panels(axes)
-    arms = [arm for arm in dict.fromkeys(r["arm"] for r in rows) if arm != "bundle"]
-    for n, arm in enumerate(arms):
-        mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["images"])
-        parent = _parent(rows, mine[0])
-        for axis, _, lines in panels:
-            for part, key, style in lines:
-                if parent is not None:
-                    start = [parent]
-                else:
-                    start = [bundle] if bundle and part != "d_probe" else []
-                points = [
-                    (r["images"] / 1000, r[part][key])
-                    for r in start + mine
-                    if r.get(part, {}).get(key) is not None
-                ]
-                xs, ys = zip(*points, strict=True) if points else ((), ())
-                label = arm if style == "-" else None
-                axis.plot(xs, ys, style, marker="o", color=f"C{n}", label=label)
-    for axis, title, lines in panels:
-        axis.set_title(title, fontsize=10)
-        axis.grid(alpha=0.3)
-        if bundle and lines[0][0] != "d_probe":
-            for part, key, style in lines:
-                axis.axhline(bundle[part][key], color="grey", linestyle=style, linewidth=0.8)
-    axes[1, 1].axhline(0.5, color="grey", linewidth=0.8)  # chance for D's pairwise probe
-    for axis in axes[1]:
-        axis.set_xlabel("images since the bundle (thousands); grey: the bundle / chance")
-    axes[0, 0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-
-
-# the README's two-object captions and two of its one-object ones
-PICTURE_CAPTIONS = (
-    "a red circle above a blue square",
-    "a green triangle left of a yellow circle on a black background",
-    "a blue square",
-    "a red circle",
-)
-
-
-def pictures(models: Sequence[tuple[str, Path]], out: Path, per_caption: int = 8) -> None:
-    """One row per model and caption: its label, then `per_caption` images (seeds 100 c + k
-    for caption c, the same for every model), shown at four times their size."""
-    from PIL import Image, ImageDraw
-
-    from models import XMCGANPipeline
-
-    rows = []
-    for name, directory in models:
-        pipe = XMCGANPipeline.from_pretrained(directory, device="cpu")
-        for c, caption in enumerate(PICTURE_CAPTIONS):
-            images = pipe([caption], seed=100 * c, num_images_per_caption=per_caption)
-            rows.append((f"{name}: {caption}", images))
-    side, label = 4 * rows[0][1][0].width, 380
-    grid = Image.new("RGB", (label + per_caption * (side + 4), len(rows) * (side + 4)), "white")
-    draw = ImageDraw.Draw(grid)
-    for row, (text, images) in enumerate(rows):
-        y = row * (side + 4)
-        draw.text((4, y + side // 2 - 6), text, fill="black")
-        for col, image in enumerate(images):
-            big = image.resize((side, side), Image.Resampling.NEAREST)
-            grid.paste(big, (label + col * (side + 4), y))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(out)
-
-
 def _model(text: str) -> tuple[str, Path]:
     name, sep, directory = text.partition("=")
     if not sep or not name or not (Path(directory) / "config.json").is_file():
@@ -395,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     table.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)
     if args.command == "pictures":
+        from benchmarks.arms_drawing import pictures
+
         pictures(args.models, args.out, args.per_caption)
         print(f"wrote {args.out}")
         return 0
@@ -406,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         rows = json.loads(args.results.read_text())
         if args.plot:
+            from benchmarks.arms_drawing import plot
+
             plot(rows, args.plot)
     print(format_table(rows))
     return 0

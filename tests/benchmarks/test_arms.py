@@ -87,7 +87,8 @@ def test_an_arm_is_scored_checkpoint_by_checkpoint_and_only_once(
     assert main(forked) == 0
     (fork,) = [r for r in json.loads(out.read_text()) if r["arm"] == "fork"]
     assert (fork["step"], fork["images"], fork["forked_at"]) == (1, 12, 8)
-    from benchmarks.arms import _parent, start_images
+    from benchmarks.arms import start_images
+    from benchmarks.arms_drawing import _parent
 
     assert start_images(load_checkpoint(run / "checkpoint-0000002.pt")["config"]) == 0
     everything = json.loads(out.read_text())
@@ -96,7 +97,7 @@ def test_an_arm_is_scored_checkpoint_by_checkpoint_and_only_once(
     # the README's captions drawn by a saved G: one row per caption, the seeds shared by models
     from PIL import Image
 
-    from benchmarks.arms import PICTURE_CAPTIONS
+    from benchmarks.arms_drawing import PICTURE_CAPTIONS
 
     drawn = tmp_path / "pictures.png"
     model = f"s={tmp_path / 'state' / 'generator'}"

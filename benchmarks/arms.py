@@ -194,7 +194,9 @@ def save_state(checkpoint: Path, out: Path) -> dict:
     discriminator = Discriminator(config)
     discriminator.load_state_dict(state["discriminator"])
     discriminator.save_pretrained(out / "discriminator")
-    record = {"checkpoint": checkpoint.name, "step": state["step"], "images": state["images_seen"]}
+    forked_at = start_images(state["config"])  # a fork's images count from the bundle
+    images = forked_at + int(state["images_seen"])
+    record = {"checkpoint": checkpoint.name, "step": state["step"], "images": images}
     (out / "state.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
 

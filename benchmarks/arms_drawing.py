@@ -24,7 +24,7 @@ def _panels(axes: Any) -> list[tuple[Any, str, list[tuple[str, str, str]]]]:
         ),
         (
             axes[1, 1],
-            "D on real val scenes: binding (solid), relation (dashed), shapes exchanged (dotted)",
+            "D on real val: binding (solid), relation (dashed), shapes exchanged (dotted)",
             [
                 ("d_probe", "binding", "-"),
                 ("d_probe", "relation", "--"),

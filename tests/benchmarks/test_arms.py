@@ -94,6 +94,12 @@ def test_an_arm_is_scored_checkpoint_by_checkpoint_and_only_once(
     everything = json.loads(out.read_text())
     assert _parent(everything, fork)["step"] == 2  # its curve starts where it forked
     assert _parent(everything, rows[0]) is None
+    fork_state = tmp_path / "fork-state"
+    assert (
+        main(["save-state", str(tmp_path / "again" / "checkpoint-0000001.pt"), str(fork_state)])
+        == 0
+    )
+    assert json.loads((fork_state / "state.json").read_text())["images"] == 12
     # the README's captions drawn by a saved G: one row per caption, the seeds shared by models
     from PIL import Image
 

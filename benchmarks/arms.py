@@ -79,15 +79,15 @@ def score_model(
     return scores
 
 
-def d_probe(checkpoint: Path, data: str | Path, num: int = 1000) -> dict[str, float]:
+def d_probe(state: dict[str, Any], data: str | Path, num: int = 1000) -> dict[str, float]:
     """What the arm's D tells apart on real val two-object scenes (`benchmarks.caption_probe`):
     the share whose true caption outscores its relation-reversed and its colour-exchanged
     edit, by D's sentence score. With G's own figures it says which side limits: a D at
     chance cannot teach G the relation; a D that knows it while G's drawings do not follow
     puts the limit in G."""
-    from benchmarks.caption_probe import probe
+    from benchmarks.caption_probe import probe_state
 
-    edits = probe(checkpoint, data, "val", num=num)["edits"]
+    edits = probe_state(state, data, "val", num=num)["edits"]
     shapes = edits.get("shape_binding")  # none when no scene allows it (tiny splits)
     return {
         "relation": edits["relation"]["trained"]["sentence"],
@@ -104,7 +104,7 @@ def checkpoints(directory: Path) -> list[Path]:
 
 def score_arms(args: argparse.Namespace) -> list[dict]:
     from training.checkpoint import load_checkpoint
-    from training.cli import export_run
+    from training.cli import export_state
 
     rows: list[dict] = json.loads(args.out.read_text()) if args.out.exists() else []
     done = {(row["arm"], row["step"], row.get("weights", "ema")) for row in rows}
@@ -129,11 +129,11 @@ def score_arms(args: argparse.Namespace) -> list[dict]:
             if (arm, step, args.weights) in done:
                 _add_d_probe(rows, arm, step, path, args)
                 continue
-            state = load_checkpoint(path)
+            state = load_checkpoint(path)  # read once: exported, then its D probed
             forked_at = start_images(state["config"])
             images = forked_at + int(state["images_seen"])
             with tempfile.TemporaryDirectory() as tmp:
-                export_run(path, tmp, model_id=f"{arm}-{step}", weights=args.weights)
+                export_state(state, tmp, f"{arm}-{step}", args.weights, source_name=path.name)
                 scores = score_model(tmp, args.data, args.num, args.probe_num, args.cache_dir)
             row = {"arm": arm, "step": step, "images": images, "weights": args.weights}
             if forked_at:
@@ -142,7 +142,7 @@ def score_arms(args: argparse.Namespace) -> list[dict]:
                 {
                     **row,
                     **scores,
-                    "d_probe": d_probe(path, args.data),
+                    "d_probe": d_probe(state, args.data),
                     "caption_paths": state["config"]["generator"].get("caption_paths", []),
                 }
             )
@@ -163,11 +163,13 @@ def start_images(config: dict[str, Any]) -> int:
 def _add_d_probe(rows: list[dict], arm: str, step: int, path: Path, args: Any) -> None:
     """Probe the D of a row scored before `d_probe` (or its shape_binding edit) existed, and
     save the file again."""
+    from training.checkpoint import load_checkpoint
+
     for row in rows:
         if (row["arm"], row["step"]) == (arm, step) and "shape_binding" not in row.get(
             "d_probe", {}
         ):
-            row["d_probe"] = d_probe(path, args.data)
+            row["d_probe"] = d_probe(load_checkpoint(path), args.data)
             _write(rows, args.out)
 
 

@@ -110,9 +110,8 @@ PICTURE_CAPTIONS = (
 def pictures(models: Sequence[tuple[str, Path]], out: Path, per_caption: int = 8) -> None:
     """One row per model and caption: its label, then `per_caption` images (seeds 100 c + k
     for caption c, the same for every model), shown at four times their size."""
-    from PIL import Image, ImageDraw
-
     from models import XMCGANPipeline
+    from models.images import labelled_rows
 
     rows = []
     for name, directory in models:
@@ -120,14 +119,6 @@ def pictures(models: Sequence[tuple[str, Path]], out: Path, per_caption: int = 8
         for c, caption in enumerate(PICTURE_CAPTIONS):
             images = pipe([caption], seed=100 * c, num_images_per_caption=per_caption)
             rows.append((f"{name}: {caption}", images))
-    side, label = 4 * rows[0][1][0].width, 380
-    grid = Image.new("RGB", (label + per_caption * (side + 4), len(rows) * (side + 4)), "white")
-    draw = ImageDraw.Draw(grid)
-    for row, (text, images) in enumerate(rows):
-        y = row * (side + 4)
-        draw.text((4, y + side // 2 - 6), text, fill="black")
-        for col, image in enumerate(images):
-            big = image.resize((side, side), Image.Resampling.NEAREST)
-            grid.paste(big, (label + col * (side + 4), y))
+    grid = labelled_rows(rows, label_width=380)
     out.parent.mkdir(parents=True, exist_ok=True)
     grid.save(out)

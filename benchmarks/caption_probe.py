@@ -154,12 +154,19 @@ def probe(
 ) -> dict[str, Any]:
     """The table's figures: per edit, the share of scenes whose true caption outscores the
     edit, for the run's D and an untrained one, and the text encoder's mean cosine."""
+    from training.checkpoint import load_run_or_file
+
+    return probe_state(load_run_or_file(run), data, split, num, seed)
+
+
+def probe_state(
+    state: dict[str, Any], data: str | Path, split: str = "val", num: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """`probe` of a checkpoint already loaded (`training.checkpoint.load_checkpoint`)."""
     import torch
 
-    from training.checkpoint import load_run_or_file
     from training.metrics.sampling import real_images
 
-    state = load_run_or_file(run)
     trained, untrained, encoder = _networks(state, seed)
     kept, edits = _two_object_scenes(data, split, num, seed)
     images = real_images(kept, trained.config.resolution).float() / 255.0

@@ -30,3 +30,25 @@ def image_grid(images: torch.Tensor, columns: int, pad: int = 2) -> Image.Image:
         r, c = divmod(i, columns)
         grid.paste(image, (pad + c * (w + pad), pad + r * (h + pad)))
     return grid
+
+
+def labelled_rows(
+    rows: list[tuple[str, list[Image.Image]]], scale: int = 4, label_width: int = 330, pad: int = 4
+) -> Image.Image:
+    """One row per (label, images): the label, then the images enlarged `scale` times (nearest
+    neighbour, so a 32 px drawing stays readable), white gutters."""
+    from PIL import ImageDraw
+
+    side = scale * rows[0][1][0].width
+    columns = max(len(images) for _, images in rows)
+    grid = Image.new(
+        "RGB", (label_width + columns * (side + pad), len(rows) * (side + pad)), "white"
+    )
+    draw = ImageDraw.Draw(grid)
+    for row, (label, images) in enumerate(rows):
+        y = row * (side + pad)
+        draw.text((4, y + side // 2 - 6), label, fill="black")
+        for col, image in enumerate(images):
+            big = image.resize((side, side), Image.Resampling.NEAREST)
+            grid.paste(big, (label_width + col * (side + pad), y))
+    return grid

@@ -13,6 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from models import XMCGANPipeline
+from models.images import labelled_rows
 from training.data.coco import load_captions_file
 
 SCALE = 4  # 32 px images are shown at 128 px
@@ -23,19 +24,11 @@ def upscale(image: Image.Image, scale: int = SCALE) -> Image.Image:
 
 
 def samples_grid(pipe: XMCGANPipeline, captions: list[str], per_caption: int) -> Image.Image:
-    side = pipe.resolution * SCALE
-    label_w = 330
-    grid = Image.new(
-        "RGB", (label_w + per_caption * (side + 4), len(captions) * (side + 4)), "white"
-    )
-    draw = ImageDraw.Draw(grid)
-    for row, caption in enumerate(captions):
-        images = pipe([caption], seed=1000 * row, num_images_per_caption=per_caption)
-        y = row * (side + 4)
-        draw.text((4, y + side // 2 - 6), caption, fill="black")
-        for col, image in enumerate(images):
-            grid.paste(upscale(image), (label_w + col * (side + 4), y))
-    return grid
+    rows = [
+        (caption, pipe([caption], seed=1000 * row, num_images_per_caption=per_caption))
+        for row, caption in enumerate(captions)
+    ]
+    return labelled_rows(rows, scale=SCALE)
 
 
 def attention_strip(pipe: XMCGANPipeline, caption: str, seed: int) -> Image.Image:

@@ -228,15 +228,24 @@ def export_run(
     one checkpoint file alone: a checkpoint holds the full resolved configuration."""
     if weights not in ("ema", "generator"):
         raise ValueError(f"weights must be ema or generator, got {weights!r}")
-    from models.config import GeneratorConfig, TextEncoderConfig, config_from_dict
-    from models.generator import Generator
-    from models.hub import write_model_card
-    from models.pipeline import save_artifact
     from training.checkpoint import load_run_or_file
 
     source = Path(source)
     state = load_run_or_file(source)
     name = source.parent.name if source.is_file() else source.name
+    return export_state(state, out_dir, model_id or name, weights, source_name=source.name)
+
+
+def export_state(
+    state: dict[str, Any], out_dir: str | Path, model_id: str, weights: str, source_name: str
+) -> Path:
+    """`export_run` from a checkpoint already loaded (`training.checkpoint.load_checkpoint`), for
+    a caller that reads it for other work too."""
+    from models.config import GeneratorConfig, TextEncoderConfig, config_from_dict
+    from models.generator import Generator
+    from models.hub import write_model_card
+    from models.pipeline import save_artifact
+
     described = upgrade(state["config"])
     generator = Generator(config_from_dict(GeneratorConfig, described["generator"]))
     generator.load_state_dict(state[weights])
@@ -246,7 +255,7 @@ def export_run(
         out_dir,
         generator.eval(),
         text_config,
-        model_id or name,
+        model_id,
         extra={
             "training": {
                 "steps": state["step"],
@@ -261,9 +270,9 @@ def export_run(
     )
     write_model_card(
         out_dir,
-        model_id or name,
+        model_id,
         description=f"XMC-GAN generator ({train['preset']}), {state['images_seen']:,} images "
-        f"seen; exported by xmc-export from {source.name}.",
+        f"seen; exported by xmc-export from {source_name}.",
         tags=[train["preset"]],
     )
     return Path(out_dir)

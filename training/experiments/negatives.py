@@ -48,13 +48,16 @@ NEGATIVES_STREAM = 1000  # derived_seed's last part for them (the noise uses 0 .
 _WORD = re.compile(r"[A-Za-z]+")
 
 
+def _same_case(word: str, other: str) -> str:
+    """`other` capitalised as `word` is (a caption's first word)."""
+    return other.capitalize() if word[0].isupper() else other
+
+
 def relation_flipped(caption: str) -> str | None:
     def swap(match: re.Match[str]) -> str:
         word = match.group(0)
         other = OPPOSITES.get(word.lower())
-        if other is None:
-            return word
-        return other.capitalize() if word[0].isupper() else other
+        return word if other is None else _same_case(word, other)
 
     flipped = _WORD.sub(swap, caption)
     return flipped if flipped != caption else None
@@ -72,8 +75,7 @@ def shape_replaced(caption: str) -> str | None:
     match = next((m for m in _WORD.finditer(caption) if m.group(0).lower() in NEXT_SHAPE), None)
     if match is None:
         return None
-    other = NEXT_SHAPE[match.group(0).lower()]
-    other = other.capitalize() if match.group(0)[0].isupper() else other
+    other = _same_case(match.group(0), NEXT_SHAPE[match.group(0).lower()])
     return caption[: match.start()] + other + caption[match.end() :]
 
 

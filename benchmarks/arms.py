@@ -183,15 +183,20 @@ def _f(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"  # None: no image had that case
 
 
-def save_state(checkpoint: Path, out: Path) -> dict:
-    """OUT/generator (the EMA, exported), OUT/discriminator and OUT/state.json."""
+def save_state(checkpoint: Path, out: Path, stats: Path | None = None) -> dict:
+    """OUT/generator (the EMA, exported), OUT/discriminator and OUT/state.json. With the run's
+    stats.jsonl (beside the checkpoint, or `stats`), the generator's config.json also records
+    the images and wall hours of its whole history (`training.lineage`), which a bundle made
+    from a run that starts there carries on."""
     from models.config import DiscriminatorConfig, config_from_dict
     from models.discriminator import Discriminator
     from training.checkpoint import load_checkpoint
-    from training.cli import export_run
+    from training.cli import export_state
+    from training.config_io import dotted, upgrade
+    from training.lineage import record_totals
 
     state = load_checkpoint(checkpoint)
-    export_run(checkpoint, out / "generator", weights="ema")
+    export_state(state, out / "generator", checkpoint.parent.name, "ema", checkpoint.name)
     config = config_from_dict(DiscriminatorConfig, state["config"]["discriminator"])
     discriminator = Discriminator(config)
     discriminator.load_state_dict(state["discriminator"])
@@ -199,6 +204,11 @@ def save_state(checkpoint: Path, out: Path) -> dict:
     forked_at = start_images(state["config"])  # a fork's images count from the bundle
     images = forked_at + int(state["images_seen"])
     record = {"checkpoint": checkpoint.name, "step": state["step"], "images": images}
+    stats = stats or checkpoint.parent / "stats.jsonl"
+    if stats.is_file():
+        train = dotted(upgrade(state["config"])["train"])
+        totals = record_totals(out / "generator", train, stats)
+        record |= {k: totals[k] for k in ("images_total", "wall_hours_total")}
     (out / "state.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
 
@@ -266,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep = commands.add_parser("save-state", help="an arm's G (EMA) and D, to commit")
     keep.add_argument("checkpoint", type=Path)
     keep.add_argument("out", type=Path)
+    keep.add_argument("--stats", type=Path, help="the run's stats.jsonl (default: beside it)")
     drawn = commands.add_parser("pictures", help="the README's captions, drawn by each model")
     drawn.add_argument("out", type=Path)
     drawn.add_argument("models", nargs="+", type=_model, help="NAME=DIRECTORY of a model")
@@ -281,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {args.out}")
         return 0
     if args.command == "save-state":
-        print(json.dumps(save_state(args.checkpoint, args.out)))
+        print(json.dumps(save_state(args.checkpoint, args.out, args.stats)))
         return 0
     if args.command == "score":
         rows = score_arms(args)

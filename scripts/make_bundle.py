@@ -16,18 +16,9 @@ from models.hub import write_model_card
 from training.cli import export_run
 from training.config import TrainConfig
 from training.config_io import dotted, upgrade
+from training.lineage import record_totals
 from training.shapes.faithfulness import faithfulness
 from training.shapes.figures import format_table
-
-
-def wall_seconds(stats_path: Path) -> tuple[float, int]:
-    """Training wall time, summed from stats.jsonl (images per interval / img/s)."""
-    seconds, previous = 0.0, 0
-    for line in stats_path.read_text().splitlines():
-        record = json.loads(line)
-        seconds += (record["images"] - previous) / record["img_per_s"]
-        previous = record["images"]
-    return seconds, previous
 
 
 def history_summary(run_dir: Path) -> str:
@@ -63,6 +54,7 @@ def history_summary(run_dir: Path) -> str:
 # TrainConfig fields that say where and how a run was kept, not what it learned
 _BOOKKEEPING = {
     "data.source", "optim.steps", "preset", "optim.batch_size", "run.init_generator",
+    "run.init_discriminator",
     "run.checkpoint_every", "run.keep_checkpoints", "run.log_every", "run.sample_every",
     "data.sample_split", "run.num_workers", "data.text_cache", "data.strict_data",
     "run.max_bad_steps", "run.amp", "run.channels_last", "run.compile",
@@ -124,21 +116,11 @@ def reproduce_command(train: dict, steps: int) -> str:
     switches = {key: train[key] for key in _ALWAYS} | recipe_switches(train)
     flags += [f"--set {key}={_set_value(value)}" for key, value in switches.items()]
     if train.get("run.init_generator"):
-        flags.append("--set run.init_generator=PREVIOUS_BUNDLE")
+        start = "PARENT_STATE/generator" if forked(train) else "PREVIOUS_BUNDLE"
+        flags.append(f"--set run.init_generator={start}")
+    if train.get("run.init_discriminator"):
+        flags.append("--set run.init_discriminator=PARENT_STATE/discriminator")
     return "xmc-train runs/shapes32 " + " \\\n    ".join(flags)
-
-
-def prior_training(train: dict, prior_hours: float) -> dict:
-    """What the run's G had seen before it (TrainConfig.run.init_generator): the images and wall
-    hours that the exported model it started from records (a bundle written by this script), or
-    `prior_hours` where it records none. Zero for a run from scratch."""
-    if not train.get("run.init_generator"):
-        return {"images": 0, "hours": 0.0}
-    recorded = json.loads((Path(train["run.init_generator"]) / "config.json").read_text())[
-        "training"
-    ]
-    images = recorded.get("images_total", recorded["images"])
-    return {"images": images, "hours": recorded.get("wall_hours_total", prior_hours)}
 
 
 def model_card(args: argparse.Namespace, pipe: XMCGANPipeline, results: dict, run: dict) -> str:
@@ -159,7 +141,7 @@ circles, squares and triangles on a plain background from captions such as
 | data | `xmc-shapes make DATA --size 32 --seed 0` (20,000 train images, 5 captions each) |
 | preset | `{train["preset"]}` (G {g_params:,} parameters), text encoder `{config["text_encoder"]["name_or_path"]}` (frozen) |
 | recipe | Adam ({train["optim.beta1"]}, {train["optim.beta2"]}), lr G {train["optim.lr_g"]:g} / D {train["optim.lr_d"]:g}, {train["optim.d_steps"]} D steps per G step, batch {train["optim.batch_size"]}, losses {losses} + {train["objective.adversarial"]}, EMA decay {train["optim.ema_decay"]}{switches_text(train)} |
-| trained | {trained_line(config["training"], run["prior"])}; weights: {"EMA of G" if args.weights == "ema" else "the live G (it scored above the EMA)"} |
+| trained | {trained_line(config["training"], run["prior"], train)}; weights: {"EMA of G" if args.weights == "ema" else "the live G (it scored above the EMA)"} |
 | wall time | {wall_line(run["seconds"], run["prior"])} |
 | hardware | {platform.machine()} CPU (2 cores, {hardware_threads(args.torch_threads)}); no GPU |
 | history | {run["history"] or "one uninterrupted run"} |
@@ -239,14 +221,27 @@ def meets_target(scores: dict) -> bool:
     return ratio["val"] >= 0.90 and ratio["test_heldout"] >= 0.75 and relation >= 0.80
 
 
-def trained_line(training: dict, prior: dict) -> str:
+def forked(train: dict) -> bool:
+    """Whether the run started from an arm's saved state (`benchmarks.arms save-state`: G and D
+    beside a state.json) rather than from a bundle."""
+    start = train.get("run.init_generator") or ""
+    return bool(start) and (Path(start).parent / "state.json").is_file()
+
+
+def trained_line(training: dict, prior: dict, train: dict) -> str:
     line = f"{training['images']:,} images seen ({training['steps']:,} generator steps)"
     if not prior["images"]:
         return line
     total = training["images"] + prior["images"]
+    before = (
+        "the saved state's G (its own history below)"
+        if forked(train)
+        else "the previous bundle's G"
+    )
+    d = "its saved D" if train.get("run.init_discriminator") else "a fresh D"
     return (
-        f"{total:,} images in all: {prior['images']:,} by the previous bundle's G, then "
-        f"{line[:-1]}) in a run that started from it with a fresh D and fresh optimisers"
+        f"{total:,} images in all: {prior['images']:,} by {before}, then "
+        f"{line[:-1]}) in a run that started from it with {d} and fresh optimisers"
     )
 
 
@@ -300,6 +295,12 @@ def write_bundle_readme(out: Path, model_id: str, preset: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
+    parser.add_argument(
+        "--checkpoint",
+        default="",
+        help="one checkpoint file of the run (e.g. checkpoint-0006250.pt, a milestone) instead "
+        "of its newest good one",
+    )
     parser.add_argument("data", type=Path)
     parser.add_argument("--out", type=Path, default=Path("models/bundled/default"))
     parser.add_argument("--num", type=int, default=1000, help="images scored per split")
@@ -322,7 +323,8 @@ def _parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = _parser().parse_args()
 
-    export_run(args.run_dir, args.out, model_id=args.model_id, weights=args.weights)
+    source = args.run_dir / args.checkpoint if args.checkpoint else args.run_dir
+    export_run(source, args.out, model_id=args.model_id, weights=args.weights)
     train = run_train(json.loads((args.run_dir / "config.json").read_text()))
     write_bundle_readme(args.out, args.model_id, train["preset"])
     pipe = XMCGANPipeline.from_pretrained(args.out, device="cpu")
@@ -340,12 +342,10 @@ def main() -> None:
     for split, r in complete.items():
         scores[split]["generated_complete_captions"] = r["generated"]
     (args.out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
-    seconds = wall_seconds(args.run_dir / "stats.jsonl")[0]
-    prior = prior_training(train, args.prior_hours)
+    # the run's hours up to the exported checkpoint, and what the model it started from had seen
+    totals = record_totals(args.out, train, args.run_dir / "stats.jsonl", args.prior_hours)
+    prior, seconds = totals["prior"], totals["seconds"]
     config = json.loads((args.out / "config.json").read_text())
-    config["training"]["images_total"] = config["training"]["images"] + prior["images"]
-    config["training"]["wall_hours_total"] = round(seconds / 3600 + prior["hours"], 3)
-    (args.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     run = {
         "config": config,
         "train": train,

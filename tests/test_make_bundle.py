@@ -115,3 +115,25 @@ def test_the_two_object_section_gives_the_whole_caption_figures(make_bundle) -> 
     assert "**0.264 on val and 0.237 on test_heldout**" in text
     assert "one-object captions 0.964 / 0.981" in text and "binding (each" in text
     assert '"a red circle above a blue square" is right in **3 of 16 seeds**' in text
+
+
+def test_a_bundle_from_an_arms_saved_state_says_so(make_bundle, tmp_path: Path) -> None:
+    """A run forked from `benchmarks.arms save-state` (G and D beside state.json): the card's
+    reproduce line starts from the parent state, and its trained line counts the state's
+    images with its D."""
+    (tmp_path / "state.json").write_text("{}")
+    train = {"optim.batch_size": 16, "preset": "shapes-32-cpu", "optim.lr_g": 5e-5}
+    train |= {"optim.lr_d": 2e-4, "optim.ema_decay": 0.999}
+    train |= {"run.init_generator": str(tmp_path / "generator")}
+    train |= {"run.init_discriminator": str(tmp_path / "discriminator")}
+    assert make_bundle.forked(train)
+    line = make_bundle.reproduce_command(train, 6250)
+    assert "--set run.init_generator=PARENT_STATE/generator" in line
+    assert "--set run.init_discriminator=PARENT_STATE/discriminator" in line
+    assert str(tmp_path) not in line  # no machine's own path on the card
+    text = make_bundle.trained_line({"images": 100, "steps": 6}, {"images": 900}, train)
+    assert text.startswith("1,000 images in all: 900 by the saved state's G")
+    assert "with its saved D and fresh optimisers" in text
+    bundle = {"run.init_generator": "models/bundled/default"}
+    assert not make_bundle.forked(bundle)
+    assert "a fresh D" in make_bundle.trained_line({"images": 1, "steps": 1}, {"images": 2}, bundle)

@@ -99,7 +99,10 @@ def test_an_arm_is_scored_checkpoint_by_checkpoint_and_only_once(
         main(["save-state", str(tmp_path / "again" / "checkpoint-0000001.pt"), str(fork_state)])
         == 0
     )
-    assert json.loads((fork_state / "state.json").read_text())["images"] == 12
+    saved = json.loads((fork_state / "state.json").read_text())
+    assert saved["images"] == 12 and saved["images_total"] == 12  # the lineage's, from scratch
+    exported = json.loads((fork_state / "generator" / "config.json").read_text())["training"]
+    assert exported["images_total"] == 12 and "wall_hours_total" in exported  # seconds here
     # the README's captions drawn by a saved G: one row per caption, the seeds shared by models
     from PIL import Image
 

@@ -44,6 +44,7 @@ def _figures(generated: dict[str, Any]) -> dict[str, Any]:
         "named_mean": generated["named"]["mean"],
         "whole_caption": generated["whole_caption"],
         "one_object_whole": generated["one_object"]["whole_caption"],
+        "one_object_named": generated["one_object"]["named"],
         "two_object_whole": two["whole_caption"],
         "binding": two["binding"],
         "both_colours": two["both_colors"],

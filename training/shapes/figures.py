@@ -121,14 +121,21 @@ def _object_figures(per_image: list[dict[str, Any]], heldout: bool) -> dict[str,
     }
 
 
+def _named_object_checks(per_image: list[dict[str, Any]]) -> tuple[list, list, list]:
+    """The background checks of captions that name it, and every colour and shape check with
+    no tie-breaker's credit (see `image_checks`)."""
+    background = [c["background"][0] for c in per_image if c["named"]["background"]]
+    color = [passed for c in per_image for passed in c["color_strict"]]
+    shape = [passed for c in per_image for passed in c["shape_strict"]]
+    return background, color, shape
+
+
 def caption_figures(per_image: list[dict[str, Any]]) -> dict[str, Any]:
     """The whole-caption figures of a set of images (see `image_checks`)."""
     one = [checks for checks in per_image if len(checks["color"]) == 1]
     two = [checks for checks in per_image if len(checks["color"]) == 2]
-    named_background = [c["background"][0] for c in per_image if c["named"]["background"]]
+    named_background, strict_color, strict_shape = _named_object_checks(per_image)
     named_relation = [c["relation"][0] for c in two if c["named"]["relation"]]
-    strict_color = [passed for c in per_image for passed in c["color_strict"]]
-    strict_shape = [passed for c in per_image for passed in c["shape_strict"]]
     # The honest mean: only the checks the caption names (colour and shape always, the rest
     # when named), and no colour or shape credit that a tie-breaker hands out.
     named_checks = named_background + strict_color + strict_shape + named_relation
@@ -138,6 +145,13 @@ def caption_figures(per_image: list[dict[str, Any]]) -> dict[str, Any]:
             "num_images": len(one),
             "mean": _attribute_mean(one),
             "whole_caption": _rate([checks["whole"][0] for checks in one]),
+            # each attribute a one-object caption names, as in "named" below
+            "named": {
+                name: _rate(checks)
+                for name, checks in zip(
+                    ("background", "color", "shape"), _named_object_checks(one), strict=True
+                )
+            },
         },
         "two_objects": _two_object_figures(two),
         "two_objects_relation_named": _two_object_figures(
@@ -186,6 +200,9 @@ CAPTION_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("  mean", ("named", "mean")),
     ("whole caption", ("whole_caption",)),
     ("  1 object", ("one_object", "whole_caption")),
+    ("    its background (named)", ("one_object", "named", "background")),
+    ("    its color", ("one_object", "named", "color")),
+    ("    its shape", ("one_object", "named", "shape")),
     ("  2 objects", ("two_objects", "whole_caption")),
     ("  2, relation named", ("two_objects_relation_named", "whole_caption")),
     ("  2, relation unnamed", ("two_objects_relation_unnamed", "whole_caption")),

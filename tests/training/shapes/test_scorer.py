@@ -312,7 +312,29 @@ def test_a_swapped_drawing_fails_binding_and_whole_caption(classifier: ShapeClas
     assert result["ties"] == 0.5
     # Every image has two objects, so the two-object mean is the mean.
     assert result["two_objects"]["mean"] == result["mean"]
-    assert result["one_object"] == {"num_images": 0, "mean": None, "whole_caption": None}
+    assert result["one_object"] == {
+        "num_images": 0,
+        "mean": None,
+        "whole_caption": None,
+        "named": {"background": None, "color": None, "shape": None},
+    }
+
+
+def test_one_object_figures_name_the_attribute_that_failed(classifier: ShapeClassifier) -> None:
+    """The one-object figures keep each named attribute apart: a wrong shape shows as shape."""
+    circle = {**HEADLINE_SCENE, "relation": None, "objects": HEADLINE_SCENE["objects"][:1]}
+    square = _drawn(circle, ("red", "square"))
+    captions = ["a red circle", "a red circle on a gray background", "a red circle"]
+    result = score_images(
+        _render([circle, circle, square]),
+        [circle] * 3,
+        SIZE,
+        shape_classifier=classifier,
+        captions=captions,
+    )
+    one = result["one_object"]
+    assert one["num_images"] == 3 and one["whole_caption"] == pytest.approx(2 / 3)
+    assert one["named"] == {"background": 1.0, "color": 1.0, "shape": pytest.approx(2 / 3)}
 
 
 def test_whole_caption_checks_only_what_the_caption_names(classifier: ShapeClassifier) -> None:

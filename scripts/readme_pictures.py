@@ -1,5 +1,5 @@
-"""Draw the README's pictures from the bundled model: samples for held-out captions, and the
-word-attention maps of one caption.
+"""Draw the README's pictures from the bundled model: its own example captions, samples for
+held-out captions, and the word-attention maps of one caption.
 
     python scripts/readme_pictures.py DATA_ROOT [--out docs/images]
 """
@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
+from benchmarks.arms_drawing import PICTURE_CAPTIONS
 from models import XMCGANPipeline
 from models.images import labelled_rows
 from training.data.coco import load_captions_file
@@ -65,11 +66,13 @@ def main() -> None:
     )
     captions = [r.captions[0] for r in records[: args.rows]]
     args.out.mkdir(parents=True, exist_ok=True)
+    readme = samples_grid(pipe, list(PICTURE_CAPTIONS), per_caption=8)
+    readme.save(args.out / "readme_captions.png")
     samples_grid(pipe, captions, args.per_caption).save(args.out / "heldout_samples.png")
     attention_strip(pipe, "a large red circle left of a small blue square", seed=3).save(
         args.out / "word_attention.png"
     )
-    print(f"wrote {args.out}/heldout_samples.png and {args.out}/word_attention.png")
+    print(f"wrote readme_captions.png, heldout_samples.png and word_attention.png in {args.out}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from training.shapes.headline import README_CAPTIONS as PICTURE_CAPTIONS
+
 
 def _panels(axes: Any) -> list[tuple[Any, str, list[tuple[str, str, str]]]]:
     """(axis, title, [(part, key, line style)]) of each of the four panels."""
@@ -96,15 +98,6 @@ def plot(rows: Sequence[dict], path: Path) -> None:
     axes[0, 0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-
-
-# the README's two-object captions and two of its one-object ones
-PICTURE_CAPTIONS = (
-    "a red circle above a blue square",
-    "a green triangle left of a yellow circle on a black background",
-    "a blue square",
-    "a red circle",
-)
 
 
 def pictures(models: Sequence[tuple[str, Path]], out: Path, per_caption: int = 8) -> None:

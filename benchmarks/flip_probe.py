@@ -34,17 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-HEADLINE = "a red circle above a blue square"
-HEADLINE_SEEDS = tuple(range(16))
-# The scorer needs a background; the headline names none, so its check is never counted.
-HEADLINE_SCENE: dict[str, Any] = {
-    "background": "black",
-    "relation": "above",
-    "objects": [
-        {"shape": "circle", "color": "red", "size": "large", "bbox": [0, 0, 1, 1]},
-        {"shape": "square", "color": "blue", "size": "large", "bbox": [0, 0, 1, 1]},
-    ],
-}
+from training.shapes.headline import generate_images, headline_count
 
 
 class ProbeError(ValueError):
@@ -112,49 +102,12 @@ def probe_scenes(
     return chosen
 
 
-def _generate(pipeline: Any, captions: list[str], seeds: list[int], batch: int) -> Any:
-    """(N, 3, R, R) uint8 images, caption i with z seed seeds[i]."""
-    import torch
-
-    from models.images import to_uint8
-
-    rows = []
-    for start in range(0, len(captions), batch):
-        features = pipeline.encode_text(captions[start : start + batch])
-        rows.append(to_uint8(pipeline.generate(features, seeds[start : start + batch])))
-    return torch.cat(rows)
-
-
 def _rate(values: Sequence[bool]) -> float:
     return sum(values) / len(values)
 
 
 def _both(first: Sequence[bool], second: Sequence[bool]) -> float:
     return _rate([a and b for a, b in zip(first, second, strict=True)])
-
-
-def headline_count(pipeline: Any, classifier: Any) -> dict[str, Any]:
-    """How many of the headline caption's 16 seeds pass every check it names, binding, and
-    the relation."""
-    from training.shapes.scorer import score_images
-
-    count = len(HEADLINE_SEEDS)
-    images = _generate(pipeline, [HEADLINE] * count, list(HEADLINE_SEEDS), count)
-    checks = score_images(
-        images,
-        [HEADLINE_SCENE] * count,
-        pipeline.resolution,
-        shape_classifier=classifier,
-        return_details=True,
-        captions=[HEADLINE] * count,
-    )["per_image"]
-    return {
-        "caption": HEADLINE,
-        "seeds": list(HEADLINE_SEEDS),
-        "right": sum(c["whole"][0] for c in checks),
-        "binding": sum(c["binding"][0] for c in checks),
-        "relation": sum(c["relation"][0] for c in checks),
-    }
 
 
 def probe(
@@ -175,7 +128,7 @@ def probe(
     images, checks = {}, {}
     for kind in ("original", "flipped", "swapped"):
         captions = [scene[kind][0] for scene in scenes]
-        images[kind] = _generate(pipeline, captions, seeds, batch_size)
+        images[kind] = generate_images(pipeline, captions, seeds, batch_size)
         checks[kind] = score_images(
             images[kind],
             [scene[kind][1] for scene in scenes],

@@ -19,6 +19,7 @@ from training.config_io import dotted, upgrade
 from training.lineage import record_totals
 from training.shapes.faithfulness import faithfulness
 from training.shapes.figures import format_table
+from training.shapes.headline import headline_count
 
 
 def history_summary(run_dir: Path) -> str:
@@ -354,7 +355,6 @@ def main() -> None:
         "history": "; ".join(x for x in (history_summary(args.run_dir), args.history) if x),
         "scores": scores,
     }
-    from benchmarks.flip_probe import headline_count
     from training.shapes.classifier import load_or_train
 
     headline = headline_count(pipe, load_or_train(pipe.resolution, data_root=args.data))

@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from benchmarks.arms_drawing import PICTURE_CAPTIONS
 from models import XMCGANPipeline
 from models.images import labelled_rows
 from training.data.coco import load_captions_file
+from training.shapes.headline import README_CAPTIONS
 
 SCALE = 4  # 32 px images are shown at 128 px
 
@@ -66,7 +66,7 @@ def main() -> None:
     )
     captions = [r.captions[0] for r in records[: args.rows]]
     args.out.mkdir(parents=True, exist_ok=True)
-    readme = samples_grid(pipe, list(PICTURE_CAPTIONS), per_caption=8)
+    readme = samples_grid(pipe, list(README_CAPTIONS), per_caption=8)
     readme.save(args.out / "readme_captions.png")
     samples_grid(pipe, captions, args.per_caption).save(args.out / "heldout_samples.png")
     attention_strip(pipe, "a large red circle left of a small blue square", seed=3).save(

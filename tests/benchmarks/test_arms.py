@@ -40,7 +40,11 @@ def test_an_arm_is_scored_checkpoint_by_checkpoint_and_only_once(
     assert [(r["arm"], r["step"], r["images"]) for r in rows] == [("tiny", 1, 4), ("tiny", 2, 8)]
     for row in rows:
         for split in ("val", "test_heldout"):
-            assert all(v is None or 0.0 <= v <= 1.0 for v in row[split].values()), row[split]
+            named = row[split]["one_object_named"]  # background, colour, shape apart
+            figures = {k: v for k, v in row[split].items() if k != "one_object_named"}
+            figures |= {f"one_object_{k}": v for k, v in named.items()}
+            assert set(figures) >= {"one_object_shape", "one_object_color", "one_object_whole"}
+            assert all(v is None or 0.0 <= v <= 1.0 for v in figures.values()), figures
             assert {"binding", "both_colours", "both_shapes"} <= set(row[split])
         assert 0 <= row["headline_right"] <= 16
         probed = {"relation", "binding", "shape_binding", "relation_word", "binding_word"}

@@ -76,7 +76,8 @@ def test_twins_edit_the_caption_and_the_scene_alike() -> None:
 
 
 def test_a_model_that_follows_the_caption_scores_one(classifier: Any) -> None:
-    from benchmarks.flip_probe import HEADLINE, probe, probe_scenes
+    from benchmarks.flip_probe import probe, probe_scenes
+    from training.shapes.headline import HEADLINE
 
     scenes = probe_scenes(12, "val", 3, SIZE)
     drawn = {HEADLINE: HEADLINE_DRAWN}
@@ -94,7 +95,8 @@ def test_a_model_that_follows_the_caption_scores_one(classifier: Any) -> None:
 
 
 def test_a_model_that_ignores_the_edits_scores_zero(classifier: Any) -> None:
-    from benchmarks.flip_probe import HEADLINE, probe, probe_scenes
+    from benchmarks.flip_probe import probe, probe_scenes
+    from training.shapes.headline import HEADLINE
 
     scenes = probe_scenes(12, "val", 3, SIZE)
     # Every twin drawn as the original scene; the headline drawn with its binding swapped.

@@ -101,19 +101,27 @@ def test_the_bundles_readme_is_what_the_script_writes(make_bundle, tmp_path: Pat
 
 
 def test_the_two_object_section_gives_the_whole_caption_figures(make_bundle) -> None:
-    def generated(two: float, one: float, binding: float) -> dict:
+    def two(whole: float, binding: float) -> dict:
+        figures = {"whole_caption": whole, "binding": binding, "num_images": 500}
+        return figures | {"both_colors": 0.9, "both_shapes": 0.6, "relation_given_found": 0.97}
+
+    def generated(whole: float, one: float, binding: float) -> dict:
         return {
             "generated": {
-                "two_objects": {"whole_caption": two, "binding": binding},
+                "two_objects": two(whole, binding),
                 "one_object": {"whole_caption": one},
             }
         }
 
     results = {"val": generated(0.264, 0.964, 0.462), "test_heldout": generated(0.237, 0.981, 0.4)}
-    headline = {"caption": "a red circle above a blue square", "seeds": list(range(16)), "right": 3}
-    text = make_bundle.two_object_section(results, headline)
+    fresh = {"val": two(0.25, 0.4), "test_heldout": two(0.21, 0.3)}
+    headline = {"caption": "a red circle above a blue square", "seeds": list(range(16))}
+    headline |= {"right": 3, "binding": 4}
+    text = " ".join(make_bundle.two_object_section(results, headline, fresh).split())
     assert "**0.264 on val and 0.237 on test_heldout**" in text
-    assert "one-object captions 0.964 / 0.981" in text and "binding (each" in text
+    assert "(0.250 and 0.210 on 500 and 500 fresh two-object scenes" in text
+    assert "0.964 / 0.981 for one-object captions" in text and "binding (each" in text
+    assert "both shapes in 0.600 / 0.600" in text and "relation in 0.970 / 0.970" in text
     assert '"a red circle above a blue square" is right in **3 of 16 seeds**' in text
 
 

@@ -27,3 +27,17 @@ def test_every_engine_is_timed_at_one_and_two_threads(tiny_artifact, capsys):
         rates = [float(rate) for rate in re.findall(r"([\d.]+) \([\d.]+x\)", row)]
         assert len(rates) == 2 and min(rates) > 0  # 1 and 2 threads
     assert rows[0].endswith("(1.00x)")  # the plain generator at 2 threads is the base
+
+
+def test_another_model_is_timed_in_the_same_run(tiny_artifact, capsys):
+    from benchmarks.generator_engines import main
+
+    threads = torch.get_num_threads()
+    try:
+        argv = ["--model", str(tiny_artifact), "--against", str(tiny_artifact)]
+        assert main([*argv, "--batch", "2", "--seconds", "0.05"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = [line for line in capsys.readouterr().out.splitlines() if "(" in line and "x)" in line]
+    assert rows[-1].startswith("--against's, ONNX Runtime")
+    assert len(re.findall(r"([\d.]+) \([\d.]+x\)", rows[-1])) == 2

@@ -5,7 +5,9 @@
 #
 #   scripts/two_object_arms.sh NAME [CAPTION_PATHS]     e.g.  head sentence-head
 #
-# Every arm starts from the bundled model with a fresh D that learns the relation (swap
+# Every arm starts from the bundled model (since the fifth session of 2026-12-07 the words-shapes-polish
+# arm, whose G has the words paths: an arm from it names them, or starts from the bundle of
+# 273c423 as INIT_G) with a fresh D that learns the relation (swap
 # negatives weighted 4, CoordConv and a sentence head in D), as the w_swap arm of
 # docs/experiments/cpu-preset.md; arms differ only in G's caption paths. It runs the code in
 # $CODE, a frozen copy (`git archive COMMIT | tar -x -C $CODE`), so work on the tree does not

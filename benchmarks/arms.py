@@ -139,6 +139,9 @@ def score_arms(args: argparse.Namespace) -> list[dict]:
             row = {"arm": arm, "step": step, "images": images, "weights": args.weights}
             if forked_at:
                 row["forked_at"] = forked_at
+                parent = start_record(state["config"]).get("arm")
+                if parent:
+                    row["forked_from"] = parent
             save(
                 {
                     **row,
@@ -154,11 +157,18 @@ def start_images(config: dict[str, Any]) -> int:
     """Images the run's starting G had already seen: a fork of an arm starts from a state that
     `save-state` wrote (run.init_generator = STATE/generator, beside STATE/state.json), and its
     rows count images from the bundle, as its parent's do; 0 for a run from the bundle."""
+    return int(start_record(config).get("images", 0))
+
+
+def start_record(config: dict[str, Any]) -> dict[str, Any]:
+    """The `state.json` of the saved state a run's G started from ({} for none): the images
+    seen from the bundle, and the arm it was saved from (`arm`, in states saved since the
+    fifth session), whose row a fork's curve starts at."""
     from training.config_io import upgrade
 
     start = upgrade(config)["train"]["run"].get("init_generator") or ""
     record = Path(start).parent / "state.json"
-    return int(json.loads(record.read_text())["images"]) if start and record.is_file() else 0
+    return json.loads(record.read_text()) if start and record.is_file() else {}
 
 
 def _add_d_probe(rows: list[dict], arm: str, step: int, path: Path, args: Any) -> None:
@@ -204,7 +214,8 @@ def save_state(checkpoint: Path, out: Path, stats: Path | None = None) -> dict:
     discriminator.save_pretrained(out / "discriminator")
     forked_at = start_images(state["config"])  # a fork's images count from the bundle
     images = forked_at + int(state["images_seen"])
-    record = {"checkpoint": checkpoint.name, "step": state["step"], "images": images}
+    arm = checkpoint.parent.name.removesuffix("-milestones")  # RUN/ or RUN-milestones/
+    record = {"arm": arm, "checkpoint": checkpoint.name, "step": state["step"], "images": images}
     stats = stats or checkpoint.parent / "stats.jsonl"
     if stats.is_file():
         train = dotted(upgrade(state["config"])["train"])

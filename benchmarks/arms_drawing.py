@@ -37,20 +37,20 @@ def _panels(axes: Any) -> list[tuple[Any, str, list[tuple[str, str, str]]]]:
 
 
 def _parent(rows: Sequence[dict], first: dict) -> dict | None:
-    """The row a fork started from: the milestone at its `forked_at` of an arm that is not a
-    fork, with the same caption paths; None for an arm from the bundle (or an unscored start)."""
+    """The row a fork started from: the milestone at its `forked_at` of the arm it names
+    (`forked_from`, the run folder its state was saved from); else (rows scored before that was
+    kept, or an arm scored under another name) of an arm that is not a fork, with the same
+    caption paths; None for an arm from the bundle (or an unscored start)."""
     if "forked_at" not in first:
         return None
-    return next(
-        (
-            r
-            for r in rows
-            if "forked_at" not in r
-            and r["images"] == first["forked_at"]
-            and r.get("caption_paths") == first.get("caption_paths")
-        ),
-        None,
-    )
+    at = [r for r in rows if r["images"] == first["forked_at"]]
+    named = [r for r in at if r["arm"] == first.get("forked_from")]
+    same_paths = [
+        r
+        for r in at
+        if "forked_at" not in r and r.get("caption_paths") == first.get("caption_paths")
+    ]
+    return next(iter(named or same_paths), None)
 
 
 def plot(rows: Sequence[dict], path: Path) -> None:

@@ -91,6 +91,7 @@ def test_an_arm_is_scored_checkpoint_by_checkpoint_and_only_once(
     assert main(forked) == 0
     (fork,) = [r for r in json.loads(out.read_text()) if r["arm"] == "fork"]
     assert (fork["step"], fork["images"], fork["forked_at"]) == (1, 12, 8)
+    assert fork["forked_from"] == "run"  # the folder its state was saved from
     from benchmarks.arms import start_images
     from benchmarks.arms_drawing import _parent
 
@@ -121,3 +122,18 @@ def test_an_arm_is_scored_checkpoint_by_checkpoint_and_only_once(
     first, second = (grid.crop((380, y, 380 + side, y + side)) for y in (0, 4 * side))
     assert first.tobytes() == second.tobytes()  # same model, same seeds: same picture
     assert first.tobytes() != grid.crop((380, side, 380 + side, 2 * side)).tobytes()
+
+
+def test_a_fork_of_a_fork_starts_its_curve_at_the_arm_it_names() -> None:
+    from benchmarks.arms_drawing import _parent
+
+    paths = ["token-layer"]
+    words = {"arm": "words", "images": 500, "caption_paths": paths}
+    shapes = {"arm": "shapes", "images": 500, "forked_at": 400, "caption_paths": paths}
+    polish = {"arm": "polish", "images": 600, "forked_at": 500, "forked_from": "shapes"}
+    again = {"arm": "again", "images": 700, "forked_at": 600, "forked_from": "polish"}
+    rows = [words, shapes, polish | {"caption_paths": paths}, again | {"caption_paths": paths}]
+    assert _parent(rows, rows[2]) is shapes  # not words, the other arm at 500
+    assert _parent(rows, rows[3]) is rows[2]
+    old = {"arm": "old", "images": 600, "forked_at": 500, "caption_paths": paths}
+    assert _parent(rows, old) is words  # no forked_from: the arm that is not a fork

@@ -1,6 +1,6 @@
 """Export a training run as the bundled default model, score it, and write its model card.
 
-python scripts/make_bundle.py RUN_DIR DATA_ROOT [--num 1000] [--out models/bundled/default]
+python scripts/make_bundle.py RUN_DIR DATA_ROOT [--checkpoint FILE] [--num 1000] [--out models/bundled/default]
 """
 
 from __future__ import annotations

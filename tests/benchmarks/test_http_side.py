@@ -15,7 +15,11 @@ from benchmarks.standin_server import StandInPipeline
 
 
 def test_the_process_tree_counts_a_childs_cpu() -> None:
-    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\n"
+    # the child spins 0.4 s of CPU, then stays alive (idle) so that the tree still holds it
+    spin = (
+        "import time\nt = time.process_time()\n"
+        "while time.process_time() - t < 0.4: pass\ntime.sleep(20)\n"
+    )
     parent = subprocess.Popen(
         ["sh", "-c", f"{sys.executable} -c '{spin}'; sleep 5"],
     )

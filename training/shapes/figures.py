@@ -121,6 +121,23 @@ def _object_figures(per_image: list[dict[str, Any]], heldout: bool) -> dict[str,
     }
 
 
+def shape_errors(per_image: list[dict[str, Any]]) -> dict[str, Any]:
+    """Shape accuracy of the caption objects by their size, and what was drawn instead: for
+    each shape a caption names, {drawn shape or "none": count} over its misses."""
+    by_size: dict[str, list[bool]] = {}
+    drawn_instead: dict[str, dict[str, int]] = {}
+    for checks in per_image:
+        for want, size, drawn in checks.get("shapes", []):
+            by_size.setdefault(size or "unknown", []).append(drawn == want)
+            if drawn != want:
+                misses = drawn_instead.setdefault(want, {})
+                misses[drawn or "none"] = misses.get(drawn or "none", 0) + 1
+    return {
+        "by_size": {size: _rate(values) for size, values in sorted(by_size.items())},
+        "drawn_instead": drawn_instead,
+    }
+
+
 def _named_object_checks(per_image: list[dict[str, Any]]) -> tuple[list, list, list]:
     """The background checks of captions that name it, and every colour and shape check with
     no tie-breaker's credit (see `image_checks`)."""
@@ -181,6 +198,8 @@ def caption_figures(per_image: list[dict[str, Any]]) -> dict[str, Any]:
         },
         # Shares of images with more objects drawn than the caption names (not counted by
         # any check) and of two-object images cut out of one blob by the relation's halves.
+        # the shape checks by the object's size, and what was drawn instead of each shape
+        "shapes": {"one_object": shape_errors(one), "two_objects": shape_errors(two)},
         "extra_objects": _rate([checks["extra_objects"] > 0 for checks in per_image]),
         "halves_split": _rate([checks["halves_split"] for checks in two]),
     }
@@ -203,12 +222,16 @@ CAPTION_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("    its background (named)", ("one_object", "named", "background")),
     ("    its color", ("one_object", "named", "color")),
     ("    its shape", ("one_object", "named", "shape")),
+    ("      small objects", ("shapes", "one_object", "by_size", "small")),
+    ("      large objects", ("shapes", "one_object", "by_size", "large")),
     ("  2 objects", ("two_objects", "whole_caption")),
     ("  2, relation named", ("two_objects_relation_named", "whole_caption")),
     ("  2, relation unnamed", ("two_objects_relation_unnamed", "whole_caption")),
     ("2 objects: binding", ("two_objects", "binding")),
     ("  relation | both found", ("two_objects", "relation_given_found")),
     ("  ties (share)", ("ties",)),
+    ("  shapes: small objects", ("shapes", "two_objects", "by_size", "small")),
+    ("    large objects", ("shapes", "two_objects", "by_size", "large")),
     ("objects right: held-out", ("objects", "heldout_pair", "object")),
     ("  seen pairs", ("objects", "seen_pair", "object")),
 )
@@ -257,8 +280,8 @@ def _caption_rows(result: dict[str, Any], columns: Sequence[str], width: int) ->
         values = []
         for key in columns:
             value: Any = result[key]
-            for part in path:
-                value = value[part]
+            for part in path:  # a size no object had: "-"
+                value = value.get(part) if isinstance(value, dict) else None
             values.append(value)
         lines.append(label.ljust(LABEL_WIDTH) + _cells(values, width))
     two = result[columns[0]]["two_objects"]
@@ -266,4 +289,13 @@ def _caption_rows(result: dict[str, Any], columns: Sequence[str], width: int) ->
         f"(two objects: {two['num_images']} images, {two['num_found']} with both found; "
         "whole caption: every check the caption names passes)"
     )
+    for objects, label in (("one_object", "one object"), ("two_objects", "two objects")):
+        misses = result[columns[0]].get("shapes", {}).get(objects, {}).get("drawn_instead", {})
+        drawn = [
+            f"{want} as {other} {count}"
+            for want, others in sorted(misses.items())
+            for other, count in sorted(others.items(), key=lambda item: -item[1])
+        ]
+        if drawn:
+            lines.append(f"({label}, shapes drawn wrong: {', '.join(drawn)}; none = not found)")
     return lines

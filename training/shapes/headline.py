@@ -19,7 +19,7 @@ HEADLINE_SCENE: dict[str, Any] = {
 
 # the README's two-object captions and two of its one-object ones
 README_CAPTIONS = (
-    "a red circle above a blue square",
+    HEADLINE,
     "a green triangle left of a yellow circle on a black background",
     "a blue square",
     "a red circle",

@@ -317,6 +317,11 @@ def _score(
         alternative = tie_alternative(scene["objects"], objects, matched)
         checks = image_checks(scene, background, matched, sure, caption, alternative)
         checks["extra_objects"], checks["halves_split"] = extra, split
+        # each caption object's shape and size, and the shape drawn for it (None: not found)
+        checks["shapes"] = [
+            (want["shape"], want.get("size"), None if obj is None else obj.shape)
+            for want, obj in zip(scene["objects"], matched, strict=True)
+        ]
         per_image.append(checks)
     return per_image
 

@@ -22,6 +22,7 @@ from training.shapes.classifier import (
     save_classifier,
     train_shape_classifier,
 )
+from training.shapes.headline import HEADLINE
 from training.shapes.scenes import PALETTE_OBJECTS, render_scene
 from training.shapes.scorer import AttributesError, FoundObject, match_objects, score_images
 
@@ -223,7 +224,8 @@ def test_bad_inputs_raise_clear_errors(
 
 # --- whole-caption figures -----------------------------------------------------------------
 
-# "a red circle above a blue square" at 32 px: the circle in the top half, the square below.
+# The headline caption drawn at 32 px: the circle in the top half, the square below (the
+# scene of `training.shapes.headline` has no boxes to draw).
 HEADLINE_SCENE: dict[str, Any] = {
     "background": "gray",
     "relation": "above",
@@ -232,7 +234,6 @@ HEADLINE_SCENE: dict[str, Any] = {
         {"shape": "square", "color": "blue", "size": "large", "bbox": [12, 17, 14, 14]},
     ],
 }
-HEADLINE = "a red circle above a blue square"
 
 
 def _drawn(scene: dict[str, Any], *pairs: tuple[str, str]) -> dict[str, Any]:
@@ -312,6 +313,12 @@ def test_a_swapped_drawing_fails_binding_and_whole_caption(classifier: ShapeClas
     assert result["ties"] == 0.5
     # Every image has two objects, so the two-object mean is the mean.
     assert result["two_objects"]["mean"] == result["mean"]
+    # Per caption object, what was drawn: the swaps draw each shape as the other.
+    assert result["shapes"]["two_objects"] == {
+        "by_size": {"large": 0.75},
+        "drawn_instead": {"circle": {"square": 1}, "square": {"circle": 1}},
+    }
+    assert swap["shapes"] == [("circle", "large", "square"), ("square", "large", "circle")]
     assert result["one_object"] == {
         "num_images": 0,
         "mean": None,
@@ -335,6 +342,13 @@ def test_one_object_figures_name_the_attribute_that_failed(classifier: ShapeClas
     one = result["one_object"]
     assert one["num_images"] == 3 and one["whole_caption"] == pytest.approx(2 / 3)
     assert one["named"] == {"background": 1.0, "color": 1.0, "shape": pytest.approx(2 / 3)}
+    # ...and says what was drawn instead, by the caption object's size (all large here)
+    shapes = result["shapes"]["one_object"]
+    assert shapes == {
+        "by_size": {"large": pytest.approx(2 / 3)},
+        "drawn_instead": {"circle": {"square": 1}},
+    }
+    assert result["shapes"]["two_objects"] == {"by_size": {}, "drawn_instead": {}}
 
 
 def test_whole_caption_checks_only_what_the_caption_names(classifier: ShapeClassifier) -> None:

@@ -196,10 +196,10 @@ def caption_figures(per_image: list[dict[str, Any]]) -> dict[str, Any]:
             "heldout_pair": _object_figures(per_image, heldout=True),
             "seen_pair": _object_figures(per_image, heldout=False),
         },
+        # The shape checks by the object's size, and what was drawn instead of each shape.
+        "shapes": {"one_object": shape_errors(one), "two_objects": shape_errors(two)},
         # Shares of images with more objects drawn than the caption names (not counted by
         # any check) and of two-object images cut out of one blob by the relation's halves.
-        # the shape checks by the object's size, and what was drawn instead of each shape
-        "shapes": {"one_object": shape_errors(one), "two_objects": shape_errors(two)},
         "extra_objects": _rate([checks["extra_objects"] > 0 for checks in per_image]),
         "halves_split": _rate([checks["halves_split"] for checks in two]),
     }

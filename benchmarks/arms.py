@@ -45,6 +45,8 @@ def _figures(generated: dict[str, Any]) -> dict[str, Any]:
         "whole_caption": generated["whole_caption"],
         "one_object_whole": generated["one_object"]["whole_caption"],
         "one_object_named": generated["one_object"]["named"],
+        # shape by object size and what was drawn instead (`figures.shape_errors`)
+        "shapes": generated["shapes"],
         "two_object_whole": two["whole_caption"],
         "binding": two["binding"],
         "both_colours": two["both_colors"],

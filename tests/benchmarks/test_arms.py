@@ -41,7 +41,12 @@ def test_an_arm_is_scored_checkpoint_by_checkpoint_and_only_once(
     for row in rows:
         for split in ("val", "test_heldout"):
             named = row[split]["one_object_named"]  # background, colour, shape apart
-            figures = {k: v for k, v in row[split].items() if k != "one_object_named"}
+            shapes = row[split]["shapes"]  # by object size, and what was drawn instead
+            assert set(shapes) == {"one_object", "two_objects"}
+            assert set(shapes["one_object"]["by_size"]) <= {"small", "large"}
+            figures = {
+                k: v for k, v in row[split].items() if k not in ("one_object_named", "shapes")
+            }
             figures |= {f"one_object_{k}": v for k, v in named.items()}
             assert set(figures) >= {"one_object_shape", "one_object_color", "one_object_whole"}
             assert all(v is None or 0.0 <= v <= 1.0 for v in figures.values()), figures

@@ -133,7 +133,8 @@ def score_arms(args: argparse.Namespace) -> list[dict]:
                 _add_d_probe(rows, arm, step, path, args)
                 continue
             state = load_checkpoint(path)  # read once: exported, then its D probed
-            forked_at = start_images(state["config"])
+            start = start_record(state["config"])  # {} for a run from the bundle
+            forked_at = int(start.get("images", 0))
             images = forked_at + int(state["images_seen"])
             with tempfile.TemporaryDirectory() as tmp:
                 export_state(state, tmp, f"{arm}-{step}", args.weights, source_name=path.name)
@@ -141,9 +142,8 @@ def score_arms(args: argparse.Namespace) -> list[dict]:
             row = {"arm": arm, "step": step, "images": images, "weights": args.weights}
             if forked_at:
                 row["forked_at"] = forked_at
-                parent = start_record(state["config"]).get("arm")
-                if parent:
-                    row["forked_from"] = parent
+                if start.get("arm"):
+                    row["forked_from"] = start["arm"]
             save(
                 {
                     **row,

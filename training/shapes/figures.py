@@ -127,11 +127,12 @@ def shape_errors(per_image: list[dict[str, Any]]) -> dict[str, Any]:
     by_size: dict[str, list[bool]] = {}
     drawn_instead: dict[str, dict[str, int]] = {}
     for checks in per_image:
-        for want, size, drawn in checks.get("shapes", []):
+        for want, size, drawn in checks["shapes"]:
             by_size.setdefault(size or "unknown", []).append(drawn == want)
             if drawn != want:
                 misses = drawn_instead.setdefault(want, {})
-                misses[drawn or "none"] = misses.get(drawn or "none", 0) + 1
+                other = drawn or "none"
+                misses[other] = misses.get(other, 0) + 1
     return {
         "by_size": {size: _rate(values) for size, values in sorted(by_size.items())},
         "drawn_instead": drawn_instead,
@@ -290,7 +291,7 @@ def _caption_rows(result: dict[str, Any], columns: Sequence[str], width: int) ->
         "whole caption: every check the caption names passes)"
     )
     for objects, label in (("one_object", "one object"), ("two_objects", "two objects")):
-        misses = result[columns[0]].get("shapes", {}).get(objects, {}).get("drawn_instead", {})
+        misses = result[columns[0]]["shapes"][objects]["drawn_instead"]
         drawn = [
             f"{want} as {other} {count}"
             for want, others in sorted(misses.items())
